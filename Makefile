@@ -1,0 +1,27 @@
+# Two commands on a fresh machine do all set-up:
+#   make lab    - a local lab: CA, cloudstream, one emulated edge node, `logs -f` through 10003
+#   make test   - the whole test suite (real TLS, real processes, real containerd when root)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: lab test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -m pip install -q -e '.[test,dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -c 'import websockets, aiohttp, cryptography, grpc, pytest'
+	touch $@
+
+lab: $(VENV)/.installed
+	$(PY) scripts/lab.py $(LAB_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(TEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.framing
+
+clean:
+	rm -rf $(VENV) .lab

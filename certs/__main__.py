@@ -1,0 +1,83 @@
+"""``streamcerts``: make the certificates cloudstream and edgestream need."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cryptography import x509
+
+from .ca import create_ca
+from .errors import CertificateError
+from .files import load_cert, load_key, write_pem
+from .issue import issue_client_cert, issue_server_cert
+from .lab import DEFAULT_SANS, init_lab
+
+
+def _show(path: Path) -> str:
+    cert = load_cert(path)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(getattr(n, "value", n)) for n in sans]
+    except x509.ExtensionNotFound:
+        names = []
+    return (
+        f"subject: {cert.subject.rfc4514_string()}\nissuer:  {cert.issuer.rfc4514_string()}\n"
+        f"sans:    {', '.join(names) or '-'}\nexpires: {cert.not_valid_after_utc.isoformat()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streamcerts", description="PKI for kubeedge-stream (KubeEdge's layout)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("lab", help="a whole lab PKI: CAs, cloud certs, one cert per edge node, API-server client")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--node", action="append", default=[], required=True)
+    p.add_argument("--san", action="append", default=[])
+    p = sub.add_parser("ca", help="a new CA")
+    p.add_argument("--cn", default="KubeEdge")
+    p.add_argument("--out-cert", required=True, type=Path)
+    p.add_argument("--out-key", required=True, type=Path)
+    for kind in ("server", "client"):
+        p = sub.add_parser(kind, help=f"a {kind} certificate signed by a CA")
+        p.add_argument("--ca-cert", required=True, type=Path)
+        p.add_argument("--ca-key", required=True, type=Path)
+        p.add_argument("--cn", required=True)
+        p.add_argument("--out-cert", required=True, type=Path)
+        p.add_argument("--out-key", required=True, type=Path)
+        if kind == "server":
+            p.add_argument("--san", action="append", default=[])
+        else:
+            p.add_argument("--org", action="append", default=[])
+    p = sub.add_parser("show", help="print a certificate's subject, issuer, SANs and expiry")
+    p.add_argument("file", type=Path)
+    ns = parser.parse_args(argv)
+    try:
+        if ns.cmd == "lab":
+            layout = init_lab(ns.dir, ns.node, ns.san or DEFAULT_SANS)
+            for label, path in [
+                ("tunnel CA", layout.ca_cert), ("tunnel server", layout.server_cert), ("stream CA", layout.stream_ca),
+                ("stream server", layout.stream_cert), ("API-server client", layout.apiserver_client_cert),
+            ] + [(f"edge {n}", layout.edge_cert(n)) for n in ns.node]:
+                print(f"{label:18} {path}")
+        elif ns.cmd == "ca":
+            cert, key = create_ca(ns.cn)
+            write_pem(ns.out_cert, cert, key, ns.out_key)
+        elif ns.cmd in ("server", "client"):
+            ca = load_cert(ns.ca_cert), load_key(ns.ca_key)
+            if ns.cmd == "server":
+                cert, key = issue_server_cert(*ca, ns.cn, ns.san)
+            else:
+                cert, key = issue_client_cert(*ca, ns.cn, ns.org)
+            write_pem(ns.out_cert, cert, key, ns.out_key)
+        else:
+            print(_show(ns.file))
+    except CertificateError as exc:
+        print(f"streamcerts: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Leaf certificates: servers (with SANs) and clients (edge nodes, the API server)."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from ._x509 import SIGN_HASH, PrivateKey, builder, name, new_key, san
+
+__all__ = ["issue_client_cert", "issue_server_cert"]
+
+_LEAF_USAGE = x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+    key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+)
+
+
+def _leaf(
+    ca_cert: x509.Certificate, ca_key: PrivateKey, subject: x509.Name, days: int, usages: list[x509.ObjectIdentifier]
+) -> tuple[x509.CertificateBuilder, PrivateKey]:
+    key = new_key()
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    b = (
+        builder(subject, ca_cert.subject, key.public_key(), days)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_USAGE, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(aki, critical=False)
+    )
+    return b, key
+
+
+def issue_server_cert(
+    ca_cert: x509.Certificate, ca_key: PrivateKey, common_name: str, sans: list[str], days: int = 365
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A server certificate; ``sans`` may mix DNS names and IP addresses."""
+    b, key = _leaf(
+        ca_cert, ca_key, name(common_name), days, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    if sans:
+        b = b.add_extension(san(sans), critical=False)
+    return b.sign(ca_key, SIGN_HASH), key
+
+
+def issue_client_cert(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    common_name: str,
+    organizations: list[str] | tuple[str, ...] = (),
+    days: int = 365,
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A client certificate: an edge node (CN = node name) or the API server's kubelet client."""
+    b, key = _leaf(ca_cert, ca_key, name(common_name, organizations), days, [ExtendedKeyUsageOID.CLIENT_AUTH])
+    return b.sign(ca_key, SIGN_HASH), key

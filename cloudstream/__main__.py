@@ -1,0 +1,40 @@
+"""``cloudstream``: the cloud half of the stream tunnel."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from proto.aio.runner import run
+from proto.tunnel.errors import ConfigError, TunnelError
+
+from . import app
+from .config import CloudConfig, add_arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
+    add_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = CloudConfig.from_args(ns)
+    except ConfigError as exc:
+        print(f"cloudstream: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(app.serve(config), ns.loop)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, TunnelError) as exc:
+        logging.getLogger("cloudstream").error("fatal: %s", exc)
+        return 1
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

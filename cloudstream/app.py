@@ -1,0 +1,84 @@
+"""cloudstream's process: owns both servers, the session registry and the shutdown order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from certs import server_context
+
+from .config import CloudConfig
+from .kubelet_api.server import KubeletApiServer
+from .registry import SessionRegistry
+from .tunnel_server import start_tunnel_server
+
+__all__ = ["Running", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Running:
+    """Handed to ``on_ready``: where the servers listen (tests bind port 0)."""
+
+    tunnel_port: int
+    stream_port: int
+    registry: SessionRegistry
+    stop: asyncio.Event
+
+
+def _port(server: object) -> int:
+    sockets = getattr(server, "sockets", None) or ()
+    return int(next(iter(sockets)).getsockname()[1]) if sockets else 0
+
+
+async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down in order."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    tunnel_tls = server_context(
+        config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file,
+        require_client_cert=True, alpn=None,
+    )
+    # 10003: verify a certificate when one is offered; answer 401 ourselves when none is.
+    stream_tls = server_context(
+        config.tls_stream_cert_file, config.tls_stream_private_key_file, config.tls_stream_ca_file,
+        require_client_cert=False, alpn=["http/1.1"],
+    )
+    registry = SessionRegistry()
+    kubelet_api = KubeletApiServer(config, registry, stream_tls)
+    tunnel = await start_tunnel_server(config, registry, tunnel_tls)
+    try:
+        api = await kubelet_api.start()
+        running = Running(_port(tunnel), _port(api), registry, stop)
+        logger.info(
+            "cloudstream ready: kubelet API on %s:%d, tunnel on %s:%d",
+            config.stream_address, running.stream_port, config.tunnel_address, running.tunnel_port,
+        )
+        if on_ready is not None:
+            on_ready(running)
+        await stop.wait()
+        logger.info("x shutting down: %d tunnels open", len(registry))
+    finally:
+        # 1. stop accepting, 2. end API-server connections, 3. close tunnels, 4. wait.
+        tunnel.close(close_connections=False)
+        await kubelet_api.close()
+        for session in registry.sessions():
+            await session.close("cloudstream is shutting down")
+        try:
+            async with asyncio.timeout(config.shutdown_timeout):
+                await tunnel.wait_closed()
+        except TimeoutError:
+            logger.warning("! tunnels did not close within %.0f s", config.shutdown_timeout)
+        for sig in installed:
+            loop.remove_signal_handler(sig)

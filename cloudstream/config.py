@@ -1,0 +1,113 @@
+"""CloudConfig: everything cloudstream needs, as plain frozen data.
+
+Field names follow cloudcore.yaml's ``modules.cloudStream`` section; defaults are KubeEdge's.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proto.tunnel.errors import ConfigError
+
+__all__ = ["CloudConfig", "add_arguments"]
+
+SECONDS = 1.0
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudConfig:
+    tunnel_address: str = "0.0.0.0"
+    tunnel_port: int = 10004
+    """Where edges dial in (``tunnelPort``)."""
+    stream_address: str = "0.0.0.0"
+    stream_port: int = 10003
+    """The kubelet API the API server reaches (``streamPort``)."""
+    tls_tunnel_ca_file: Path = Path("/etc/kubeedge/ca/rootCA.crt")
+    tls_tunnel_cert_file: Path = Path("/etc/kubeedge/certs/server.crt")
+    tls_tunnel_private_key_file: Path = field(default=Path("/etc/kubeedge/certs/server.key"), repr=False)
+    tls_stream_ca_file: Path = Path("/etc/kubeedge/ca/streamCA.crt")
+    """The cluster CA that signs the API server's kubelet-client certificate."""
+    tls_stream_cert_file: Path = Path("/etc/kubeedge/certs/stream.crt")
+    tls_stream_private_key_file: Path = field(default=Path("/etc/kubeedge/certs/stream.key"), repr=False)
+    verify_node_identity: bool = True
+    """Refuse an edge whose certificate CN is not its announced node name (KubeEdge never checks)."""
+    allowed_common_names: tuple[str, ...] = ("kube-apiserver-kubelet-client",)
+    allowed_groups: tuple[str, ...] = ("system:masters",)
+    """Who may use 10003: certificate CN or organization (group)."""
+    ping_interval: float = 10 * SECONDS
+    ping_timeout_go: float = 150 * SECONDS
+    """Pong timeout for Go edges: a Go edge's reader may stall for long (spec: >120 s)."""
+    ping_timeout: float = 20 * SECONDS
+    """Pong timeout for our own edges (they answer at once): dead tunnels go within ~30 s."""
+    connect_timeout: float = 30 * SECONDS
+    """How long a stream waits for the edge's first answer before a 504."""
+    stall_timeout: float = 10 * SECONDS
+    """How long the tunnel reader waits for one stream's slow client before failing that stream."""
+    stream_buffer: int = 1 * MiB
+    """Per-stream receive buffer (high mark) between the tunnel and the API-server connection."""
+    max_payload: int = 64 * KiB
+    max_streams_per_node: int = 10_000
+    shutdown_timeout: float = 5 * SECONDS
+
+    def __post_init__(self) -> None:
+        for name in ("tunnel_port", "stream_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} {port} is not a TCP port")
+        if not 0 < self.max_payload < 1 << 20:
+            raise ConfigError("max_payload must stay below KubeEdge's 1 MiB message limit")
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> CloudConfig:
+        pki = Path(ns.pki_dir) if ns.pki_dir else None
+        paths: dict[str, Path] = {}
+        if pki is not None:  # a streamcerts lab directory, KubeEdge's layout under it
+            paths = {
+                "tls_tunnel_ca_file": pki / "ca/rootCA.crt",
+                "tls_tunnel_cert_file": pki / "certs/server.crt",
+                "tls_tunnel_private_key_file": pki / "certs/server.key",
+                "tls_stream_ca_file": pki / "ca/streamCA.crt",
+                "tls_stream_cert_file": pki / "certs/stream.crt",
+                "tls_stream_private_key_file": pki / "certs/stream.key",
+            }
+        for key in list(paths) + [k for k in _PATH_FIELDS if k not in paths]:
+            value = getattr(ns, key, None)
+            if value:
+                paths[key] = Path(value)
+        return cls(
+            tunnel_address=ns.tunnel_address,
+            tunnel_port=ns.tunnel_port,
+            stream_address=ns.stream_address,
+            stream_port=ns.stream_port,
+            verify_node_identity=not ns.no_verify_node_identity,
+            **paths,  # type: ignore[arg-type]
+        )
+
+
+_PATH_FIELDS = (
+    "tls_tunnel_ca_file",
+    "tls_tunnel_cert_file",
+    "tls_tunnel_private_key_file",
+    "tls_stream_ca_file",
+    "tls_stream_cert_file",
+    "tls_stream_private_key_file",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tunnel-address", default="0.0.0.0")
+    parser.add_argument("--tunnel-port", type=int, default=10004)
+    parser.add_argument("--stream-address", default="0.0.0.0")
+    parser.add_argument("--stream-port", type=int, default=10003)
+    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (KubeEdge's file layout under it)")
+    for name in _PATH_FIELDS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name)
+    parser.add_argument(
+        "--no-verify-node-identity",
+        action="store_true",
+        help="accept an edge certificate whose CN differs from its node name (old keadm certs)",
+    )

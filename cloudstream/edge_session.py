@@ -1,0 +1,207 @@
+"""One edge node's tunnel, seen from the cloud, and the streams carried over it.
+
+The session owns its streams: when the tunnel ends, every stream ends with ``TunnelClosed``
+naming the reason. Each stream has one bounded buffer between the tunnel reader and the
+handler that writes to the API server. Head of line: when one stream's buffer is full the
+reader waits up to ``stall_timeout`` for its client, then fails that stream alone (a Go
+cloud blocks the whole node forever). Credits (issue: flow control) will remove the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+
+from proto.aio import StreamBuffer, TunnelConnection
+from proto.tunnel import (
+    ConnectRequest,
+    DataReceived,
+    Event,
+    Feature,
+    MessageType,
+    Mux,
+    Role,
+    StatusReceived,
+    StreamClosed,
+    StreamRemoved,
+    TunnelClosed,
+)
+
+from .config import CloudConfig
+
+__all__ = ["CloudStream", "EdgeSession"]
+
+logger = logging.getLogger(__name__)
+
+
+class CloudStream:
+    """One kubelet-API request carried to the edge under one connect ID."""
+
+    def __init__(self, session: EdgeSession, connect_id: int, kind: MessageType, high: int) -> None:
+        self.session = session
+        self.connect_id = connect_id
+        self.kind = kind
+        self.buffer = StreamBuffer(high)
+        self.status: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        self.opened = time.monotonic()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def send(self, data: bytes | memoryview) -> None:
+        """Bytes from the API server to the edge (exec stdin, SPDY frames)."""
+        if self._closed:
+            raise StreamClosed(self.connect_id, "closed")
+        await self.session.send_data(self.connect_id, data)
+
+    async def read(self) -> bytes | memoryview | None:
+        """The next chunk from the edge, or None when the edge ended the stream."""
+        return await self.buffer.read()
+
+    async def wait_status(self, timeout: float) -> tuple[int, str]:
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self.status)
+
+    def _resolve_status(self, code: int, message: str) -> None:
+        if not self.status.done():
+            self.status.set_result((code, message))
+
+    def fail(self, error: BaseException) -> None:
+        """End the stream from the tunnel's side (tunnel lost, stalled client)."""
+        if not self.status.done():
+            self.status.set_exception(error)
+            self.status.exception()  # mark retrieved: nobody may be waiting
+        self.buffer.feed_eof(error)
+
+    async def close(self) -> None:
+        """End our side: REMOVE_CONNECT once, forget the stream. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.buffer.feed_eof()
+        await self.session.release(self)
+
+
+class EdgeSession(TunnelConnection):
+    """The tunnel of one edge node."""
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        *,
+        node: str,
+        internal_ip: str,
+        features: frozenset[Feature],
+        config: CloudConfig,
+        next_id: Any,
+    ) -> None:
+        mux = Mux(
+            Role.CLOUD,
+            features=features,
+            max_streams=config.max_streams_per_node,
+            max_payload=config.max_payload,
+            next_id=next_id,
+        )
+        super().__init__(ws, mux, logging.LoggerAdapter(logger, {"node": node}))
+        self.node = node
+        self.internal_ip = internal_ip
+        self.features = features
+        self.config = config
+        self.streams: dict[int, CloudStream] = {}
+        self.connected_at = time.time()
+        self.done = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<EdgeSession {self.node} {self.internal_ip} streams={len(self.streams)}>"
+
+    async def open(self, kind: MessageType, request: ConnectRequest) -> CloudStream:
+        if self.closed_reason is not None:
+            raise TunnelClosed(self.closed_reason)
+        cid, message = self.mux.open_stream(kind, request)
+        stream = CloudStream(self, cid, kind, self.config.stream_buffer)
+        self.streams[cid] = stream
+        if Feature.STATUS not in self.features or kind not in (MessageType.LOGS_CONNECT, MessageType.METRIC_CONNECT):
+            stream._resolve_status(200, "")  # a Go edge has no way to say anything else
+        try:
+            await self.send(message)
+        except BaseException:
+            self.streams.pop(cid, None)
+            self.mux.forget(cid)
+            raise
+        if self.debug:
+            self.log.debug("> %s stream %d %s", kind.name, cid, request.path)
+        return stream
+
+    async def release(self, stream: CloudStream) -> None:
+        self.streams.pop(stream.connect_id, None)
+        message = self.mux.close_stream(stream.connect_id)
+        if message is not None and self.closed_reason is None:
+            try:
+                await self.send(message)
+            except TunnelClosed:
+                pass
+        # We do not wait for the edge's echo: forget the state now (Go clouds leak it).
+        self.mux.forget(stream.connect_id)
+
+    async def handle_event(self, event: Event) -> None:
+        match event:
+            case DataReceived(connect_id=cid, data=data):
+                stream = self.streams.get(cid)
+                if stream is None:
+                    return
+                stream._resolve_status(200, "")
+                if stream.buffer.feed(data):
+                    await self._wait_for_slow_client(stream)
+            case StreamRemoved(connect_id=cid):
+                stream = self.streams.get(cid)
+                if stream is not None:
+                    stream._resolve_status(200, "")
+                    stream.buffer.feed_eof()
+            case StatusReceived(connect_id=cid, code=code, message=message):
+                stream = self.streams.get(cid)
+                if stream is not None:
+                    stream._resolve_status(code, message)
+            case _:
+                pass
+
+    async def _wait_for_slow_client(self, stream: CloudStream) -> None:
+        try:
+            async with asyncio.timeout(self.config.stall_timeout):
+                await stream.buffer.wait_drained()
+        except TimeoutError:
+            self.log.warning(
+                "! stream %d: the API-server client read nothing for %.0f s; ending that stream only",
+                stream.connect_id,
+                self.config.stall_timeout,
+            )
+            stream.fail(StreamClosed(stream.connect_id, "client too slow"))
+            await stream.close()
+
+    async def run(self) -> None:
+        """Serve the tunnel until it closes; then fail every stream it carried."""
+        try:
+            await self.run_reader()
+        finally:
+            reason = self.closed_reason or "tunnel closed"
+            self.end_streams(f"the tunnel from node {self.node} closed ({reason})")
+            self.done.set()
+
+    def end_streams(self, reason: str) -> None:
+        error = TunnelClosed(reason)
+        for stream in list(self.streams.values()):
+            stream.fail(error)
+            self.mux.forget(stream.connect_id)
+        self.streams.clear()
+
+    async def close(self, reason: str, code: int = 1001) -> None:
+        """Close the tunnel (replaced by a newer dial, or shutdown)."""
+        if self.closed_reason is None:
+            self.closed_reason = reason
+        self.end_streams(reason)
+        await self.ws.close(code, reason[:120])

@@ -1,0 +1,339 @@
+"""The HTTPS kubelet-API server (10003): authenticate, route, and carry each request as
+one tunnel stream to the edge that owns the node.
+
+Per TLS connection: HTTP/1.1 with keep-alive for logs/metrics; an upgrade (exec, attach,
+port-forward) turns the connection into a raw two-way relay, the edge's own ``101`` (or
+refusal) coming back byte for byte, as KubeEdge's hijack does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+
+
+from certs import Identity, peer_identity
+from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
+
+from ..config import CloudConfig
+from ..edge_session import CloudStream, EdgeSession
+from ..registry import SessionRegistry
+from .http1 import HttpError, RequestHead, error_body, parse_request_head, response_head
+from .resolve import original_destination, request_node_keys
+from .routes import Route, RouteKind, match_route
+
+__all__ = ["KubeletApiServer"]
+
+logger = logging.getLogger(__name__)
+audit = logging.getLogger("cloudstream.audit")
+
+_IDLE_TIMEOUT = 300.0
+_HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding"})
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+class KubeletApiServer:
+    def __init__(self, config: CloudConfig, registry: SessionRegistry, ssl_context: ssl.SSLContext | None) -> None:
+        self.config = config
+        self.registry = registry
+        self.ssl_context = ssl_context
+        self._connections: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> asyncio.Server:
+        self.server = await asyncio.start_server(
+            self._on_connection,
+            self.config.stream_address,
+            self.config.stream_port,
+            ssl=self.ssl_context,
+            limit=64 * 1024,
+            ssl_handshake_timeout=10,
+        )
+        return self.server
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=self.config.shutdown_timeout)
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await Connection(self, reader, writer).serve()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            try:
+                async with asyncio.timeout(2):
+                    await writer.wait_closed()
+            except (TimeoutError, ConnectionError, ssl.SSLError):
+                writer.transport.abort()
+
+
+class Connection:
+    """One TLS connection from the API server."""
+
+    def __init__(self, server: KubeletApiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.config = server.config
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.dnat_ip = original_destination(writer.get_extra_info("socket"))
+        self.identity: Identity | None = None
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            self.identity = peer_identity(der)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(_IDLE_TIMEOUT):
+                    raw = await self.reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, TimeoutError):
+                return
+            except asyncio.LimitOverrunError:
+                await self._reply_error(431, "request head too large", close=True)
+                return
+            try:
+                head = parse_request_head(raw)
+            except HttpError as exc:
+                await self._reply_error(exc.status, str(exc), close=True)
+                return
+            keep_alive = await self._handle(head)
+            if not keep_alive or not head.keep_alive:
+                return
+
+    async def _handle(self, head: RequestHead) -> bool:
+        """Serve one request; return whether the connection may carry another."""
+        denied = self._authorize()
+        if denied is not None:
+            status, message = denied
+            logger.warning("! %s %s from %s refused: %s", head.method, head.path, self.peer, message)
+            await self._reply_error(status, message, close=True)
+            return False
+        route = match_route(head.path)
+        if route is None:
+            await self._reply_error(404, f"no kubelet API route {head.path}")
+            return await self._discard_body(head)
+        if head.method not in route.methods:
+            await self._reply_error(405, f"{head.method} is not allowed on {head.path}", [("Allow", ", ".join(route.methods))])
+            return await self._discard_body(head)
+        session, problem = self._find_session(head)
+        if session is None:
+            await self._reply_error(503, problem)
+            return await self._discard_body(head)
+        if route.upgrade:
+            await self._relay_upgrade(head, route, session)
+            return False
+        if not await self._discard_body(head):
+            return False
+        return await self._relay_response(head, route, session)
+
+    # ------------------------------------------------------------------ checks
+
+    def _authorize(self) -> tuple[int, str] | None:
+        identity = self.identity
+        if identity is None:
+            return 401, "a client certificate signed by the cluster CA is required (the API server's --kubelet-client-certificate)"
+        if identity.common_name in self.config.allowed_common_names:
+            return None
+        if any(group in self.config.allowed_groups for group in identity.organizations):
+            return None
+        return 403, (
+            f"certificate CN={identity.common_name!r} O={list(identity.organizations)!r} may not use the kubelet API; "
+            f"allowed: CN in {list(self.config.allowed_common_names)} or O in {list(self.config.allowed_groups)}"
+        )
+
+    def _find_session(self, head: RequestHead) -> tuple[EdgeSession | None, str]:
+        registry = self.server.registry
+        keys = request_node_keys(head, self.dnat_ip)
+        for kind, value in keys:
+            session = registry.get_by_ip(value) if kind == "ip" else registry.get(value)
+            if session is not None:
+                return session, ""
+        wanted = " or ".join(f"{'IP' if k == 'ip' else 'node'} {v}" for k, v in keys) or "(no Host header)"
+        connected = ", ".join(f"{s.node} ({s.internal_ip})" for s in registry.sessions()) or "none"
+        return None, (
+            f"no edge node with {wanted} has a tunnel to this cloudstream. "
+            f"Check that edgestream runs on that node and reaches tunnel port {self.config.tunnel_port} "
+            f"(its log says why it cannot connect). Connected nodes: {connected}"
+        )
+
+    async def _discard_body(self, head: RequestHead) -> bool:
+        try:
+            length = head.content_length
+        except HttpError:
+            return False
+        if length > 1 << 20:
+            return False
+        if length:
+            await self.reader.readexactly(length)
+        return True
+
+    # ------------------------------------------------------------------ answers
+
+    async def _reply_error(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None, close: bool = False
+    ) -> None:
+        body = error_body(status, message)
+        all_headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        if close:
+            all_headers.append(("Connection", "close"))
+        all_headers.extend(headers or ())
+        self.writer.write(response_head(status, all_headers) + body)
+        await self.writer.drain()
+
+    def _connect_request(self, head: RequestHead, method: str | None) -> ConnectRequest:
+        headers = tuple((k, v) for k, v in head.headers if k.lower() not in _HOP_BY_HOP)
+        return ConnectRequest(connect_id=0, path=head.path, raw_query=head.raw_query, headers=headers, method=method)
+
+    async def _relay_response(self, head: RequestHead, route: Route, session: EdgeSession) -> bool:
+        """logs / metrics: the edge's body, streamed as a chunked 200 (or its error status)."""
+        try:
+            stream = await session.open(route.tunnel_type, self._connect_request(head, None))
+        except TunnelError as exc:
+            await self._reply_error(503, f"node {session.node}: {exc}")
+            return True
+        started = time.monotonic()
+        sent = 0
+        watcher = asyncio.create_task(self._watch_client_gone())
+        try:
+            try:
+                code, message = await stream.wait_status(self.config.connect_timeout)
+            except TimeoutError:
+                await self._reply_error(
+                    504, f"node {session.node}: the edge did not answer {head.path} within {self.config.connect_timeout:.0f} s"
+                )
+                return True
+            except TunnelError as exc:
+                await self._reply_error(502, f"node {session.node}: {exc}")
+                return True
+            if code != 200:
+                await self._reply_error(code, f"node {session.node}: {message}")
+                return True
+            content_type = "text/plain" if route.kind is RouteKind.LOGS else "text/plain; charset=utf-8"
+            if route.kind is RouteKind.METRICS and head.path.startswith("/stats"):
+                content_type = "application/json"
+            self.writer.write(
+                response_head(200, [("Content-Type", content_type), ("Transfer-Encoding", "chunked")])
+            )
+            write = self.writer.write
+            buffer = stream.buffer
+            while True:
+                read = asyncio.ensure_future(stream.read())
+                done, _ = await asyncio.wait((read, watcher), return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:  # the client went away first
+                    read.cancel()
+                    return False
+                chunk = read.result()
+                if chunk is None:
+                    break
+                # Coalesce what is already buffered (a Go edge sends 256-byte messages).
+                more = buffer.read_nowait()
+                parts = [chunk, *more] if more else [chunk]
+                size = sum(len(p) for p in parts)
+                write(b"".join([b"%x\r\n" % size, *parts, b"\r\n"]))
+                sent += size
+                await self.writer.drain()
+            write(b"0\r\n\r\n")
+            await self.writer.drain()
+            return not watcher.done()
+        except (TunnelClosed, StreamClosed) as exc:
+            # Status already sent: break the chunked body so the client sees an error.
+            logger.warning("! %s on node %s ended early: %s", head.path, session.node, exc)
+            self.writer.transport.abort()
+            return False
+        finally:
+            watcher.cancel()
+            await stream.close()
+            logger.info(
+                "stream %d %s %s node=%s bytes=%d %.3fs", stream.connect_id, head.method, head.path, session.node, sent,
+                time.monotonic() - started,
+            )
+
+    async def _watch_client_gone(self) -> None:
+        """Completes when the API server closes its side (or sends something unexpected)."""
+        await self.reader.read(1)
+
+    async def _relay_upgrade(self, head: RequestHead, route: Route, session: EdgeSession) -> None:
+        """exec / attach / port-forward: forward the head, then relay raw bytes both ways."""
+        if route.kind is RouteKind.PORTFORWARD and Feature.PORTFORWARD not in session.features:
+            await self._reply_error(
+                501,
+                f"node {session.node} runs KubeEdge's Go edgecore, which has no port-forward; "
+                "run kubeedge-stream's edgestream on that node for port-forward",
+                close=True,
+            )
+            return
+        if not head.is_upgrade:
+            await self._reply_error(400, f"{head.path} needs an HTTP upgrade (SPDY/3.1 or WebSocket)", close=True)
+            return
+        try:
+            stream = await session.open(route.tunnel_type, self._connect_request(head, head.method))
+        except TunnelError as exc:
+            await self._reply_error(503, f"node {session.node}: {exc}", close=True)
+            return
+        started = time.monotonic()
+        counts = [0, 0]
+        who = self.identity.common_name if self.identity else "?"
+        audit.info(
+            "open %s node=%s ns=%s pod=%s container=%s query=%s caller=%s end-user=%s stream=%d",
+            route.kind.value, session.node, route.namespace, route.pod, route.container, head.raw_query, who,
+            head.header("X-Forwarded-For") or head.header("Kubectl-Session") or "-", stream.connect_id,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                up = tg.create_task(self._client_to_edge(stream, counts))
+                down = tg.create_task(self._edge_to_client(stream, counts))
+                done, _ = await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
+                # Either side finished: the stream is over (KubeEdge has no half-close on the tunnel).
+                for task in (up, down):
+                    task.cancel()
+        except* (ConnectionError, TunnelError, ssl.SSLError):
+            pass
+        finally:
+            await stream.close()
+            audit.info(
+                "close %s node=%s pod=%s/%s stream=%d bytes_in=%d bytes_out=%d duration=%.3fs",
+                route.kind.value, session.node, route.namespace, route.pod, stream.connect_id, counts[0], counts[1],
+                time.monotonic() - started,
+            )
+
+    async def _client_to_edge(self, stream: CloudStream, counts: list[int]) -> None:
+        read = self.reader.read
+        limit = self.config.max_payload
+        while True:
+            data = await read(limit)
+            if not data:
+                return
+            counts[0] += len(data)
+            await stream.send(data)
+
+    async def _edge_to_client(self, stream: CloudStream, counts: list[int]) -> None:
+        writer = self.writer
+        while True:
+            chunk = await stream.read()
+            if chunk is None:
+                return
+            more = stream.buffer.read_nowait()
+            if more:
+                chunk = b"".join([chunk, *more])
+            counts[1] += len(chunk)
+            writer.write(chunk)
+            await writer.drain()
+
+

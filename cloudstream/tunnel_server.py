@@ -1,0 +1,141 @@
+"""The tunnel endpoint edges dial (10004): mTLS, identity check, one session per node.
+
+Wire facts (spec ``kubeedge-tunnel.md``): the edge sends ``GET /v1/kubeedge/connect`` with
+``SessionHostNameOverride`` and ``SessionInternalIP``; no subprotocol, no compression; the
+payload of every message is binary in a TEXT frame. KubeEdge never checks that the client
+certificate belongs to the announced node; we do (``verify_node_identity``).
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import ssl
+from collections.abc import Callable
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from certs import peer_identity
+from proto.tunnel import FEATURES_HEADER, Feature, format_features, negotiate, parse_features
+
+from .config import CloudConfig
+from .edge_session import EdgeSession
+from .registry import SessionRegistry
+
+__all__ = ["SUPPORTED_FEATURES", "start_tunnel_server"]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD})
+_PATHS = ("/v1/kubeedge/connect", "/v1/kubeedge/connect/")
+_NODE_HEADER = "SessionHostNameOverride"
+_IP_HEADER = "SessionInternalIP"
+
+
+def _refuse(connection: ServerConnection, status: http.HTTPStatus, reason: str) -> Response:
+    logger.warning("! refused a tunnel dial from %s: %s", _peer(connection), reason)
+    return connection.respond(status, reason + "\n")
+
+
+def _peer(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else "?"
+
+
+def _check_request(config: CloudConfig, connection: ServerConnection, request: Request) -> Response | None:
+    path = request.path.split("?", 1)[0]
+    if path not in _PATHS:
+        return _refuse(connection, http.HTTPStatus.NOT_FOUND, f"no tunnel endpoint at {path}; edges dial {_PATHS[0]}")
+    headers = request.headers
+    if "upgrade" not in headers.get("Connection", "").lower():
+        return _refuse(connection, http.HTTPStatus.BAD_REQUEST, "a tunnel dial must be a WebSocket upgrade")
+    node = headers.get(_NODE_HEADER, "").strip()
+    if not node:
+        return _refuse(connection, http.HTTPStatus.BAD_REQUEST, f"the dial has no {_NODE_HEADER} header (node name)")
+    origin = headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1] != headers.get("Host", ""):
+        return _refuse(connection, http.HTTPStatus.FORBIDDEN, "cross-origin tunnel dial refused")
+    if config.verify_node_identity:
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der is None:
+            return _refuse(connection, http.HTTPStatus.UNAUTHORIZED, "no client certificate")
+        identity = peer_identity(der)
+        if identity.common_name not in (node, f"system:node:{node}"):
+            return _refuse(
+                connection,
+                http.HTTPStatus.FORBIDDEN,
+                f"certificate CN={identity.common_name!r} may not register node {node!r}: "
+                f"issue the edge a certificate with CN={node!r} (streamcerts client --cn {node})",
+            )
+    return None
+
+
+async def start_tunnel_server(
+    config: CloudConfig,
+    registry: SessionRegistry,
+    ssl_context: ssl.SSLContext,
+    on_session: Callable[[EdgeSession], None] | None = None,
+) -> Server:
+    """Start listening; the returned Server is closed by the caller (app.serve)."""
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        refusal = _check_request(config, connection, request)
+        if refusal is None:
+            offered = parse_features(request.headers.get(FEATURES_HEADER))
+            connection.kes_features = negotiate(offered, SUPPORTED_FEATURES)  # type: ignore[attr-defined]
+        return refusal
+
+    def process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
+        features = getattr(connection, "kes_features", frozenset())
+        if response.status_code == 101 and features:
+            headers = Headers(response.headers)
+            headers[FEATURES_HEADER] = format_features(features)
+            return Response(response.status_code, response.reason_phrase, headers, response.body)
+        return response
+
+    async def handler(connection: ServerConnection) -> None:
+        headers = connection.request.headers if connection.request else Headers()
+        node = headers.get(_NODE_HEADER, "").strip()
+        ip = headers.get(_IP_HEADER, "").strip() or _peer(connection)
+        features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
+        # Our edges answer pings at once; a Go edge's reader may stall for minutes.
+        connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
+        session = EdgeSession(
+            connection, node=node, internal_ip=ip, features=features, config=config, next_id=registry.next_id
+        )
+        old = registry.register(session)
+        if old is not None:
+            logger.warning("= node %s dialled again from %s; the previous tunnel is replaced", node, ip)
+            await old.close(f"replaced by a new tunnel from node {node} ({ip})")
+        logger.info(
+            "= tunnel up: node %s (%s), features [%s]", node, ip, format_features(features) or "none: KubeEdge mode"
+        )
+        if on_session is not None:
+            on_session(session)
+        try:
+            await session.run()
+        finally:
+            registry.unregister(session)
+            logger.info("x tunnel down: node %s (%s): %s", node, ip, session.closed_reason)
+
+    return await serve(
+        handler,
+        config.tunnel_address,
+        config.tunnel_port,
+        ssl=ssl_context,
+        process_request=process_request,
+        process_response=process_response,
+        compression=None,
+        max_size=2 << 20,  # a Go peer's message is at most 1 MiB of data plus the header
+        max_queue=64,
+        ping_interval=config.ping_interval,
+        ping_timeout=config.ping_timeout_go,
+        close_timeout=2,
+        server_header=None,
+        open_timeout=10,
+    )
+
+

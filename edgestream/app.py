@@ -1,0 +1,35 @@
+"""edgestream's process: the backend and the tunnel loop, with a two-stage stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from .backends import make_backend
+from .config import EdgeConfig
+from .tunnel_client import run_tunnel
+
+__all__ = ["serve"]
+
+logger = logging.getLogger(__name__)
+
+
+async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    backend = make_backend(config)
+    logger.info("edgestream node %s, backend %s, cloud %s", config.node_name, config.backend, config.server)
+    try:
+        await run_tunnel(config, backend, stop)
+    finally:
+        await backend.close()
+        for sig in installed:
+            loop.remove_signal_handler(sig)

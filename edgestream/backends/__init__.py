@@ -1,0 +1,22 @@
+"""Where the edge gets its answers: containerd CRI, the emulator, or the local kubelet."""
+
+from __future__ import annotations
+
+from .base import Backend
+
+__all__ = ["Backend", "make_backend"]
+
+
+def make_backend(config: object) -> Backend:
+    from ..config import EdgeConfig
+
+    assert isinstance(config, EdgeConfig)
+    if config.backend == "emulator":
+        from .emulator import EmulatorBackend
+
+        return EmulatorBackend(config.emulator)
+    if config.backend == "cri":
+        from .cri import CriBackend  # type: ignore[import-not-found]
+
+        return CriBackend(config)  # type: ignore[no-any-return]
+    raise NotImplementedError(f"backend {config.backend!r} is not built yet")

@@ -1,0 +1,181 @@
+"""The built-in emulator: fake pods whose containers write deterministic log lines.
+
+Runs the whole chain with no containerd, for labs and benchmarks. Container ``c`` of pod
+``p`` in namespace ``ns`` writes line ``i`` at ``t0 + i / rate``::
+
+    <ns>/<pod>/<c> line <i>\n
+
+(padded to ``line_size`` bytes when set), ``history`` lines exist when the edge starts, and
+every kubelet log option is honoured on that timeline. With ``rate = 0`` a follow writes as
+fast as the tunnel takes it (benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from proto.tunnel import NotFound
+
+from ..config import EmulatorConfig
+from ..logs_options import BadLogOptions, LogOptions
+from ..stream import EdgeStream
+from .base import BaseBackend
+
+__all__ = ["EmulatorBackend", "EmulatedContainer"]
+
+_CHUNK = 60 * 1024
+
+
+@dataclass(slots=True)
+class EmulatedContainer:
+    namespace: str
+    pod: str
+    name: str
+    rate: float
+    t0: float
+    """Wall-clock time of line 0."""
+    line_size: int = 0
+
+    def line(self, i: int) -> bytes:
+        text = f"{self.namespace}/{self.pod}/{self.name} line {i}"
+        if self.line_size > len(text) + 1:
+            text = text + " " + "x" * (self.line_size - len(text) - 2)
+        return (text + "\n").encode()
+
+    def written(self, now: float) -> int:
+        """How many lines exist at wall-clock ``now``."""
+        if self.rate <= 0:
+            return 1 << 62
+        return max(0, math.floor((now - self.t0) * self.rate) + 1)
+
+    def time_of(self, i: int) -> float:
+        return self.t0 + (i / self.rate if self.rate > 0 else 0.0)
+
+
+def _rfc3339nano(ts: float) -> bytes:
+    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    nanos = int(round((ts - math.floor(ts)) * 1e9)) % 1_000_000_000
+    return (dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z ").encode()
+
+
+class EmulatorBackend(BaseBackend):
+    def __init__(self, config: EmulatorConfig, clock: object = time.time) -> None:
+        self.config = config
+        self.clock = clock  # type: ignore[assignment]
+        now = time.time()
+        self.started = now
+        rate = config.log_rate
+        t0 = now - (config.history - 1) / rate if rate > 0 else now
+        self.containers = {
+            (ns, pod, c): EmulatedContainer(ns, pod, c, rate, t0, config.line_size) for ns, pod, c in config.pods
+        }
+
+    def find(self, ns: str, pod: str, container: str) -> EmulatedContainer:
+        found = self.containers.get((ns, pod, container))
+        if found is not None:
+            return found
+        if not any(k[0] == ns and k[1] == pod for k in self.containers):
+            raise NotFound(f'pod "{ns}/{pod}" is not on this node (emulator)')
+        raise NotFound(f'container "{container}" is not in pod "{ns}/{pod}" (emulator)')
+
+    # ------------------------------------------------------------------ logs
+
+    async def logs(self, stream: EdgeStream, ns: str, pod: str, container: str, options: LogOptions) -> None:
+        ctr = self.find(ns, pod, container)
+        if options.previous:
+            raise BadLogOptions(f'previous terminated container "{container}" in pod "{ns}/{pod}" not found')
+        await stream.answer(200)
+        if options.stream == "Stderr":
+            return  # emulated containers write to stdout only
+        now = time.time()
+        end = min(ctr.written(now), 1 << 62) if ctr.rate > 0 else (0 if not options.follow else 1 << 62)
+        if ctr.rate <= 0 and not options.follow:
+            end = self.config.history
+        first = 0
+        if options.since_seconds is not None or options.since_time is not None:
+            since = options.since_time.timestamp() if options.since_time else now - (options.since_seconds or 0)
+            first = max(0, math.ceil((since - ctr.t0) * ctr.rate)) if ctr.rate > 0 else 0
+        if options.tail_lines is not None:
+            existing = end if ctr.rate > 0 else self.config.history
+            first = max(first, existing - options.tail_lines)
+        budget = options.limit_bytes if options.limit_bytes is not None else -1
+        i = first
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if ctr.rate > 0:
+                end = ctr.written(time.time())
+            elif not options.follow:
+                end = self.config.history
+            while i < end and size < _CHUNK:
+                line = ctr.line(i)
+                if options.timestamps:
+                    line = _rfc3339nano(ctr.time_of(i)) + line
+                parts.append(line)
+                size += len(line)
+                i += 1
+            if parts:
+                data = b"".join(parts)
+                parts.clear()
+                size = 0
+                if budget >= 0:
+                    data = data[:budget]
+                    budget -= len(data)
+                await stream.send(data)
+                if budget == 0:
+                    return
+                continue
+            if not options.follow:
+                return
+            await asyncio.sleep(max(0.0, ctr.time_of(i) - time.time()))
+
+    # ------------------------------------------------------------------ metrics
+
+    async def metrics(self, stream: EdgeStream, path: str) -> None:
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if path.rstrip("/") in ("/stats/summary", "/stats"):
+            await stream.send(json.dumps(self._summary(now), indent=2).encode())
+        elif path.startswith("/metrics"):
+            lines = ["# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed (emulated)",
+                     "# TYPE container_cpu_usage_seconds_total counter"]
+            for c in self.containers.values():
+                lines.append(
+                    f'container_cpu_usage_seconds_total{{container="{c.name}",namespace="{c.namespace}",pod="{c.pod}"}} '
+                    f"{time.time() - self.started:.3f}"
+                )
+            await stream.send(("\n".join(lines) + "\n").encode())
+        else:
+            raise NotFound(f"the emulator serves no {path}")
+
+    def _summary(self, now: str) -> dict[str, object]:
+        pods: dict[tuple[str, str], list[dict[str, object]]] = {}
+        for c in self.containers.values():
+            pods.setdefault((c.namespace, c.pod), []).append(
+                {
+                    "name": c.name,
+                    "startTime": now,
+                    "cpu": {"time": now, "usageNanoCores": 1_000_000, "usageCoreNanoSeconds": 10_000_000_000},
+                    "memory": {"time": now, "workingSetBytes": 8 << 20, "usageBytes": 10 << 20},
+                }
+            )
+        return {
+            "node": {
+                "nodeName": "emulated",
+                "startTime": now,
+                "cpu": {"time": now, "usageNanoCores": 50_000_000, "usageCoreNanoSeconds": 500_000_000_000},
+                "memory": {"time": now, "workingSetBytes": 256 << 20, "usageBytes": 300 << 20},
+            },
+            "pods": [
+                {
+                    "podRef": {"name": pod, "namespace": ns, "uid": f"emulated-{ns}-{pod}"},
+                    "startTime": now,
+                    "containers": containers,
+                }
+                for (ns, pod), containers in pods.items()
+            ],
+        }

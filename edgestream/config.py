@@ -1,0 +1,127 @@
+"""EdgeConfig: everything edgestream needs, as plain frozen data.
+
+Field names follow edgecore.yaml's ``modules.edgeStream``; defaults are KubeEdge's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proto.tunnel.errors import ConfigError
+
+__all__ = ["EdgeConfig", "EmulatorConfig", "add_arguments"]
+
+SECONDS = 1.0
+KiB = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmulatorConfig:
+    pods: tuple[tuple[str, str, str], ...] = (("default", "demo", "app"),)
+    """(namespace, pod, container) triples the emulator pretends to run."""
+    log_rate: float = 10.0
+    """Log lines per second per container; 0 writes as fast as the tunnel takes them."""
+    history: int = 100
+    """Lines each container has already written when the edge starts."""
+    line_size: int = 0
+    """Pad lines to this many bytes (benchmarks); 0 keeps them natural."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeConfig:
+    server: str = "127.0.0.1:10004"
+    """cloudstream's tunnel address, ``host:port`` (``edgeStream.server``)."""
+    node_name: str = field(default_factory=socket.gethostname)
+    """``modules.edged.hostnameOverride``: must equal the CN of the client certificate."""
+    node_ip: str = ""
+    """Announced as SessionInternalIP; empty lets the cloud use the peer address."""
+    tls_tunnel_ca_file: Path = Path("/etc/kubeedge/ca/rootCA.crt")
+    tls_tunnel_cert_file: Path = Path("/etc/kubeedge/certs/server.crt")
+    tls_tunnel_private_key_file: Path = field(default=Path("/etc/kubeedge/certs/server.key"), repr=False)
+    verify_server: bool = True
+    """Check cloudstream's certificate against the CA (a Go edge never does)."""
+    server_name: str | None = None
+    """Name expected in the cloud's certificate; defaults to the host part of ``server``."""
+    handshake_timeout: float = 30 * SECONDS
+    ping_interval: float = 5 * SECONDS
+    ping_timeout: float = 20 * SECONDS
+    """Pong timeout when the cloud is kubeedge-stream (it answers at once)."""
+    ping_timeout_go: float = 150 * SECONDS
+    """Pong timeout for a Go cloudcore, which reads nothing for up to 120 s after a dial."""
+    reconnect_initial: float = 0.5 * SECONDS
+    reconnect_max: float = 30 * SECONDS
+    max_payload: int = 64 * KiB
+    backend: str = "emulator"
+    """``cri`` (containerd), ``emulator`` or ``kubelet``."""
+    emulator: EmulatorConfig = EmulatorConfig()
+    cri_endpoint: str = "unix:///run/containerd/containerd.sock"
+    cri_timeout: float = 10 * SECONDS
+    drain_timeout: float = 10 * SECONDS
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.server.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"edgeStream.server {self.server!r} must be host:port")
+        if not self.node_name:
+            raise ConfigError("the node name is empty")
+        if self.backend not in ("cri", "emulator", "kubelet"):
+            raise ConfigError(f"unknown backend {self.backend!r}: use cri, emulator or kubelet")
+
+    @property
+    def url(self) -> str:
+        return f"wss://{self.server}/v1/kubeedge/connect"
+
+    @property
+    def host(self) -> str:
+        return self.server.rpartition(":")[0].strip("[]")
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> EdgeConfig:
+        paths: dict[str, Path] = {}
+        if ns.pki_dir:
+            pki = Path(ns.pki_dir)
+            paths = {
+                "tls_tunnel_ca_file": pki / "ca/rootCA.crt",
+                "tls_tunnel_cert_file": pki / f"edge/{ns.node_name}/server.crt",
+                "tls_tunnel_private_key_file": pki / f"edge/{ns.node_name}/server.key",
+            }
+        for key in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
+            if getattr(ns, key, None):
+                paths[key] = Path(getattr(ns, key))
+        pods = tuple(_parse_pod(p) for p in (ns.emulate or ["default/demo/app"]))
+        emulator = EmulatorConfig(pods=pods, log_rate=ns.emulate_log_rate, history=ns.emulate_history)
+        return cls(
+            server=ns.server,
+            node_name=ns.node_name,
+            node_ip=ns.node_ip or "",
+            verify_server=not ns.insecure_skip_verify,
+            backend=ns.backend,
+            emulator=emulator,
+            cri_endpoint=ns.cri_endpoint,
+            **paths,  # type: ignore[arg-type]
+        )
+
+
+def _parse_pod(text: str) -> tuple[str, str, str]:
+    parts = text.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"--emulate {text!r}: expected namespace/pod/container")
+    return parts[0], parts[1], parts[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default="127.0.0.1:10004", help="cloudstream tunnel host:port")
+    parser.add_argument("--node-name", default=socket.gethostname())
+    parser.add_argument("--node-ip", default="")
+    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory")
+    for name in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
+        parser.add_argument("--" + name.replace("_", "-"), dest=name)
+    parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the cloud (as a Go edge)")
+    parser.add_argument("--backend", default="emulator", choices=["cri", "emulator", "kubelet"])
+    parser.add_argument("--cri-endpoint", default="unix:///run/containerd/containerd.sock")
+    parser.add_argument("--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat)")
+    parser.add_argument("--emulate-log-rate", type=float, default=10.0, help="lines per second; 0 = unlimited")
+    parser.add_argument("--emulate-history", type=int, default=100)

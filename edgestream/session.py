@@ -1,0 +1,119 @@
+"""The edge's side of one tunnel: dispatches streams to the backend, owns their tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from websockets.asyncio.client import ClientConnection
+
+from proto.aio import TunnelConnection
+from proto.tunnel import (
+    CloseRequested,
+    DataReceived,
+    Event,
+    Feature,
+    Mux,
+    Role,
+    StreamOpened,
+    StreamRemoved,
+    TunnelClosed,
+    TunnelError,
+)
+
+from .backends.base import Backend
+from .config import EdgeConfig
+from .stream import EdgeStream
+
+__all__ = ["AgentSession"]
+
+logger = logging.getLogger(__name__)
+
+
+class AgentSession(TunnelConnection):
+    def __init__(self, ws: ClientConnection, config: EdgeConfig, features: frozenset[Feature], backend: Backend) -> None:
+        mux = Mux(Role.EDGE, features=features, max_payload=config.max_payload)
+        super().__init__(ws, mux, logging.LoggerAdapter(logger, {"node": config.node_name}))
+        self.config = config
+        self.features = features
+        self.backend = backend
+        self.streams: dict[int, EdgeStream] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.close_requested: str | None = None
+
+    async def run(self) -> None:
+        """Serve until the tunnel ends; then cancel every stream task and wait for them."""
+        try:
+            await self.run_reader()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks.values()), timeout=self.config.drain_timeout)
+
+    async def handle_event(self, event: Event) -> None:
+        match event:
+            case StreamOpened(connect_id=cid, kind=kind, request=request):
+                stream = EdgeStream(self, cid, kind, request)
+                self.streams[cid] = stream
+                self._tasks[cid] = asyncio.create_task(self._serve(stream), name=f"stream-{cid}")
+            case DataReceived(connect_id=cid, data=data):
+                stream = self.streams.get(cid)
+                if stream is not None and stream.inbound.feed(data):
+                    # Bounded: wait for the backend to consume (a Go cloud has no window either).
+                    await stream.inbound.wait_drained()
+            case StreamRemoved(connect_id=cid):
+                stream = self.streams.get(cid)
+                if stream is not None:
+                    stream.removed_by_peer = True
+                    stream.inbound.feed_eof()
+                    task = self._tasks.get(cid)
+                    if task is not None:  # the cloud is done with it: stop producing at once
+                        task.cancel()
+            case CloseRequested(reason=reason):
+                self.close_requested = reason
+                self.log.warning("! the cloud closed the tunnel: %s", reason)
+                await self.ws.close()
+            case _:
+                pass
+
+    async def _serve(self, stream: EdgeStream) -> None:
+        cid = stream.connect_id
+        outcome = "ok"
+        try:
+            await self.backend.serve(stream)
+        except asyncio.CancelledError:
+            outcome = "cancelled by the cloud" if stream.removed_by_peer else "cancelled"
+            if not stream.removed_by_peer:
+                raise
+        except TunnelClosed as exc:
+            outcome = str(exc)
+        except TunnelError as exc:
+            outcome = f"error: {exc}"
+            try:
+                if not stream.answered:
+                    await stream.answer(exc.error_status_hint, str(exc))
+            except TunnelError:
+                pass
+        except Exception as exc:  # a backend bug must not take the tunnel down
+            outcome = f"crash: {exc!r}"
+            self.log.exception("! stream %d: backend crashed", cid)
+            try:
+                if not stream.answered:
+                    await stream.answer(500, f"edgestream backend error: {exc}")
+            except TunnelError:
+                pass
+        finally:
+            self.streams.pop(cid, None)
+            self._tasks.pop(cid, None)
+            message = self.mux.close_stream(cid)
+            if message is not None and self.closed_reason is None:
+                try:
+                    await self.send(message)
+                except TunnelError:
+                    pass
+            self.log.info(
+                "stream %d %s %s: %s, %d bytes out, %.3fs",
+                cid, stream.kind.name, stream.request.path, outcome, stream.bytes_out, time.monotonic() - stream.started,
+            )

@@ -1,0 +1,136 @@
+"""Dial cloudstream, keep the tunnel up, redial with backoff, say why it failed.
+
+The dial carries what a Go edgecore sends (``SessionHostNameOverride``, ``SessionInternalIP``,
+no Origin, no subprotocol, no compression) plus ``X-Kubeedge-Stream-Features``, which a Go
+cloud ignores. Unlike a Go edge we verify the cloud's certificate (``verify_server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from certs import client_context
+from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
+
+from .backends.base import Backend
+from .config import EdgeConfig
+from .session import AgentSession
+
+__all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "run_tunnel"]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD})
+_STABLE_AFTER = 30.0
+"""A tunnel that lived this long resets the backoff."""
+
+
+def describe_dial_error(exc: BaseException, config: EdgeConfig) -> str:
+    """One line a person can act on."""
+    if isinstance(exc, InvalidStatus):
+        body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""
+        return f"cloudstream at {config.server} refused the tunnel with HTTP {exc.response.status_code}: {body or '(no reason)'}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"cloudstream's certificate at {config.server} failed verification ({exc.verify_message}): "
+            f"check {config.tls_tunnel_ca_file} is the CA that signed it"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {config.server} failed ({exc.reason}): is the edge certificate signed by the cloud's tunnel CA?"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing listens on {config.server}: is cloudstream running, and is its tunnel port reachable?"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {config.server} within {config.handshake_timeout:.0f} s (firewall? wrong address?)"
+    if isinstance(exc, OSError):
+        return f"cannot reach {config.server}: {exc.strerror or exc}"
+    if isinstance(exc, InvalidHandshake):
+        return f"{config.server} does not speak the tunnel protocol: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def run_tunnel(
+    config: EdgeConfig,
+    backend: Backend,
+    stop: asyncio.Event,
+    on_session: Callable[[AgentSession | None], None] | None = None,
+) -> None:
+    """Keep one tunnel up until ``stop`` is set."""
+    tls = client_context(
+        config.tls_tunnel_ca_file, config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file,
+        verify=config.verify_server,
+    )
+    headers = {
+        "SessionHostNameOverride": config.node_name,
+        "SessionInternalIP": config.node_ip,
+        FEATURES_HEADER: format_features(SUPPORTED_FEATURES),
+    }
+    delays = backoff(config.reconnect_initial, config.reconnect_max)
+    failures = 0
+    while not stop.is_set():
+        try:
+            ws = await connect(
+                config.url,
+                ssl=tls,
+                server_hostname=config.server_name or (config.host if config.verify_server else None),
+                additional_headers=headers,
+                user_agent_header="Go-http-client/1.1",
+                compression=None,
+                origin=None,
+                open_timeout=config.handshake_timeout,
+                ping_interval=config.ping_interval,
+                ping_timeout=config.ping_timeout_go,
+                max_size=2 << 20,
+                max_queue=64,
+                close_timeout=2,
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            failures += 1
+            delay = next(delays)
+            log = logger.warning if failures <= 3 or failures % 20 == 0 else logger.debug
+            log("! tunnel to %s failed (attempt %d): %s; retrying in %.1f s", config.server, failures,
+                describe_dial_error(exc, config), delay)
+            await _sleep_or_stop(delay, stop)
+            continue
+        features = parse_features(ws.response.headers.get(FEATURES_HEADER) if ws.response else None)
+        if features:
+            ws.ping_timeout = config.ping_timeout
+        session = AgentSession(ws, config, features, backend)
+        logger.info(
+            "= tunnel up to %s as node %s, features [%s]",
+            config.server, config.node_name, format_features(features) or "none: Go cloudcore",
+        )
+        if on_session is not None:
+            on_session(session)
+        began = time.monotonic()
+        runner = asyncio.create_task(session.run())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait((runner, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not runner.done():
+                await ws.close(1001, "edge shutting down")
+                await runner
+            if on_session is not None:
+                on_session(None)
+        logger.warning("x tunnel to %s ended: %s", config.server, session.closed_reason)
+        if time.monotonic() - began > _STABLE_AFTER:
+            delays = backoff(config.reconnect_initial, config.reconnect_max)
+            failures = 0
+        if not stop.is_set():
+            await _sleep_or_stop(next(delays), stop)
+
+
+async def _sleep_or_stop(delay: float, stop: asyncio.Event) -> None:
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        pass

@@ -1,0 +1,12 @@
+"""The thin asyncio layer both sides share (as websockets has ``websockets.asyncio``).
+
+``proto.tunnel`` stays pure; this package holds what needs an event loop: the bounded
+per-stream buffer and the tunnel connection that drives a ``Mux`` over a WebSocket.
+"""
+
+from __future__ import annotations
+
+from .buffer import StreamBuffer
+from .connection import TunnelConnection
+
+__all__ = ["StreamBuffer", "TunnelConnection"]

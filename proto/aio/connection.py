@@ -1,0 +1,83 @@
+"""One tunnel WebSocket driven through a ``Mux``: the reader loop and the sender.
+
+Both sides use it: the cloud's ``EdgeSession`` and the edge's agent session subclass it and
+implement ``handle_event``. Every message goes out as a WebSocket TEXT frame carrying bytes
+(a Go cloud drops the tunnel on anything else) and never empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
+
+from ..tunnel.errors import TunnelClosed
+from ..tunnel.events import Event, MessageIgnored, ProtocolViolation
+from ..tunnel.mux import Mux
+
+__all__ = ["TunnelConnection"]
+
+
+class TunnelConnection:
+    def __init__(self, ws: Connection, mux: Mux, logger: logging.LoggerAdapter[Any] | logging.Logger) -> None:
+        self.ws = ws
+        self.mux = mux
+        self.log = logger
+        self.debug = logger.isEnabledFor(logging.DEBUG)
+        self.closed_reason: str | None = None
+        self.messages_in = 0
+        self.messages_out = 0
+
+    async def send(self, message: bytes | memoryview) -> None:
+        """Send one tunnel message. Returns once websockets copied it into its buffer and
+        the transport is below its write limit (the backpressure point)."""
+        if self.closed_reason is not None:
+            raise TunnelClosed(self.closed_reason)
+        try:
+            await self.ws.send(message, text=True)
+        except ConnectionClosed as exc:
+            raise TunnelClosed(str(exc)) from exc
+        self.messages_out += 1
+
+    async def send_data(self, connect_id: int, payload: bytes | memoryview) -> None:
+        """DATA for one stream, split to the mux's payload limit."""
+        limit = self.mux.max_payload
+        view = memoryview(payload) if len(payload) > limit else payload
+        for start in range(0, len(payload), limit):
+            chunk = view[start : start + limit]
+            header = self.mux.data_header(connect_id, len(chunk))
+            await self.send(header + chunk)  # one copy: header and payload must be contiguous
+
+    async def run_reader(self) -> None:
+        """Read until the tunnel closes; feed the mux and hand its events on."""
+        ws, mux = self.ws, self.mux
+        try:
+            while True:
+                data = await ws.recv(decode=False)
+                self.messages_in += 1
+                mux.receive_message(data)
+                for event in mux.events_received():
+                    if isinstance(event, ProtocolViolation):
+                        self.log.warning("! dropped a malformed tunnel message: %s", event.error)
+                    elif isinstance(event, MessageIgnored):
+                        if self.debug:
+                            self.log.debug("< ignored message %s for stream %d: %s", event.kind, event.connect_id, event.reason)
+                    await self.handle_event(event)
+        except ConnectionClosed as exc:
+            self.closed_reason = _describe_close(exc)
+        finally:
+            if self.closed_reason is None:
+                self.closed_reason = "tunnel reader stopped"
+
+    async def handle_event(self, event: Event) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    if exc.rcvd is None and exc.sent is None:
+        return "connection lost (no close frame)"
+    frame = exc.rcvd or exc.sent
+    assert frame is not None
+    return f"closed with code {frame.code}" + (f": {frame.reason}" if frame.reason else "")

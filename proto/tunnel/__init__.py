@@ -1,0 +1,80 @@
+"""KubeEdge's stream-tunnel protocol, sans I/O."""
+
+from __future__ import annotations
+
+from .backoff import backoff
+from .connect import EDGED_HOST, ConnectRequest
+from .errors import (
+    Ambiguous,
+    AuthError,
+    BackendError,
+    ConfigError,
+    FrameError,
+    LimitExceeded,
+    NodeUnavailable,
+    NotFound,
+    NotRunning,
+    ProtocolError,
+    SessionStateError,
+    StreamClosed,
+    TunnelClosed,
+    TunnelError,
+)
+from .events import (
+    CloseRequested,
+    DataReceived,
+    Event,
+    MessageIgnored,
+    ProtocolViolation,
+    StatusReceived,
+    StreamOpened,
+    StreamRemoved,
+)
+from .features import FEATURES_HEADER, Feature, format_features, negotiate, parse_features
+from .messages import GO_MAX_DATA, HEADROOM, FrameBuffer, Message, MessageType, decode, encode, encode_header
+from .mux import Mux, Role, Stream, StreamState
+
+__all__ = [
+    "EDGED_HOST",
+    "FEATURES_HEADER",
+    "GO_MAX_DATA",
+    "HEADROOM",
+    "Ambiguous",
+    "AuthError",
+    "BackendError",
+    "CloseRequested",
+    "ConfigError",
+    "ConnectRequest",
+    "DataReceived",
+    "Event",
+    "Feature",
+    "FrameBuffer",
+    "FrameError",
+    "LimitExceeded",
+    "Message",
+    "MessageIgnored",
+    "MessageType",
+    "Mux",
+    "NodeUnavailable",
+    "NotFound",
+    "NotRunning",
+    "ProtocolError",
+    "ProtocolViolation",
+    "Role",
+    "SessionStateError",
+    "StatusReceived",
+    "Stream",
+    "StreamClosed",
+    "StreamOpened",
+    "StreamRemoved",
+    "StreamState",
+    "TunnelClosed",
+    "TunnelError",
+    "backoff",
+    "decode",
+    "encode",
+    "encode_header",
+    "format_features",
+    "negotiate",
+    "parse_features",
+]

@@ -1,0 +1,87 @@
+"""Events the multiplexer reports; frozen, slotted, dispatched with ``match``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .connect import ConnectRequest
+from .errors import ProtocolError
+from .messages import MessageType
+
+__all__ = [
+    "CloseRequested",
+    "DataReceived",
+    "Event",
+    "MessageIgnored",
+    "ProtocolViolation",
+    "StatusReceived",
+    "StreamOpened",
+    "StreamRemoved",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """Edge: the cloud asked for a kubelet-API request."""
+
+    connect_id: int
+    kind: MessageType
+    request: ConnectRequest
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    connect_id: int
+    data: memoryview | bytes
+    """A view into the received message: valid as long as it is referenced."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRemoved:
+    """The peer ended the stream (REMOVE_CONNECT)."""
+
+    connect_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReceived:
+    """Cloud: the edge's answer status for a logs/metrics stream (extension)."""
+
+    connect_id: int
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequested:
+    """The peer asked to end the whole tunnel (CLOSE_CONNECT)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIgnored:
+    """A well-formed message that has nowhere to go (unknown ID, unknown type)."""
+
+    connect_id: int
+    kind: MessageType | int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation:
+    """A malformed message; dropped. ``connect_id`` when one stream is concerned."""
+
+    error: ProtocolError
+    connect_id: int | None = None
+
+
+Event = (
+    StreamOpened
+    | DataReceived
+    | StreamRemoved
+    | StatusReceived
+    | CloseRequested
+    | MessageIgnored
+    | ProtocolViolation
+)

@@ -1,0 +1,39 @@
+"""Extensions beyond KubeEdge, negotiated at dial time.
+
+The edge lists what it supports in the ``X-Kubeedge-Stream-Features`` request header; the
+cloud answers with the subset it accepts in the same header of its ``101``. A Go cloud
+ignores the header and answers without it, a Go edge never sends it: either way the
+agreed set is empty and both sides speak plain KubeEdge.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+__all__ = ["FEATURES_HEADER", "Feature", "format_features", "negotiate", "parse_features"]
+
+FEATURES_HEADER = "X-Kubeedge-Stream-Features"
+
+
+class Feature(enum.Enum):
+    STATUS = "status"
+    """Logs/metrics answers start with a STATUS message: real HTTP errors, not empty 200s."""
+    PORTFORWARD = "portforward"
+    """PORTFORWARD_CONNECT (type 7) streams."""
+
+
+def parse_features(value: str | None) -> frozenset[Feature]:
+    """Parse a header value; unknown names are ignored (a newer peer)."""
+    if not value:
+        return frozenset()
+    known = {f.value: f for f in Feature}
+    return frozenset(known[name] for token in value.split(",") if (name := token.strip().lower()) in known)
+
+
+def format_features(features: Iterable[Feature]) -> str:
+    return ", ".join(sorted(f.value for f in features))
+
+
+def negotiate(offered: frozenset[Feature], supported: frozenset[Feature]) -> frozenset[Feature]:
+    return offered & supported

@@ -1,0 +1,232 @@
+"""Sans-I/O stream multiplexer for one tunnel: the state of every stream, no I/O.
+
+Theory of operation
+-------------------
+The cloud opens a stream by sending a *_CONNECT message under a connect ID it allocates;
+both sides then exchange DATA under that ID, and either side ends it with REMOVE_CONNECT.
+KubeEdge has no acknowledgement, no window and no error message, so the table is small::
+
+    OPEN --local close--> LOCAL_CLOSED --peer REMOVE--> (forgotten)
+    OPEN --peer REMOVE--> REMOTE_CLOSED --local close--> (forgotten)
+
+Robustness rules learnt from Go peers (``spec/kubeedge-tunnel.md``):
+
+* REMOVE_CONNECT is sent at most once per stream (a Go edge may panic on repeats).
+* DATA or REMOVE for an unknown ID is ignored (Go clouds repeat REMOVE in a loop).
+* An undecodable message is reported as a ``ProtocolViolation`` event and dropped: the
+  WebSocket keeps message boundaries, so one bad message cannot desynchronise the rest,
+  and it never takes the tunnel (or another stream) down.
+* Extension types (>= 7) are sent only when the peer announced the feature at dial time.
+
+Inputs: ``receive_message``. Commands: ``open_stream``, ``accept_stream``, ``data_header``,
+``close_stream``, ``status``. Output: ``events_received`` (drained on each call); commands
+return the bytes to send, so the caller keeps the order of control and data messages.
+Per-stream state (``Stream``) is where credits and priorities live.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .connect import ConnectRequest
+from .errors import FrameError, LimitExceeded, ProtocolError, StreamClosed
+from .events import (
+    CloseRequested,
+    DataReceived,
+    Event,
+    MessageIgnored,
+    ProtocolViolation,
+    StatusReceived,
+    StreamOpened,
+    StreamRemoved,
+)
+from .features import Feature
+from .messages import GO_MAX_DATA, MessageType, decode, encode, encode_header
+
+__all__ = ["Mux", "Role", "Stream", "StreamState"]
+
+
+class Role(enum.Enum):
+    CLOUD = "cloud"
+    EDGE = "edge"
+
+
+class StreamState(enum.Enum):
+    OPEN = "open"
+    LOCAL_CLOSED = "local-closed"
+    """We sent REMOVE_CONNECT; waiting for the peer's (Go edges echo it)."""
+    REMOTE_CLOSED = "remote-closed"
+    """The peer sent REMOVE_CONNECT; we still have to close our side."""
+
+
+@dataclass(slots=True)
+class Stream:
+    connect_id: int
+    kind: MessageType
+    state: StreamState = StreamState.OPEN
+    bytes_in: int = 0
+    bytes_out: int = 0
+    status_sent: bool = False
+
+
+@dataclass(slots=True)
+class Mux:
+    """One tunnel's streams. ``next_id`` allocates connect IDs (cloud side only)."""
+
+    role: Role
+    features: frozenset[Feature] = frozenset()
+    """Extensions both sides announced at dial time."""
+    max_streams: int = 10_000
+    max_payload: int = 64 * 1024
+    next_id: Callable[[], int] | None = None
+    streams: dict[int, Stream] = field(default_factory=dict)
+    _events: list[Event] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_payload < GO_MAX_DATA:
+            raise ValueError("max_payload must stay below Go's 1 MiB read limit")
+
+    # ------------------------------------------------------------------ outputs
+
+    def events_received(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    # ------------------------------------------------------------------ inputs
+
+    def receive_message(self, data: bytes | memoryview) -> None:
+        """Feed one WebSocket message. Never raises: problems become events."""
+        if not data:
+            self._events.append(ProtocolViolation(FrameError("EOF: empty tunnel message")))
+            return
+        try:
+            message = decode(data)
+        except FrameError as exc:
+            self._events.append(ProtocolViolation(exc))
+            return
+        kind, cid, payload = message.kind, message.connect_id, message.data
+        if kind == MessageType.DATA:
+            stream = self.streams.get(cid)
+            if stream is None or stream.state is StreamState.REMOTE_CLOSED:
+                self._events.append(MessageIgnored(cid, kind, "unknown or closed stream"))
+                return
+            stream.bytes_in += len(payload)
+            self._events.append(DataReceived(cid, payload))
+        elif kind == MessageType.REMOVE_CONNECT:
+            self._peer_removed(cid)
+        elif kind == MessageType.CLOSE_CONNECT:
+            # The Go cloud sends it (id 0) when it could not register the tunnel.
+            self._events.append(CloseRequested(bytes(payload).decode("utf-8", "replace")))
+        elif kind == MessageType.STATUS and Feature.STATUS in self.features:
+            self._status(cid, payload)
+        elif isinstance(kind, MessageType) and kind.is_connect:
+            self._peer_connect(cid, kind, payload)
+        else:
+            self._events.append(MessageIgnored(cid, kind, "unknown message type"))
+
+    def _peer_removed(self, cid: int) -> None:
+        stream = self.streams.get(cid)
+        if stream is None or stream.state is StreamState.REMOTE_CLOSED:
+            self._events.append(MessageIgnored(cid, MessageType.REMOVE_CONNECT, "unknown or closed stream"))
+            return
+        if stream.state is StreamState.LOCAL_CLOSED:
+            del self.streams[cid]  # the peer's echo: both sides are done
+        else:
+            stream.state = StreamState.REMOTE_CLOSED
+        self._events.append(StreamRemoved(cid))
+
+    def _peer_connect(self, cid: int, kind: MessageType, payload: memoryview | bytes) -> None:
+        if self.role is Role.CLOUD:
+            self._events.append(MessageIgnored(cid, kind, "connect messages go cloud -> edge only"))
+            return
+        if kind.is_extension and Feature.PORTFORWARD not in self.features:
+            self._events.append(MessageIgnored(cid, kind, "port-forward was not negotiated"))
+            return
+        if cid in self.streams:
+            self._events.append(ProtocolViolation(ProtocolError(f"stream {cid} opened twice"), cid))
+            return
+        if len(self.streams) >= self.max_streams:
+            self._events.append(ProtocolViolation(LimitExceeded(f"more than {self.max_streams} streams"), cid))
+            return
+        try:
+            request = ConnectRequest.from_json(cid, payload)
+        except FrameError as exc:
+            self._events.append(ProtocolViolation(exc, cid))
+            return
+        self.streams[cid] = Stream(cid, kind)
+        self._events.append(StreamOpened(cid, kind, request))
+
+    def _status(self, cid: int, payload: memoryview | bytes) -> None:
+        if cid not in self.streams:
+            self._events.append(MessageIgnored(cid, MessageType.STATUS, "unknown stream"))
+            return
+        try:
+            obj = json.loads(bytes(payload))
+            code, text = int(obj["code"]), str(obj.get("message", ""))
+        except (ValueError, KeyError, TypeError):
+            self._events.append(ProtocolViolation(FrameError(f"bad STATUS payload on stream {cid}"), cid))
+            return
+        self._events.append(StatusReceived(cid, code, text))
+
+    # ------------------------------------------------------------------ commands
+
+    def open_stream(self, kind: MessageType, request: ConnectRequest) -> tuple[int, bytes]:
+        """Cloud: allocate an ID and return it with the *_CONNECT message to send."""
+        if self.role is not Role.CLOUD or self.next_id is None:
+            raise ProtocolError("only the cloud opens streams", remote=False)
+        if not kind.is_connect:
+            raise ValueError(f"{kind.name} does not open a stream")
+        if kind.is_extension and Feature.PORTFORWARD not in self.features:
+            raise ProtocolError("the edge did not announce port-forward support", remote=False)
+        if len(self.streams) >= self.max_streams:
+            raise LimitExceeded(f"more than {self.max_streams} streams on one tunnel", remote=False)
+        cid = self.next_id()
+        self.streams[cid] = Stream(cid, kind)
+        payload = ConnectRequest(
+            connect_id=cid,
+            path=request.path,
+            raw_query=request.raw_query,
+            headers=request.headers,
+            method=request.method,
+        ).to_json()
+        return cid, encode(cid, kind, payload)
+
+    def data_header(self, cid: int, length: int) -> bytes:
+        """Check that ``length`` bytes may go out on stream ``cid``; return the header.
+
+        The caller joins header and payload (or seals a ``FrameBuffer``) itself.
+        """
+        stream = self.streams.get(cid)
+        if stream is None or stream.state is StreamState.LOCAL_CLOSED:
+            raise StreamClosed(cid, "already closed by this side")
+        if length > self.max_payload:
+            raise LimitExceeded(f"{length} bytes exceed the {self.max_payload} byte payload limit", remote=False)
+        stream.bytes_out += length
+        return encode_header(cid, MessageType.DATA)
+
+    def status(self, cid: int, code: int, message: str = "") -> bytes | None:
+        """Edge: the STATUS message that opens a logs/metrics answer, if negotiated."""
+        stream = self.streams.get(cid)
+        if Feature.STATUS not in self.features or stream is None or stream.status_sent:
+            return None
+        stream.status_sent = True
+        return encode(cid, MessageType.STATUS, json.dumps({"code": code, "message": message}).encode())
+
+    def close_stream(self, cid: int) -> bytes | None:
+        """End our side of ``cid``: the REMOVE_CONNECT to send, exactly once, or None."""
+        stream = self.streams.get(cid)
+        if stream is None or stream.state is StreamState.LOCAL_CLOSED:
+            return None
+        if stream.state is StreamState.REMOTE_CLOSED or self.role is Role.EDGE:
+            # The edge never waits for an echo: a Go cloud does not send one reliably.
+            del self.streams[cid]
+        else:
+            stream.state = StreamState.LOCAL_CLOSED
+        return encode(cid, MessageType.REMOVE_CONNECT)
+
+    def forget(self, cid: int) -> None:
+        """Drop a stream's state without sending anything (the tunnel is gone)."""
+        self.streams.pop(cid, None)

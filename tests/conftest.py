@@ -1,0 +1,55 @@
+"""Suite-wide hygiene: no leaked tasks, no leaked file descriptors, no loop errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+MS = float(os.environ.get("KES_TIMEOUT_FACTOR", "1"))
+"""Scale every test timeout on slow machines."""
+
+
+def _open_fds() -> set[int]:
+    try:
+        return {int(fd) for fd in os.listdir("/proc/self/fd")}
+    except OSError:  # pragma: no cover - not Linux
+        return set()
+
+
+@pytest.fixture
+async def no_leaks():
+    """Use in fault tests: at teardown no task and no file descriptor is left behind."""
+    gc.collect()
+    before_fds = _open_fds()
+    current = asyncio.current_task()
+    before_tasks = {t for t in asyncio.all_tasks() if t is not current}
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    yield
+    for _ in range(50):  # let closing transports finish their callbacks
+        leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} - before_tasks
+        if not leftover:
+            break
+        await asyncio.sleep(0.02)
+    leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} - before_tasks
+    assert not leftover, f"tasks leaked: {leftover}"
+    gc.collect()
+    await asyncio.sleep(0.05)
+    leaked = _open_fds() - before_fds
+    # a fd number that was reused by something still legitimately open is not a leak
+    leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}") and not os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:[eventpoll]")}
+    assert not leaked, f"file descriptors leaked: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked]}"
+    assert not errors, f"the loop's exception handler fired: {errors}"
+    loop.set_exception_handler(None)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"kubeedge-stream: python {sys.version.split()[0]}, shared spec at {SHARED} ({'present' if SHARED.exists() else 'absent'})"
