@@ -91,6 +91,8 @@ class Connection:
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.dnat_ip = original_destination(writer.get_extra_info("socket"))
         self.identity: Identity | None = None
+        self._pushback = b""
+        """A byte the client-gone watcher read that belongs to the next request."""
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der:
@@ -102,7 +104,8 @@ class Connection:
         while True:
             try:
                 async with asyncio.timeout(_IDLE_TIMEOUT):
-                    raw = await self.reader.readuntil(b"\r\n\r\n")
+                    raw = self._pushback + await self.reader.readuntil(b"\r\n\r\n")
+                    self._pushback = b""
             except (asyncio.IncompleteReadError, TimeoutError):
                 return
             except asyncio.LimitOverrunError:
@@ -236,9 +239,14 @@ class Connection:
             while True:
                 read = asyncio.ensure_future(stream.read())
                 done, _ = await asyncio.wait((read, watcher), return_when=asyncio.FIRST_COMPLETED)
-                if read not in done:  # the client went away first
-                    read.cancel()
-                    return False
+                if read not in done:
+                    await _cancel_and_wait(read)
+                    if not watcher.result():  # the client went away
+                        return False
+                    # A pipelined request: finish this response, then serve it.
+                    self._pushback = watcher.result()
+                    watcher = asyncio.create_task(asyncio.sleep(3600))
+                    continue
                 chunk = read.result()
                 if chunk is None:
                     break
@@ -251,23 +259,27 @@ class Connection:
                 await self.writer.drain()
             write(b"0\r\n\r\n")
             await self.writer.drain()
-            return not watcher.done()
+            if watcher.done():  # the next request began while we answered: keep its first byte
+                self._pushback = watcher.result()
+                return bool(self._pushback)
+            return True
         except (TunnelClosed, StreamClosed) as exc:
             # Status already sent: break the chunked body so the client sees an error.
             logger.warning("! %s on node %s ended early: %s", head.path, session.node, exc)
             self.writer.transport.abort()
             return False
         finally:
-            watcher.cancel()
+            await _cancel_and_wait(watcher)
             await stream.close()
             logger.info(
                 "stream %d %s %s node=%s bytes=%d %.3fs", stream.connect_id, head.method, head.path, session.node, sent,
                 time.monotonic() - started,
             )
 
-    async def _watch_client_gone(self) -> None:
-        """Completes when the API server closes its side (or sends something unexpected)."""
-        await self.reader.read(1)
+    async def _watch_client_gone(self) -> bytes:
+        """Completes when the API server closes its side (b"") or starts its next request
+        (that byte is handed back through ``_pushback``)."""
+        return await self.reader.read(1)
 
     async def _relay_upgrade(self, head: RequestHead, route: Route, session: EdgeSession) -> None:
         """exec / attach / port-forward: forward the head, then relay raw bytes both ways."""
@@ -337,3 +349,16 @@ class Connection:
             await writer.drain()
 
 
+
+
+async def _cancel_and_wait(task: asyncio.Future[object]) -> None:
+    """Cancel ``task`` and wait until it really ended (a StreamReader allows one waiter)."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:  # noqa: BLE001 - its outcome no longer matters
+        pass
