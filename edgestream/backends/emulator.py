@@ -25,6 +25,8 @@ from ..config import EmulatorConfig
 from ..logs_options import BadLogOptions, LogOptions
 from ..stream import EdgeStream
 from .base import BaseBackend
+from .emulator_shell import ProcessIO, run_command
+from .ws_channels import refuse, serve_port_forward, serve_remotecommand
 
 __all__ = ["EmulatorBackend", "EmulatedContainer"]
 
@@ -179,3 +181,47 @@ class EmulatorBackend(BaseBackend):
                 for (ns, pod), containers in pods.items()
             ],
         }
+
+    # ------------------------------------------------------------------ exec / attach / port-forward
+
+    async def exec(self, stream: EdgeStream, ns: str, pod: str, container: str, *, attach: bool) -> None:
+        try:
+            ctr = self.find(ns, pod, container)
+        except NotFound as exc:
+            await refuse(stream, 404, str(exc))
+            return
+        if attach:
+            await serve_remotecommand(stream, lambda io: self._attached(ctr, io), pod)
+            return
+        argv = stream.query().get("command", [])
+        if not argv:
+            await refuse(stream, 400, "exec needs at least one command= parameter")
+            return
+        await serve_remotecommand(stream, lambda io: run_command(argv, io), pod)
+
+    async def _attached(self, ctr: EmulatedContainer, io: ProcessIO) -> int:
+        """Attach: the container's live output; typed input is echoed back (a `cat` main process)."""
+
+        async def echo_stdin() -> None:
+            while (data := await io.read_stdin()) is not None:
+                await io.write_stdout(data)
+
+        echo = asyncio.create_task(echo_stdin())
+        try:
+            i = ctr.written(time.time()) if ctr.rate > 0 else 0
+            while True:
+                await asyncio.sleep(max(0.0, ctr.time_of(i) - time.time()) if ctr.rate > 0 else 0.1)
+                end = ctr.written(time.time()) if ctr.rate > 0 else i + 1
+                if end > i:
+                    await io.write_stdout(b"".join(ctr.line(n) for n in range(i, end)))
+                    i = end
+                if echo.done():
+                    return 0
+        finally:
+            echo.cancel()
+
+    async def port_forward(self, stream: EdgeStream, ns: str, pod: str) -> None:
+        if not any(k[0] == ns and k[1] == pod for k in self.containers):
+            await refuse(stream, 404, f'pod "{ns}/{pod}" is not on this node (emulator)')
+            return
+        await serve_port_forward(stream)
