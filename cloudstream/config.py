@@ -11,7 +11,39 @@ from pathlib import Path
 
 from proto.tunnel.errors import ConfigError
 
-__all__ = ["CloudConfig", "add_arguments"]
+__all__ = ["ALL_ROUTES", "AccessRule", "CloudConfig", "add_arguments"]
+
+ALL_ROUTES = frozenset({"logs", "metrics", "exec", "attach", "portforward"})
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """Who may use which kubelet-API routes on 10003: ``cn:NAME`` or ``group:NAME``."""
+
+    kind: str
+    """``cn`` (certificate common name) or ``group`` (certificate organization)."""
+    name: str
+    routes: frozenset[str] = ALL_ROUTES
+
+    @classmethod
+    def parse(cls, text: str) -> AccessRule:
+        """``cn:metrics-server=metrics,logs`` or ``group:system:masters`` (all routes)."""
+        subject, _, routes = text.partition("=")
+        kind, sep, name = subject.partition(":")
+        if kind not in ("cn", "group") or not sep or not name:
+            raise ConfigError(f"access rule {text!r}: expected cn:NAME[=routes] or group:NAME[=routes]")
+        wanted = frozenset(r.strip() for r in routes.split(",") if r.strip()) if routes else ALL_ROUTES
+        unknown = wanted - ALL_ROUTES
+        if unknown:
+            raise ConfigError(f"access rule {text!r}: unknown routes {sorted(unknown)}; known: {sorted(ALL_ROUTES)}")
+        return cls(kind, name, wanted)
+
+    def __str__(self) -> str:
+        routes = "*" if self.routes == ALL_ROUTES else ",".join(sorted(self.routes))
+        return f"{self.kind}:{self.name}={routes}"
+
+
+DEFAULT_ACCESS = (AccessRule("cn", "kube-apiserver-kubelet-client"), AccessRule("group", "system:masters"))
 
 SECONDS = 1.0
 KiB = 1024
@@ -35,9 +67,8 @@ class CloudConfig:
     tls_stream_private_key_file: Path = field(default=Path("/etc/kubeedge/certs/stream.key"), repr=False)
     verify_node_identity: bool = True
     """Refuse an edge whose certificate CN is not its announced node name (KubeEdge never checks)."""
-    allowed_common_names: tuple[str, ...] = ("kube-apiserver-kubelet-client",)
-    allowed_groups: tuple[str, ...] = ("system:masters",)
-    """Who may use 10003: certificate CN or organization (group)."""
+    access: tuple[AccessRule, ...] = DEFAULT_ACCESS
+    """Who may use which routes of 10003; default: the API server's kubelet-client identity."""
     ping_interval: float = 10 * SECONDS
     ping_timeout_go: float = 150 * SECONDS
     """Pong timeout for Go edges: a Go edge's reader may stall for long (spec: >120 s)."""
@@ -84,6 +115,7 @@ class CloudConfig:
             stream_address=ns.stream_address,
             stream_port=ns.stream_port,
             verify_node_identity=not ns.no_verify_node_identity,
+            access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
             **paths,  # type: ignore[arg-type]
         )
 
@@ -106,6 +138,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (KubeEdge's file layout under it)")
     for name in _PATH_FIELDS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name)
+    parser.add_argument(
+        "--allow", action="append", default=[], metavar="RULE",
+        help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...]",
+    )
+    parser.add_argument("--no-default-access", action="store_true", help="drop the default kube-apiserver rules")
     parser.add_argument(
         "--no-verify-node-identity",
         action="store_true",

@@ -122,13 +122,13 @@ class Connection:
 
     async def _handle(self, head: RequestHead) -> bool:
         """Serve one request; return whether the connection may carry another."""
-        denied = self._authorize()
+        route = match_route(head.path)
+        denied = self._authorize(route)
         if denied is not None:
             status, message = denied
             logger.warning("! %s %s from %s refused: %s", head.method, head.path, self.peer, message)
             await self._reply_error(status, message, close=True)
             return False
-        route = match_route(head.path)
         if route is None:
             await self._reply_error(404, f"no kubelet API route {head.path}")
             return await self._discard_body(head)
@@ -148,17 +148,24 @@ class Connection:
 
     # ------------------------------------------------------------------ checks
 
-    def _authorize(self) -> tuple[int, str] | None:
+    def _authorize(self, route: Route | None) -> tuple[int, str] | None:
         identity = self.identity
         if identity is None:
             return 401, "a client certificate signed by the cluster CA is required (the API server's --kubelet-client-certificate)"
-        if identity.common_name in self.config.allowed_common_names:
+        allowed: set[str] = set()
+        for rule in self.config.access:
+            if (rule.kind == "cn" and rule.name == identity.common_name) or (
+                rule.kind == "group" and rule.name in identity.organizations
+            ):
+                allowed |= rule.routes
+        if route is None and allowed:
+            return None  # known caller, unknown path: a 404 is more useful than a 403
+        if route is not None and route.kind.value in allowed:
             return None
-        if any(group in self.config.allowed_groups for group in identity.organizations):
-            return None
+        wanted = route.kind.value if route is not None else "any route"
         return 403, (
-            f"certificate CN={identity.common_name!r} O={list(identity.organizations)!r} may not use the kubelet API; "
-            f"allowed: CN in {list(self.config.allowed_common_names)} or O in {list(self.config.allowed_groups)}"
+            f"certificate CN={identity.common_name!r} O={list(identity.organizations)!r} may not use {wanted}; "
+            f"access rules: {', '.join(map(str, self.config.access)) or 'none'} (cloudstream --allow)"
         )
 
     def _find_session(self, head: RequestHead) -> tuple[EdgeSession | None, str]:

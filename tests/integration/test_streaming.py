@@ -249,3 +249,34 @@ async def test_port_forward_to_a_go_edge_says_why_not(lab_pki) -> None:
                     await go_edge.recv()
     finally:
         await cloud.stop()
+
+
+async def test_exec_sessions_are_audited(chain, lab_pki) -> None:
+    cloud, _, port, _ = chain
+    since = len(cloud.lines)
+    ws = await open_ws(port, "/exec/default/demo/app?" + q("echo", "audited", output="1"), node="edge-1", tls=apiserver_tls(lab_pki))
+    assert (await run_exec(ws)).stdout == b"audited\n"
+    opened = await cloud.wait_for_line(r"cloudstream\.audit open exec node=edge-1 ns=default pod=demo container=app (\S+)", since=since)
+    assert "command=echo" in opened.group(1)
+    closed = await cloud.wait_for_line(r"cloudstream\.audit close exec node=edge-1 pod=default/demo .*bytes_out=(\d+)", since=since)
+    assert int(closed.group(1)) > 0
+    assert not any("secret-token" in line for line in cloud.lines)  # a forwarded bearer token is never logged
+
+
+async def test_access_rules_are_per_route(lab_pki) -> None:
+    cloud, stream_port, tunnel_port = await start_cloud(lab_pki, "--allow", "cn:system:anonymous-user=metrics")
+    edge = await start_edge(lab_pki, "edge-3", tunnel_port)
+    try:
+        await wait_node_ready(stream_port, apiserver_tls(lab_pki), "edge-3")
+        root = lab_pki.root
+        nobody = apiserver_tls(lab_pki, root / "nobody/client.crt", root / "nobody/client.key")
+        async with kubelet_request(stream_port, "/stats/summary", host="edge-3", tls=nobody) as resp:
+            assert resp.status == 200
+            await resp.body()
+        async with kubelet_request(stream_port, "/containerLogs/default/demo/app", host="edge-3", tls=nobody) as resp:
+            assert resp.status == 403
+            text = (await resp.body()).decode()
+            assert "may not use logs" in text and "cn:system:anonymous-user=metrics" in text
+    finally:
+        await edge.stop()
+        await cloud.stop()
