@@ -16,11 +16,19 @@ MS = float(os.environ.get("KES_TIMEOUT_FACTOR", "1"))
 """Scale every test timeout on slow machines."""
 
 
-def _open_fds() -> set[int]:
+def _open_fds() -> set[tuple[int, str]]:
+    """(fd, what it points to): the pair, so a reused fd number still shows as new."""
+    found = set()
     try:
-        return {int(fd) for fd in os.listdir("/proc/self/fd")}
+        names = os.listdir("/proc/self/fd")
     except OSError:  # pragma: no cover - not Linux
         return set()
+    for name in names:
+        try:
+            found.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except OSError:  # the directory handle listdir used, already closed
+            pass
+    return found
 
 
 @pytest.fixture
@@ -43,10 +51,8 @@ async def no_leaks():
     assert not leftover, f"tasks leaked: {leftover}"
     gc.collect()
     await asyncio.sleep(0.05)
-    leaked = _open_fds() - before_fds
-    # a fd number that was reused by something still legitimately open is not a leak
-    leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}") and not os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:[eventpoll]")}
-    assert not leaked, f"file descriptors leaked: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked]}"
+    leaked = sorted(_open_fds() - before_fds)
+    assert not leaked, f"file descriptors leaked: {leaked}"
     assert not errors, f"the loop's exception handler fired: {errors}"
     loop.set_exception_handler(None)
 

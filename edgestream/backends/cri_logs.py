@@ -217,43 +217,42 @@ def find_tail_start(fd: int, size: int, lines: int, wanted: frozenset[bytes] = f
     if lines < 0:
         return 0
     pos = size
-    buf = b""  # bytes [pos, pos + len(buf)) not yet examined
-    # the region to examine ends after the last newline
-    end: int | None = None  # absolute offset just after the newline of the line being examined
+    buf = b""  # file bytes from ``pos`` on that are not examined yet (cut at ``lim``)
+    lim = 0  # once started: buf[:lim] is unexamined and ends with a newline
+    started = False  # found the last newline (what follows it is an incomplete line)
     found = 0
     while True:
-        if end is None:
+        if not started:
             idx = buf.rfind(b"\n")
             if idx >= 0:
-                end = pos + idx + 1
-                buf = buf[: idx + 1]
-        if end is not None:
-            # examine complete lines from the end of buf
+                started = True
+                lim = idx + 1
+        if started:
             while True:
-                # buf ends with the newline of the line that ends at `end`
-                prev = buf.rfind(b"\n", 0, len(buf) - 1)
+                prev = buf.rfind(b"\n", 0, lim - 1)
                 if prev < 0 and pos > 0:
-                    break  # need more bytes to see where this line starts
+                    break  # this line starts in an earlier block
                 start = prev + 1
-                parts = _classify(buf, start, len(buf) - 1)
+                parts = _classify(buf, start, lim - 1)
                 if parts is not None and not parts[1] and parts[0] in wanted:
                     found += 1
                     if found == lines + 1:
-                        return end
-                end = pos + start
-                buf = buf[:start]
-                if not buf:
-                    if pos == 0:
-                        return 0
-                    break
+                        return pos + lim
+                lim = start
+                if lim == 0:
+                    return 0
         if pos == 0:
             return 0
         k = min(READ_SIZE, pos)
         pos -= k
         block = os.pread(fd, k, pos)
-        if len(block) != k:  # the file shrank under us: start over from what is there
+        if len(block) != k:  # the file shrank under us: show all of what is there
             return 0
-        buf = block + buf
+        if started:
+            buf = block + buf[:lim]
+            lim += k
+        else:
+            buf = block + buf
 
 
 # --------------------------------------------------------------------------- output
