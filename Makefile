@@ -22,6 +22,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.framing
+	$(PY) -m bench.chain
 
 clean:
 	rm -rf $(VENV) .lab

@@ -92,7 +92,9 @@ class EdgeConfig:
             if getattr(ns, key, None):
                 paths[key] = Path(getattr(ns, key))
         pods = tuple(_parse_pod(p) for p in (ns.emulate or ["default/demo/app"]))
-        emulator = EmulatorConfig(pods=pods, log_rate=ns.emulate_log_rate, history=ns.emulate_history)
+        emulator = EmulatorConfig(
+            pods=pods, log_rate=ns.emulate_log_rate, history=ns.emulate_history, line_size=ns.emulate_line_size
+        )
         return cls(
             server=ns.server,
             node_name=ns.node_name,
@@ -125,3 +127,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat)")
     parser.add_argument("--emulate-log-rate", type=float, default=10.0, help="lines per second; 0 = unlimited")
     parser.add_argument("--emulate-history", type=int, default=100)
+    parser.add_argument("--emulate-line-size", type=int, default=0, help="pad log lines to this many bytes")
