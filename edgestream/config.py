@@ -60,6 +60,8 @@ class EdgeConfig:
     cri_endpoint: str = "unix:///run/containerd/containerd.sock"
     cri_timeout: float = 10 * SECONDS
     drain_timeout: float = 10 * SECONDS
+    stall_timeout: float = 10 * SECONDS
+    """How long the tunnel reader waits for one stream's backend before ending that stream."""
 
     def __post_init__(self) -> None:
         host, sep, port = self.server.rpartition(":")

@@ -61,8 +61,7 @@ class AgentSession(TunnelConnection):
             case DataReceived(connect_id=cid, data=data):
                 stream = self.streams.get(cid)
                 if stream is not None and stream.inbound.feed(data):
-                    # Bounded: wait for the backend to consume (a Go cloud has no window either).
-                    await stream.inbound.wait_drained()
+                    await self._wait_for_slow_backend(stream)
             case StreamRemoved(connect_id=cid):
                 stream = self.streams.get(cid)
                 if stream is not None:
@@ -77,6 +76,22 @@ class AgentSession(TunnelConnection):
                 await self.ws.close()
             case _:
                 pass
+
+    async def _wait_for_slow_backend(self, stream: EdgeStream) -> None:
+        """The stream's inbound buffer is full: wait (this holds the tunnel reader, as a Go
+        edge does) but only up to ``stall_timeout``; then end that stream alone."""
+        try:
+            async with asyncio.timeout(self.config.stall_timeout):
+                await stream.inbound.wait_drained()
+        except TimeoutError:
+            self.log.warning(
+                "! stream %d: the backend consumed nothing for %.0f s; ending that stream only",
+                stream.connect_id, self.config.stall_timeout,
+            )
+            stream.inbound.feed_eof()
+            task = self._tasks.get(stream.connect_id)
+            if task is not None:
+                task.cancel()
 
     async def _serve(self, stream: EdgeStream) -> None:
         cid = stream.connect_id
