@@ -115,6 +115,8 @@ class CloudConfig:
             stream_address=ns.stream_address,
             stream_port=ns.stream_port,
             verify_node_identity=not ns.no_verify_node_identity,
+            ping_interval=ns.ping_interval,
+            ping_timeout=ns.ping_timeout,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
             **paths,  # type: ignore[arg-type]
         )
@@ -142,6 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow", action="append", default=[], metavar="RULE",
         help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...]",
     )
+    parser.add_argument("--ping-interval", type=float, default=10.0, help="seconds between keepalive pings")
+    parser.add_argument("--ping-timeout", type=float, default=20.0, help="pong timeout (our edges; Go edges get 150 s)")
     parser.add_argument("--no-default-access", action="store_true", help="drop the default kube-apiserver rules")
     parser.add_argument(
         "--no-verify-node-identity",

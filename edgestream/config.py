@@ -105,6 +105,8 @@ class EdgeConfig:
             backend=ns.backend,
             emulator=emulator,
             cri_endpoint=ns.cri_endpoint,
+            ping_interval=ns.ping_interval,
+            ping_timeout=ns.ping_timeout,
             **paths,  # type: ignore[arg-type]
         )
 
@@ -124,6 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name)
     parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the cloud (as a Go edge)")
+    parser.add_argument("--ping-interval", type=float, default=5.0, help="seconds between keepalive pings")
+    parser.add_argument("--ping-timeout", type=float, default=20.0, help="pong timeout (our cloud; a Go cloud gets 150 s)")
     parser.add_argument("--backend", default="emulator", choices=["cri", "emulator", "kubelet"])
     parser.add_argument("--cri-endpoint", default="unix:///run/containerd/containerd.sock")
     parser.add_argument("--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat)")

@@ -1,0 +1,84 @@
+"""The tunnel's life: keepalive finds dead peers, the edge redials with backoff and says why."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+
+import pytest
+
+from tests.conftest import MS
+
+from .framework import Process, apiserver_tls, kubelet_request, start_cloud, start_edge
+from .test_logs_chain import wait_node_ready
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+async def test_a_frozen_edge_is_detected_by_keepalive(lab_pki) -> None:
+    cloud, stream_port, tunnel_port = await start_cloud(lab_pki, "--ping-interval", "0.5", "--ping-timeout", "1")
+    edge = await start_edge(lab_pki, "edge-1", tunnel_port)
+    try:
+        await wait_node_ready(stream_port, apiserver_tls(lab_pki), "edge-1")
+        edge.proc.send_signal(signal.SIGSTOP)  # alive but silent: TCP stays open, nothing answers
+        began = time.monotonic()
+        await cloud.wait_for_line("tunnel down: node edge-1", timeout=15)
+        assert time.monotonic() - began < 5 * MS
+        async with kubelet_request(stream_port, "/containerLogs/default/demo/app", host="edge-1", tls=apiserver_tls(lab_pki)) as resp:
+            assert resp.status == 503
+            await resp.body()
+    finally:
+        edge.proc.send_signal(signal.SIGCONT)
+        await edge.stop()
+        await cloud.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_edge_waits_for_the_cloud_and_redials_with_backoff(lab_pki) -> None:
+    tunnel_port = free_port()
+    edge = await start_edge(lab_pki, "edge-2", tunnel_port)
+    cloud: Process | None = None
+    try:
+        m = await edge.wait_for_line(r"failed \(attempt 1\): (.*); retrying in ([\d.]+) s")
+        assert "nothing listens on" in m.group(1)
+        m2 = await edge.wait_for_line(r"failed \(attempt 3\).*retrying in ([\d.]+) s")
+        assert float(m2.group(1)) > float(m.group(2)) * 0.9  # the delays grow (jittered)
+        cloud, stream_port, _ = await start_cloud_on(lab_pki, tunnel_port)
+        await wait_node_ready(stream_port, apiserver_tls(lab_pki), "edge-2")
+        # the cloud restarts: the edge comes back by itself
+        await cloud.stop()
+        await edge.wait_for_line("tunnel to .* ended")
+        cloud, stream_port, _ = await start_cloud_on(lab_pki, tunnel_port)
+        await wait_node_ready(stream_port, apiserver_tls(lab_pki), "edge-2")
+    finally:
+        await edge.stop()
+        if cloud is not None:
+            await cloud.stop()
+
+
+async def test_edge_refuses_a_cloud_with_an_untrusted_certificate(lab_pki, tmp_path) -> None:
+    """Unlike a Go edge, ours verifies the cloud: a cloud whose certificate another CA signed
+    (a man in the middle) gets no tunnel, and the edge says so."""
+    from certs import init_lab
+
+    other = init_lab(tmp_path / "other", ["edge-1"])
+    cloud, _, tunnel_port = await start_cloud(other)
+    edge = await start_edge(lab_pki, "edge-1", tunnel_port)
+    try:
+        m = await edge.wait_for_line(r"failed \(attempt 1\): (.*);")
+        assert "certificate" in m.group(1) and "failed verification" in m.group(1)
+    finally:
+        await edge.stop()
+        await cloud.stop()
+
+
+async def start_cloud_on(layout, tunnel_port: int):  # type: ignore[no-untyped-def]
+    """start_cloud binds port 0; here the edge already knows the port, so pass it last (argparse: last wins)."""
+    return await start_cloud(layout, "--tunnel-port", str(tunnel_port))
