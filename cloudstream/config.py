@@ -6,12 +6,16 @@ Field names follow cloudcore.yaml's ``modules.cloudStream`` section; defaults ar
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proto.kubeedge_config import cloudstream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
 
 __all__ = ["ALL_ROUTES", "AccessRule", "CloudConfig", "add_arguments"]
+
+logger = logging.getLogger(__name__)
 
 ALL_ROUTES = frozenset({"logs", "metrics", "exec", "attach", "portforward"})
 
@@ -94,31 +98,36 @@ class CloudConfig:
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> CloudConfig:
-        pki = Path(ns.pki_dir) if ns.pki_dir else None
-        paths: dict[str, Path] = {}
-        if pki is not None:  # a streamcerts lab directory, KubeEdge's layout under it
-            paths = {
-                "tls_tunnel_ca_file": pki / "ca/rootCA.crt",
-                "tls_tunnel_cert_file": pki / "certs/server.crt",
-                "tls_tunnel_private_key_file": pki / "certs/server.key",
-                "tls_stream_ca_file": pki / "ca/streamCA.crt",
-                "tls_stream_cert_file": pki / "certs/stream.crt",
-                "tls_stream_private_key_file": pki / "certs/stream.key",
-            }
-        for key in list(paths) + [k for k in _PATH_FIELDS if k not in paths]:
-            value = getattr(ns, key, None)
-            if value:
-                paths[key] = Path(value)
+        """defaults < cloudcore.yaml (``--config``) < command-line flags."""
+        settings: dict[str, object] = {}
+        if ns.config:
+            enabled, settings = cloudstream_settings(load_yaml(Path(ns.config)))
+            if not enabled:
+                logger.warning(
+                    "modules.cloudStream.enable is false in %s; starting anyway (cloudstream was run explicitly)", ns.config
+                )
+        if ns.pki_dir:  # a streamcerts lab directory, KubeEdge's layout under it
+            pki = Path(ns.pki_dir)
+            settings.update(
+                tls_tunnel_ca_file=pki / "ca/rootCA.crt",
+                tls_tunnel_cert_file=pki / "certs/server.crt",
+                tls_tunnel_private_key_file=pki / "certs/server.key",
+                tls_stream_ca_file=pki / "ca/streamCA.crt",
+                tls_stream_cert_file=pki / "certs/stream.crt",
+                tls_stream_private_key_file=pki / "certs/stream.key",
+            )
+        for key in _PATH_FIELDS:
+            if getattr(ns, key, None):
+                settings[key] = Path(getattr(ns, key))
+        flags = {
+            "tunnel_address": ns.tunnel_address, "tunnel_port": ns.tunnel_port, "stream_address": ns.stream_address,
+            "stream_port": ns.stream_port, "ping_interval": ns.ping_interval, "ping_timeout": ns.ping_timeout,
+        }
+        settings.update({k: v for k, v in flags.items() if v is not None})
         return cls(
-            tunnel_address=ns.tunnel_address,
-            tunnel_port=ns.tunnel_port,
-            stream_address=ns.stream_address,
-            stream_port=ns.stream_port,
             verify_node_identity=not ns.no_verify_node_identity,
-            ping_interval=ns.ping_interval,
-            ping_timeout=ns.ping_timeout,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
-            **paths,  # type: ignore[arg-type]
+            **settings,  # type: ignore[arg-type]
         )
 
 
@@ -133,10 +142,12 @@ _PATH_FIELDS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tunnel-address", default="0.0.0.0")
-    parser.add_argument("--tunnel-port", type=int, default=10004)
-    parser.add_argument("--stream-address", default="0.0.0.0")
-    parser.add_argument("--stream-port", type=int, default=10003)
+    # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
+    parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
+    parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")
+    parser.add_argument("--tunnel-port", type=int, help="tunnelPort (10004)")
+    parser.add_argument("--stream-address", help="listen address for the API server (0.0.0.0)")
+    parser.add_argument("--stream-port", type=int, help="streamPort (10003)")
     parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (KubeEdge's file layout under it)")
     for name in _PATH_FIELDS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name)
@@ -144,8 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow", action="append", default=[], metavar="RULE",
         help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...]",
     )
-    parser.add_argument("--ping-interval", type=float, default=10.0, help="seconds between keepalive pings")
-    parser.add_argument("--ping-timeout", type=float, default=20.0, help="pong timeout (our edges; Go edges get 150 s)")
+    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (10)")
+    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our edges (20; Go edges get 150)")
     parser.add_argument("--no-default-access", action="store_true", help="drop the default kube-apiserver rules")
     parser.add_argument(
         "--no-verify-node-identity",

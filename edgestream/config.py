@@ -6,13 +6,17 @@ Field names follow edgecore.yaml's ``modules.edgeStream``; defaults are KubeEdge
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proto.kubeedge_config import edgestream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
 
 __all__ = ["EdgeConfig", "EmulatorConfig", "add_arguments"]
+
+logger = logging.getLogger(__name__)
 
 SECONDS = 1.0
 KiB = 1024
@@ -54,7 +58,7 @@ class EdgeConfig:
     reconnect_initial: float = 0.5 * SECONDS
     reconnect_max: float = 30 * SECONDS
     max_payload: int = 64 * KiB
-    backend: str = "emulator"
+    backend: str = "cri"
     """``cri`` (containerd), ``emulator`` or ``kubelet``."""
     emulator: EmulatorConfig = EmulatorConfig()
     cri_endpoint: str = "unix:///run/containerd/containerd.sock"
@@ -82,33 +86,37 @@ class EdgeConfig:
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> EdgeConfig:
-        paths: dict[str, Path] = {}
+        """defaults < edgecore.yaml (``--config``) < command-line flags."""
+        settings: dict[str, object] = {}
+        if ns.config:
+            enabled, settings = edgestream_settings(load_yaml(Path(ns.config)))
+            if not enabled:
+                logger.warning(
+                    "modules.edgeStream.enable is false in %s; starting anyway (edgestream was run explicitly)", ns.config
+                )
+        flags = {
+            "server": ns.server, "node_name": ns.node_name, "node_ip": ns.node_ip, "backend": ns.backend,
+            "cri_endpoint": ns.cri_endpoint, "ping_interval": ns.ping_interval, "ping_timeout": ns.ping_timeout,
+        }
+        settings.update({k: v for k, v in flags.items() if v is not None})
+        node = str(settings.get("node_name") or socket.gethostname())
         if ns.pki_dir:
             pki = Path(ns.pki_dir)
-            paths = {
-                "tls_tunnel_ca_file": pki / "ca/rootCA.crt",
-                "tls_tunnel_cert_file": pki / f"edge/{ns.node_name}/server.crt",
-                "tls_tunnel_private_key_file": pki / f"edge/{ns.node_name}/server.key",
-            }
+            settings.update(
+                tls_tunnel_ca_file=pki / "ca/rootCA.crt",
+                tls_tunnel_cert_file=pki / f"edge/{node}/server.crt",
+                tls_tunnel_private_key_file=pki / f"edge/{node}/server.key",
+            )
         for key in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
             if getattr(ns, key, None):
-                paths[key] = Path(getattr(ns, key))
+                settings[key] = Path(getattr(ns, key))
+        if ns.insecure_skip_verify:
+            settings["verify_server"] = False
         pods = tuple(_parse_pod(p) for p in (ns.emulate or ["default/demo/app"]))
-        emulator = EmulatorConfig(
+        settings["emulator"] = EmulatorConfig(
             pods=pods, log_rate=ns.emulate_log_rate, history=ns.emulate_history, line_size=ns.emulate_line_size
         )
-        return cls(
-            server=ns.server,
-            node_name=ns.node_name,
-            node_ip=ns.node_ip or "",
-            verify_server=not ns.insecure_skip_verify,
-            backend=ns.backend,
-            emulator=emulator,
-            cri_endpoint=ns.cri_endpoint,
-            ping_interval=ns.ping_interval,
-            ping_timeout=ns.ping_timeout,
-            **paths,  # type: ignore[arg-type]
-        )
+        return cls(**settings)  # type: ignore[arg-type]
 
 
 def _parse_pod(text: str) -> tuple[str, str, str]:
@@ -119,17 +127,19 @@ def _parse_pod(text: str) -> tuple[str, str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default="127.0.0.1:10004", help="cloudstream tunnel host:port")
-    parser.add_argument("--node-name", default=socket.gethostname())
-    parser.add_argument("--node-ip", default="")
+    # Flags default to None so that edgecore.yaml (--config) fills what they leave out.
+    parser.add_argument("--config", help="edgecore.yaml: reads modules.edgeStream and modules.edged")
+    parser.add_argument("--server", help="cloudstream tunnel host:port (default 127.0.0.1:10004)")
+    parser.add_argument("--node-name", help="node name (default: modules.edged.hostnameOverride, else the hostname)")
+    parser.add_argument("--node-ip")
     parser.add_argument("--pki-dir", help="a `streamcerts lab` directory")
     for name in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name)
     parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the cloud (as a Go edge)")
-    parser.add_argument("--ping-interval", type=float, default=5.0, help="seconds between keepalive pings")
-    parser.add_argument("--ping-timeout", type=float, default=20.0, help="pong timeout (our cloud; a Go cloud gets 150 s)")
-    parser.add_argument("--backend", default="emulator", choices=["cri", "emulator", "kubelet"])
-    parser.add_argument("--cri-endpoint", default="unix:///run/containerd/containerd.sock")
+    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (5)")
+    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our cloud (20; a Go cloud gets 150)")
+    parser.add_argument("--backend", choices=["cri", "emulator", "kubelet"], help="where streams are served (cri)")
+    parser.add_argument("--cri-endpoint", help="containerd's CRI socket (default: edgecore.yaml, else containerd's)")
     parser.add_argument("--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat)")
     parser.add_argument("--emulate-log-rate", type=float, default=10.0, help="lines per second; 0 = unlimited")
     parser.add_argument("--emulate-history", type=int, default=100)

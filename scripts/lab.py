@@ -104,7 +104,8 @@ async def main() -> int:
         stream_port, tunnel_port = await asyncio.wait_for(ready, 30)
         edge = await start(
             ["edgestream", "--pki-dir", str(layout.root), "--node-name", NODE, "--server", f"localhost:{tunnel_port}",
-             "--node-ip", "127.0.0.1", "--emulate", "default/demo/app", "--emulate-log-rate", "5"], "edgestream")
+             "--node-ip", "127.0.0.1", "--backend", "emulator", "--emulate", "default/demo/app",
+             "--emulate-log-rate", "5"], "edgestream")
         tasks.append(asyncio.create_task(relay_output(edge, "edgestream", None)))
         return await follow_logs(layout, stream_port, None if args.forever else args.seconds)
     finally:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import IO, Protocol
@@ -204,23 +204,16 @@ def _wanted(options: LogOptions) -> frozenset[bytes]:
 # --------------------------------------------------------------------------- tail
 
 
-def find_tail_start(fd: int, size: int, lines: int, wanted: frozenset[bytes] = frozenset((_STDOUT, _STDERR))) -> int:
-    """File offset where the last ``lines`` messages of the ``wanted`` streams begin.
+def _lines_backwards(fd: int, size: int) -> Iterator[tuple[int, int, bytes | None, bool]]:
+    """(start, end, stream, partial) of each complete line before ``size``, the last first.
 
-    Reads backwards from ``size`` in 64 KiB blocks (``os.pread``, blocking: run it in a
-    thread) and counts F lines, which end messages; the answer is the end of the
-    (lines+1)-th F line from the end, or 0 when there are not that many. A trailing line with
-    no newline yet is not counted. (A P chunk of *another* stream written before that F line
-    but belonging to a message completed after it is not shown; containerd only splits lines
-    over 16 KiB, and kubelet, which counts raw file lines, cuts messages far more often.)
+    ``end`` is just after the newline; ``stream`` is None for a line not in CRI format. A
+    trailing line with no newline yet is skipped. Reads 64 KiB blocks with ``os.pread``.
     """
-    if lines < 0:
-        return 0
     pos = size
     buf = b""  # file bytes from ``pos`` on that are not examined yet (cut at ``lim``)
     lim = 0  # once started: buf[:lim] is unexamined and ends with a newline
     started = False  # found the last newline (what follows it is an incomplete line)
-    found = 0
     while True:
         if not started:
             idx = buf.rfind(b"\n")
@@ -228,31 +221,84 @@ def find_tail_start(fd: int, size: int, lines: int, wanted: frozenset[bytes] = f
                 started = True
                 lim = idx + 1
         if started:
-            while True:
+            while lim > 0:
                 prev = buf.rfind(b"\n", 0, lim - 1)
                 if prev < 0 and pos > 0:
                     break  # this line starts in an earlier block
                 start = prev + 1
                 parts = _classify(buf, start, lim - 1)
-                if parts is not None and not parts[1] and parts[0] in wanted:
-                    found += 1
-                    if found == lines + 1:
-                        return pos + lim
+                if parts is None:
+                    yield pos + start, pos + lim, None, False
+                else:
+                    yield pos + start, pos + lim, parts[0], parts[1]
                 lim = start
-                if lim == 0:
-                    return 0
         if pos == 0:
-            return 0
+            return
         k = min(READ_SIZE, pos)
         pos -= k
         block = os.pread(fd, k, pos)
-        if len(block) != k:  # the file shrank under us: show all of what is there
-            return 0
+        if len(block) != k:  # the file shrank under us
+            raise FileNotFoundError("the log file was truncated while reading it")
         if started:
             buf = block + buf[:lim]
             lim += k
         else:
             buf = block + buf
+
+
+UNDECIDED_SCAN = 1 << 20
+"""How far before the tail boundary to look for the last line of a stream not seen yet."""
+
+
+def find_tail_start(
+    fd: int, size: int, lines: int, wanted: frozenset[bytes] = frozenset((_STDOUT, _STDERR))
+) -> tuple[int, int]:
+    """Where to start reading for the last ``lines`` messages of the ``wanted`` streams.
+
+    Returns ``(start, boundary)``: messages complete (their F line) before ``boundary`` are
+    not shown; reading starts at ``start`` <= ``boundary`` so that the earlier P chunks of a
+    message completed after the boundary are there (a split line of one stream interleaved
+    with lines of the other). Reads backwards from ``size`` in 64 KiB blocks (blocking: run
+    it in a thread); never reads the whole file unless the tail needs it. A stream with no
+    line in the last MiB before the boundary is taken as having no split line open there.
+    """
+    if lines < 0:
+        return 0, 0
+    backwards = _lines_backwards(fd, size)
+    found = 0
+    boundary = -1
+    boundary_stream = b""
+    try:
+        for _start, end, stream, partial in backwards:
+            if stream in wanted and not partial:
+                found += 1
+                if found == lines + 1:
+                    boundary, boundary_stream = end, stream  # type: ignore[assignment]
+                    break
+        else:
+            return 0, 0
+        undecided = set(wanted) - {boundary_stream}
+        open_streams: set[bytes] = set()
+        start = boundary
+        if not undecided:
+            return start, boundary
+        for line_start, end, stream, partial in backwards:
+            if undecided and boundary - line_start > UNDECIDED_SCAN:
+                undecided.clear()
+            if stream in undecided:
+                undecided.discard(stream)
+                if partial:
+                    open_streams.add(stream)
+            elif stream in open_streams and not partial:
+                open_streams.discard(stream)
+                start = min(start, end)
+            if not undecided and not open_streams:
+                return start, boundary
+        return (0 if open_streams else start), boundary
+    except FileNotFoundError:
+        return 0, 0
+    finally:
+        backwards.close()
 
 
 # --------------------------------------------------------------------------- output
@@ -274,6 +320,8 @@ class _Emitter:
         self.wanted = _wanted(options)
         self.partials: dict[bytes, tuple[bytes, bytearray]] = {}
         self.lines_out = 0
+        self.emit_from = 0
+        """File offset: a message whose F line starts before it is dropped (see find_tail_start)."""
 
     async def flush(self) -> None:
         if self.fill:
@@ -311,25 +359,31 @@ class _Emitter:
             await self.put(b"\n")
         self.lines_out += 1
 
-    async def lines(self, data: bytearray, end: int) -> int:
-        """Emit every complete line in ``data[:end]``; return how many bytes were consumed."""
+    async def lines(self, data: bytearray, end: int, base: int = 0) -> int:
+        """Emit every complete line in ``data[:end]`` (file offset ``base`` on); return how many
+        bytes were consumed."""
         start = 0
         with memoryview(data) as mv:
             while not self.done:
                 nl = data.find(b"\n", start, end)
                 if nl < 0:
                     break
-                await self.line(data, mv, start, nl)
+                await self.line(data, mv, start, nl, base)
                 start = nl + 1
         return start
 
-    async def line(self, data: bytearray, mv: memoryview, a: int, b: int) -> None:
+    async def line(self, data: bytearray, mv: memoryview, a: int, b: int, base: int = 0) -> None:
         parts = _classify(data, a, b)
         if parts is None:
             return  # not CRI format: skipped, as kubelet does
         stream, partial, ts_end, content = parts
         if stream not in self.wanted:
             return
+        if self.emit_from and not partial:
+            if base + a < self.emit_from:
+                self.partials.pop(stream, None)  # completed before the tail: not shown
+                return
+            self.emit_from = 0
         if partial:
             pending = self.partials.get(stream)
             if pending is None:
@@ -370,7 +424,7 @@ class _Reader:
         self.buf = bytearray(2 * READ_SIZE)
         self.fill = 0  # bytes of an incomplete line kept at the front of buf
         self.f: IO[bytes] | None = None
-        self.pos = 0
+        self.pos = 0  # file offset of the next read
 
     def open(self, offset: int = 0) -> None:
         f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
@@ -384,6 +438,7 @@ class _Reader:
         self.f = f
         self.pos = offset
         self.fill = 0
+        self.emitter.emit_from = 0  # a tail boundary only applies to the file it was found in
 
     def close(self) -> None:
         if self.f is not None:
@@ -405,7 +460,7 @@ class _Reader:
             total += n
             self.pos += n
             end = self.fill + n
-            used = await self.emitter.lines(self.buf, end)
+            used = await self.emitter.lines(self.buf, end, self.pos - end)
             rest = end - used
             if used and rest:
                 self.buf[:rest] = self.buf[used:end]  # only an incomplete line moves
@@ -416,7 +471,7 @@ class _Reader:
         """Emit a last line that has no newline (kubelet does when the log ends)."""
         if self.fill and not self.emitter.done:
             self.buf[self.fill : self.fill + 1] = b"\n"
-            await self.emitter.lines(self.buf, self.fill + 1)
+            await self.emitter.lines(self.buf, self.fill + 1, self.pos - self.fill)
         self.fill = 0
 
     def rotated(self) -> str | None:
@@ -463,7 +518,9 @@ async def stream_log_file(
             assert reader.f is not None
             fd = reader.f.fileno()
             size = os.fstat(fd).st_size
-            start = await asyncio.to_thread(find_tail_start, fd, size, options.tail_lines, emitter.wanted)
+            start, emitter.emit_from = await asyncio.to_thread(
+                find_tail_start, fd, size, options.tail_lines, emitter.wanted
+            )
             reader.f.seek(start)
             reader.pos = start
         await stream.answer(200)

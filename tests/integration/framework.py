@@ -94,7 +94,7 @@ async def start_edge(layout: Layout, node: str, tunnel_port: int, *extra: str) -
     return await Process.start(
         "edgestream",
         ["edgestream", "--pki-dir", str(layout.root), "--node-name", node, "--server", f"localhost:{tunnel_port}",
-         "--node-ip", "127.0.0.1", *extra],
+         "--node-ip", "127.0.0.1", "--backend", "emulator", *extra],
     )
 
 

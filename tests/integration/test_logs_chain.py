@@ -193,7 +193,7 @@ async def test_edge_with_wrong_certificate_logs_why_it_cannot_connect(chain, lab
         "impostor",
         ["edgestream", "--node-name", "edge-2", "--server", f"localhost:{tunnel_port}",
          "--tls-tunnel-ca-file", str(lab_pki.ca_cert), "--tls-tunnel-cert-file", str(lab_pki.edge_cert("edge-3")),
-         "--tls-tunnel-private-key-file", str(lab_pki.edge_key("edge-3"))],
+         "--tls-tunnel-private-key-file", str(lab_pki.edge_key("edge-3")), "--backend", "emulator"],
     )
     try:
         m = await impostor.wait_for_line(r"refused the tunnel with HTTP 403: (.*)")
