@@ -32,7 +32,7 @@ from .base import BaseBackend
 from .cri_client import CriBadRequest, CriClient
 from .cri_logs import stream_log_file
 
-__all__ = ["CriBackend", "Resolved", "http_error_response"]
+__all__ = ["CriBackend", "Resolved", "StreamingUnreachable", "http_error_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,12 @@ _STATE_NAMES = {
     api_pb2.CONTAINER_EXITED: "exited",
     api_pb2.CONTAINER_UNKNOWN: "unknown",
 }
+
+
+class StreamingUnreachable(BackendError):
+    """containerd's streaming server did not take the connection."""
+
+    error_status_hint = 502
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +314,7 @@ class CriBackend(BaseBackend):
                 asyncio.open_connection(host, port, ssl=context), self.config.cri_timeout
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            await self._refuse(stream, BackendError(f"cannot reach containerd's streaming server at {url}: {exc}"))
+            await self._refuse(stream, StreamingUnreachable(f"cannot reach containerd's streaming server at {url}: {exc}"))
             return
         except TunnelError as exc:
             await self._refuse(stream, exc)

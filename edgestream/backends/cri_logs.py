@@ -64,6 +64,7 @@ _STDOUT = b"stdout"
 _STDERR = b"stderr"
 _SP = 0x20
 _P = ord("P")
+_Z = ord("Z")
 _COLON = ord(":")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -189,8 +190,20 @@ def _since_ns(options: LogOptions, now: float) -> int | None:
             dt = dt.replace(tzinfo=timezone.utc)
         return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
     if options.since_seconds is not None:
-        return int(now * 1_000_000_000) - options.since_seconds * 1_000_000_000
+        whole = int(now)  # split first: now * 1e9 as a float would lose ~256 ns
+        return whole * 1_000_000_000 + round((now - whole) * 1e9) - options.since_seconds * 1_000_000_000
     return None
+
+
+def _fixed_utc(ns: int) -> bytes | None:
+    """``ns`` as ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`` (None outside years 1..9999)."""
+    try:
+        whole = datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if not 1000 <= whole.year <= 9999:
+        return None
+    return (whole.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z").encode()
 
 
 def _wanted(options: LogOptions) -> frozenset[bytes]:
@@ -317,6 +330,8 @@ class _Emitter:
         self.done = False
         self.timestamps = options.timestamps
         self.since_ns = since_ns
+        self.since_raw = _fixed_utc(since_ns) if since_ns is not None else None
+        """``since`` as containerd writes UTC stamps with 9 digits, to compare bytes."""
         self.wanted = _wanted(options)
         self.partials: dict[bytes, tuple[bytes, bytearray]] = {}
         self.lines_out = 0
@@ -363,11 +378,38 @@ class _Emitter:
         """Emit every complete line in ``data[:end]`` (file offset ``base`` on); return how many
         bytes were consumed."""
         start = 0
+        view, capacity, wanted, partials, since_raw = self.view, self.capacity, self.wanted, self.partials, self.since_raw
+        # The common case (a full line, no timestamps, no limit) is copied right here, with no
+        # await; anything else goes through line()/message()/put().
+        fast = not self.timestamps and self.remaining < 0 and (self.since_ns is None or since_raw is not None)
         with memoryview(data) as mv:
             while not self.done:
                 nl = data.find(b"\n", start, end)
                 if nl < 0:
                     break
+                if fast and not self.emit_from:
+                    parts = _classify(data, start, nl)
+                    if parts is None or parts[0] not in wanted:
+                        start = nl + 1
+                        continue
+                    stream, partial, ts_end, content = parts
+                    if not partial and stream not in partials:
+                        if since_raw is not None:
+                            if ts_end - start != 30 or data[ts_end - 1] != _Z:
+                                await self.line(data, mv, start, nl, base)  # not fixed-width UTC: parse it
+                                start = nl + 1
+                                continue
+                            if data[start:ts_end] < since_raw:  # same format: bytes order is time order
+                                start = nl + 1
+                                continue
+                        n = nl + 1 - content
+                        fill = self.fill
+                        if fill + n <= capacity:
+                            view[fill : fill + n] = mv[content : nl + 1]  # content and newline: the one copy
+                            self.fill = fill + n
+                            self.lines_out += 1
+                            start = nl + 1
+                            continue
                 await self.line(data, mv, start, nl, base)
                 start = nl + 1
         return start

@@ -219,14 +219,14 @@ def reference(lines: list[tuple[float, str, str, str]], options: LogOptions, now
     for stream, (first, acc) in pending.items():
         if options.tail_lines != 0:
             messages.append((first, stream, acc, False))
-    since = None
+    since = None  # in ns
     if options.since_time is not None:
-        since = options.since_time.timestamp()
+        since = int(options.since_time.timestamp()) * 10**9
     elif options.since_seconds is not None:
-        since = now - options.since_seconds
+        since = int(now) * 10**9 + round((now - int(now)) * 1e9) - options.since_seconds * 10**9
     out = b""
     for first, _, content, nl in messages:
-        if since is not None and T0 + first < since - 1e-9:
+        if since is not None and parse_timestamp_ns(ts(first).encode()) < since:  # type: ignore[operator]
             continue
         if options.timestamps:
             out += format_timestamp(ts(first).encode()) + b" "
@@ -236,7 +236,7 @@ def reference(lines: list[tuple[float, str, str, str]], options: LogOptions, now
     return out
 
 
-@pytest.mark.parametrize("seed", range(300))
+@pytest.mark.parametrize("seed", range(600))
 async def test_random_logs_match_the_reference(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     lines: list[tuple[float, str, str, str]] = []
@@ -249,16 +249,16 @@ async def test_random_logs_match_the_reference(tmp_path: Path, seed: int) -> Non
         content = "".join(rng.choice("abc xyz") for _ in range(rng.randrange(0, 40 if rng.random() < 0.9 else 3000)))
         lines.append((t, stream, tag, content))
         open_partial[stream] = tag == "P"
-    # end both streams on a full line (dangling partials are tested on their own)
+    # odd seeds leave a split line unfinished at the end of the file (kubelet shows it, no newline)
     for stream, dangling in open_partial.items():
-        if dangling:
+        if dangling and seed % 2 == 0:
             lines.append((t, stream, "F", "end"))
     log = tmp_path / "0.log"
     write(log, *(cri(*line[:2], line[3], line[2]) for line in lines))  # type: ignore[misc]
     queries = ["", "stream=Stdout", "stream=Stderr&timestamps=true", f"tailLines={rng.randrange(0, 50)}",
                f"tailLines={rng.randrange(0, 50)}&stream=Stderr", f"limitBytes={rng.randrange(1, 5000)}",
                f"sinceSeconds={rng.randrange(1, 60)}", f"tailLines={rng.randrange(1, 50)}&timestamps=1&limitBytes=900"]
-    now = T0 + t
+    now = T0 + int(t) + 0.25  # exact in binary
     for q in queries:
         options = LogOptions.from_query(q)
         got = (await run(log, q, now=lambda: now)).body

@@ -1,0 +1,181 @@
+"""Issue 4 through the whole chain: cloudstream:10003 -> tunnel -> edgestream (CRI backend) ->
+a real containerd, driven over real WebSocket v4 clients and raw SPDY upgrade heads.
+(The real kubectl binaries drive the same chain in tests/kubectl.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from urllib.parse import urlencode
+
+import pytest
+import pytest_asyncio
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import MS
+from tests.realstack.conftest_plugin import realstack  # noqa: F401  (the real containerd)
+
+from .framework import apiserver_tls, kubelet_request, start_cloud, start_edge
+from .k8s_ws import open_ws, run_exec
+
+pytestmark = [
+    pytest.mark.containerd,
+    pytest.mark.integration,
+    pytest.mark.timeout(240),
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+NODE = "edge-1"
+LOOP = "i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.1; done"
+SERVER = 'while true; do echo "hello-from-pod" | nc -l -p 18080; done'
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chain(realstack, lab_pki):  # noqa: F811
+    pytest.importorskip("edgestream.backends.cri")
+    pod = realstack.run_pod("web", uid="uid-web-1")
+    loop_id = realstack.run_container(pod, "loop", ["sh", "-c", LOOP])
+    realstack.run_container(pod, "server", ["sh", "-c", SERVER])
+    realstack.wait_running(loop_id)
+    cloud, stream_port, tunnel_port = await start_cloud(lab_pki)
+    edge = await start_edge(lab_pki, NODE, tunnel_port, "--backend", "cri", "--cri-endpoint", realstack.endpoint)
+    try:
+        await asyncio.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while True:
+            async with kubelet_request(stream_port, "/containerLogs/default/web/loop?tailLines=1", host=NODE, tls=apiserver_tls(lab_pki)) as resp:
+                body = await resp.body()
+                if resp.status == 200 and body:
+                    break
+            assert time.monotonic() < deadline, f"chain never became ready: {resp.status} {body!r}\n{edge.output}"
+            await asyncio.sleep(0.2)
+        yield realstack, pod, stream_port
+    finally:
+        await edge.stop()
+        await cloud.stop()
+        realstack.remove_pod(pod)
+
+
+def q(*command: str, **flags: str) -> str:
+    return urlencode([("command", c) for c in command] + sorted(flags.items()))
+
+
+async def test_logs_tail_follow_and_stream_selection(chain, lab_pki) -> None:
+    _, _, port = chain
+    tls = apiserver_tls(lab_pki)
+    async with kubelet_request(port, "/containerLogs/default/web/loop?tailLines=4", host=NODE, tls=tls) as resp:
+        assert resp.status == 200
+        lines = (await resp.body()).splitlines()
+    assert len(lines) == 4 and all(re.match(rb"^(line|err) \d+$", line) for line in lines)
+    async with kubelet_request(port, "/containerLogs/default/web/loop?tailLines=3&stream=Stderr", host=NODE, tls=tls) as resp:
+        assert [line.split()[0] for line in (await resp.body()).splitlines()] == [b"err"] * 3
+    got = b""
+    async with kubelet_request(port, "/containerLogs/default/web/loop?follow=true&tailLines=0&timestamps=true", host=NODE, tls=tls) as resp:
+        async with asyncio.timeout(10 * MS):
+            async for chunk in resp.chunks():
+                got += chunk
+                if got.count(b"\n") >= 6:
+                    break
+    assert re.match(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z (line|err) \d+$", got.splitlines()[0])
+
+
+async def test_logs_errors_name_the_cause(chain, lab_pki) -> None:
+    _, _, port = chain
+    tls = apiserver_tls(lab_pki)
+    async with kubelet_request(port, "/containerLogs/default/nosuch/loop", host=NODE, tls=tls) as resp:
+        assert resp.status == 404 and b"nosuch" in await resp.body()
+    async with kubelet_request(port, "/containerLogs/default/web/nosuch", host=NODE, tls=tls) as resp:
+        assert resp.status == 404
+        text = await resp.body()
+        assert b"nosuch" in text and b"loop" in text  # names the containers that exist
+
+
+async def test_exec_over_websocket_v4(chain, lab_pki) -> None:
+    _, _, port = chain
+    tls = apiserver_tls(lab_pki)
+    ws = await open_ws(port, "/exec/default/web/loop?" + q("sh", "-c", "echo out; echo err >&2; exit 3", output="1", error="1"),
+                       node=NODE, tls=tls, protocols=["v4.channel.k8s.io"])
+    result = await run_exec(ws)
+    assert (result.stdout, result.stderr, result.exit_code) == (b"out\n", b"err\n", 3)
+    ws = await open_ws(port, "/exec/default/web/loop?" + q("sh", "-c", "head -n1; echo done", input="1", output="1"),
+                       node=NODE, tls=tls, protocols=["v4.channel.k8s.io"])
+    result = await run_exec(ws, stdin=[b"piped-line\n"], close_stdin=False)
+    assert result.stdout == b"piped-line\ndone\n" and result.exit_code == 0
+
+
+async def test_exec_tty_resize(chain, lab_pki) -> None:
+    _, _, port = chain
+    ws = await open_ws(port, "/exec/default/web/loop?" + q("sh", input="1", output="1", tty="1"), node=NODE,
+                       tls=apiserver_tls(lab_pki), protocols=["v4.channel.k8s.io"])
+    result = await run_exec(ws, stdin=[b"stty size\r", b"echo rt-$((6*7))\r", b"exit 7\r"], resize=(30, 100),
+                            close_stdin=False, until=b"")
+    assert b"30 100" in result.stdout and b"rt-42" in result.stdout and result.exit_code == 7
+
+
+async def test_v5_refusal_is_relayed_and_each_attempt_gets_a_fresh_url(chain, lab_pki) -> None:
+    """containerd 1.6 answers 403 to v5.channel.k8s.io; kubectl then retries with another
+    protocol on a new request, which needs a new single-use CRI URL: two in a row must work."""
+    _, _, port = chain
+    tls = apiserver_tls(lab_pki)
+    with pytest.raises(InvalidStatus) as info:
+        await open_ws(port, "/exec/default/web/loop?" + q("echo", "hi", output="1"), node=NODE, tls=tls,
+                      protocols=["v5.channel.k8s.io"])
+    assert info.value.response.status_code == 403
+    for _ in range(2):
+        ws = await open_ws(port, "/exec/default/web/loop?" + q("echo", "hi", output="1"), node=NODE, tls=tls,
+                           protocols=["v4.channel.k8s.io"])
+        assert (await run_exec(ws)).stdout == b"hi\n"
+
+
+async def test_spdy_upgrade_gets_containerds_101(chain, lab_pki) -> None:
+    _, _, port = chain
+    async with kubelet_request(
+        port, "/exec/default/web/loop?" + q("echo", "hi", error="1", output="1"), host=NODE, tls=apiserver_tls(lab_pki),
+        method="POST",
+        headers={"Content-Length": "0", "Connection": "Upgrade", "Upgrade": "SPDY/3.1",
+                 "X-Stream-Protocol-Version": "v4.channel.k8s.io"},
+    ) as resp:
+        assert resp.status == 101
+        assert resp.headers["upgrade"].lower() == "spdy/3.1"
+        assert resp.headers["x-stream-protocol-version"] == "v4.channel.k8s.io"
+
+
+async def test_attach_streams_the_running_output(chain, lab_pki) -> None:
+    _, _, port = chain
+    ws = await open_ws(port, "/attach/default/web/loop?output=1&error=1", node=NODE, tls=apiserver_tls(lab_pki),
+                       protocols=["v4.channel.k8s.io"])
+    seen = {1: b"", 2: b""}
+    async with asyncio.timeout(10 * MS):
+        while seen[1].count(b"\n") < 3 or seen[2].count(b"\n") < 3:
+            message = await ws.recv()
+            if message[:1] in (b"\x01", b"\x02"):
+                seen[message[0]] += message[1:]
+    await ws.close()
+    assert re.search(rb"line \d+\n", seen[1]) and re.search(rb"err \d+\n", seen[2])
+
+
+async def test_port_forward_to_a_process_in_the_pod(chain, lab_pki) -> None:
+    _, _, port = chain
+    ws = await open_ws(port, "/portForward/default/web?port=18080", node=NODE, tls=apiserver_tls(lab_pki),
+                       protocols=["v4.channel.k8s.io"])
+    await ws.send(b"\x00GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    async with asyncio.timeout(10 * MS):
+        while b"hello-from-pod" not in data:
+            message = await ws.recv()
+            if message[:1] == b"\x00":
+                data += message[1:]
+    await ws.close()
+
+
+async def test_stats_summary_from_cri(chain, lab_pki) -> None:
+    _, _, port = chain
+    async with kubelet_request(port, "/stats/summary", host=NODE, tls=apiserver_tls(lab_pki)) as resp:
+        assert resp.status == 200
+        summary = json.loads(await resp.body())
+    pods = {p["podRef"]["name"]: p for p in summary["pods"]}
+    assert "web" in pods and pods["web"]["podRef"]["uid"] == "uid-web-1"
+    names = {c["name"] for c in pods["web"]["containers"]}
+    assert {"loop", "server"} <= names
