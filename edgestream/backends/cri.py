@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -48,8 +49,19 @@ RELAY_READ = 64 * 1024
 # describe the previous hop's connection (a stale Transfer-Encoding would make containerd wait
 # for a body). Connection, Upgrade, X-Stream-Protocol-Version and Sec-WebSocket-* are kept.
 _DROP_HEADERS = frozenset(
-    {"host", "authorization", "proxy-authorization", "proxy-connection", "keep-alive", "transfer-encoding", "te", "trailer"}
+    {
+        "host",
+        "authorization",
+        "proxy-authorization",
+        "proxy-connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+    }
 )
+
+_BREAKS_LINE = re.compile(r"[\r\n\0]")
 
 _STATE_NAMES = {
     api_pb2.CONTAINER_CREATED: "created",
@@ -142,7 +154,13 @@ class CriBackend(BaseBackend):
         return max(pool, key=lambda s: (s.created_at, s.metadata.attempt))
 
     async def resolve(
-        self, ns: str, pod: str, container: str, *, uid: str | None = None, previous: bool = False,
+        self,
+        ns: str,
+        pod: str,
+        container: str,
+        *,
+        uid: str | None = None,
+        previous: bool = False,
         require_running: bool = False,
     ) -> Resolved:
         """The container instance a request means.
@@ -179,9 +197,7 @@ class CriBackend(BaseBackend):
                 raise BadLogOptions(f'previous terminated container "{container}" in pod "{ns}/{pod}" not found')
             return Resolved(sandbox, max(chosen, key=order))
         if require_running and current.state != api_pb2.CONTAINER_RUNNING:
-            raise NotRunning(
-                f'container "{container}" in pod "{ns}/{pod}" is not running (state {_state(current)})'
-            )
+            raise NotRunning(f'container "{container}" in pod "{ns}/{pod}" is not running (state {_state(current)})')
         return Resolved(sandbox, current)
 
     # ------------------------------------------------------------------ logs
@@ -296,8 +312,13 @@ class CriBackend(BaseBackend):
             path += ("&" if "?" in path else "?") + query
         method = stream.request.method or "GET"
         lines = [f"{method} {path} HTTP/1.1", f"Host: {target.netloc}"]
-        lines += [f"{name}: {value}" for name, value in stream.request.headers if name.lower() not in _DROP_HEADERS]
-        return target.hostname, port, tls, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        lines += [
+            f"{name}: {value}"
+            for name, value in stream.request.headers
+            if name.lower() not in _DROP_HEADERS and not _BREAKS_LINE.search(name + value)
+        ]
+        # UTF-8 gives back the bytes Go's JSON carried; a header with CR/LF is dropped, not split.
+        return target.hostname, port, tls, ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
 
     async def _relay(self, stream: EdgeStream, url: str, query: str) -> None:
         """Replay the upgrade request to ``url`` and splice bytes until either side ends."""
@@ -313,8 +334,10 @@ class CriBackend(BaseBackend):
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=context), self.config.cri_timeout
             )
-        except (OSError, asyncio.TimeoutError) as exc:
-            await self._refuse(stream, StreamingUnreachable(f"cannot reach containerd's streaming server at {url}: {exc}"))
+        except (TimeoutError, OSError) as exc:
+            await self._refuse(
+                stream, StreamingUnreachable(f"cannot reach containerd's streaming server at {url}: {exc}")
+            )
             return
         except TunnelError as exc:
             await self._refuse(stream, exc)

@@ -71,7 +71,7 @@ class CriClient:
 
     def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
         self.endpoint = _normalize(endpoint)
-        self.socket = self.endpoint[len("unix://") :] if self.endpoint.startswith("unix://") else self.endpoint
+        self.socket = self.endpoint.removeprefix("unix://")
         self.timeout = timeout
         self._channel: grpc.aio.Channel | None = None
         self._runtime: api_pb2_grpc.RuntimeServiceStub | None = None

@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import IO, Protocol
 
 from proto.tunnel import FrameBuffer, NotFound
@@ -66,7 +66,7 @@ _SP = 0x20
 _P = ord("P")
 _Z = ord("Z")
 _COLON = ord(":")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class LogSink(Protocol):
@@ -175,7 +175,7 @@ def parse_timestamp_ns(ts: bytes | bytearray | memoryview) -> int | None:
         except ValueError:
             return None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         seconds = (dt - _EPOCH) // timedelta(seconds=1)
         if len(_SECONDS_CACHE) > 4096:
             _SECONDS_CACHE.clear()
@@ -187,7 +187,7 @@ def _since_ns(options: LogOptions, now: float) -> int | None:
     if options.since_time is not None:
         dt = options.since_time
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
     if options.since_seconds is not None:
         whole = int(now)  # split first: now * 1e9 as a float would lose ~256 ns
@@ -198,7 +198,7 @@ def _since_ns(options: LogOptions, now: float) -> int | None:
 def _fixed_utc(ns: int) -> bytes | None:
     """``ns`` as ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`` (None outside years 1..9999)."""
     try:
-        whole = datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc)
+        whole = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
     if not 1000 <= whole.year <= 9999:
@@ -378,7 +378,13 @@ class _Emitter:
         """Emit every complete line in ``data[:end]`` (file offset ``base`` on); return how many
         bytes were consumed."""
         start = 0
-        view, capacity, wanted, partials, since_raw = self.view, self.capacity, self.wanted, self.partials, self.since_raw
+        view, capacity, wanted, partials, since_raw = (
+            self.view,
+            self.capacity,
+            self.wanted,
+            self.partials,
+            self.since_raw,
+        )
         # The common case (a full line, no timestamps, no limit) is copied right here, with no
         # await; anything else goes through line()/message()/put().
         fast = not self.timestamps and self.remaining < 0 and (self.since_ns is None or since_raw is not None)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from proto.cri.v1 import api_pb2
@@ -31,7 +31,7 @@ from proto.tunnel import BackendError, NotFound
 
 from .cri_client import CriClient, CriUnavailable
 
-__all__ = ["SUMMARY_PATHS", "RESOURCE_METRICS_PATHS", "resource_metrics", "summary", "summary_json"]
+__all__ = ["RESOURCE_METRICS_PATHS", "SUMMARY_PATHS", "resource_metrics", "summary", "summary_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ LABEL_CONTAINER = "io.kubernetes.container.name"
 
 def _time(ns: int) -> str:
     """Nanoseconds since the epoch -> RFC 3339 UTC (metav1.Time: seconds precision)."""
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _u64(msg: Any, field: str, *, zero_is_unknown: bool = False) -> int | None:
@@ -103,7 +103,12 @@ def _fs(fs: api_pb2.FilesystemUsage) -> dict[str, Any] | None:
 
 def _interface(iface: api_pb2.NetworkInterfaceUsage) -> dict[str, Any]:
     out: dict[str, Any] = {"name": iface.name}
-    for field, key in (("rx_bytes", "rxBytes"), ("rx_errors", "rxErrors"), ("tx_bytes", "txBytes"), ("tx_errors", "txErrors")):
+    for field, key in (
+        ("rx_bytes", "rxBytes"),
+        ("rx_errors", "rxErrors"),
+        ("tx_bytes", "txBytes"),
+        ("tx_errors", "txErrors"),
+    ):
         value = _u64(iface, field)
         if value is not None:
             out[key] = value
@@ -134,7 +139,7 @@ def _sum(parts: Iterable[dict[str, Any] | None], keys: tuple[str, ...]) -> dict[
 
 
 class _Pod:
-    __slots__ = ("sandbox", "containers", "cpu", "cpu_ts", "memory", "memory_ts", "network", "process")
+    __slots__ = ("containers", "cpu", "cpu_ts", "memory", "memory_ts", "network", "process", "sandbox")
 
     def __init__(self, sandbox: api_pb2.PodSandbox) -> None:
         self.sandbox = sandbox
@@ -185,7 +190,10 @@ async def _collect(client: CriClient) -> list[_Pod]:
             if linux.HasField("network"):
                 pod.network = _network(linux.network)
             if linux.HasField("process") and linux.process.HasField("process_count"):
-                pod.process = {"time": _time(linux.process.timestamp), "processCount": linux.process.process_count.value}
+                pod.process = {
+                    "time": _time(linux.process.timestamp),
+                    "processCount": linux.process.process_count.value,
+                }
             for cs in linux.containers:
                 stats_by_container[cs.attributes.id] = cs
     except CriUnavailable:
@@ -242,7 +250,8 @@ async def summary(client: CriClient, node_name: str, *, only_cpu_and_memory: boo
         entry["containers"] = containers
         cpu = pod.cpu or _sum((c.get("cpu") for c in containers), ("usageNanoCores", "usageCoreNanoSeconds"))
         memory = pod.memory or _sum(
-            (c.get("memory") for c in containers), ("usageBytes", "workingSetBytes", "rssBytes", "pageFaults", "majorPageFaults")
+            (c.get("memory") for c in containers),
+            ("usageBytes", "workingSetBytes", "rssBytes", "pageFaults", "majorPageFaults"),
         )
         if cpu is not None:
             entry["cpu"] = cpu
@@ -293,7 +302,10 @@ def _num(value: float) -> str:
 
 
 _HELP = {
-    "container_cpu_usage_seconds_total": ("counter", "[STABLE] Cumulative cpu time consumed by the container in core-seconds"),
+    "container_cpu_usage_seconds_total": (
+        "counter",
+        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+    ),
     "container_memory_working_set_bytes": ("gauge", "[STABLE] Current working set of the container in bytes"),
     "container_start_time_seconds": ("gauge", "[STABLE] Start time of the container since unix epoch in seconds"),
     "pod_cpu_usage_seconds_total": ("counter", "[STABLE] Cumulative cpu time consumed by the pod in core-seconds"),
@@ -344,8 +356,9 @@ async def resource_metrics(client: CriClient) -> bytes:
                 f"pod_cpu_usage_seconds_total{plabels} {_num(pod.cpu['usageCoreNanoSeconds'] / 1e9)} {_ms(pod.cpu_ts)}"
             )
         elif n and len(cpu_ns) == n:  # kubelet's fallback: the sum of the containers
+            total_s, last = sum(v for v, _ in cpu_ns) / 1e9, max(t for _, t in cpu_ns)
             samples["pod_cpu_usage_seconds_total"].append(
-                f"pod_cpu_usage_seconds_total{plabels} {_num(sum(v for v, _ in cpu_ns) / 1e9)} {_ms(max(t for _, t in cpu_ns))}"
+                f"pod_cpu_usage_seconds_total{plabels} {_num(total_s)} {_ms(last)}"
             )
         if pod.memory is not None and "workingSetBytes" in pod.memory:
             samples["pod_memory_working_set_bytes"].append(

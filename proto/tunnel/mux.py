@@ -110,7 +110,8 @@ class Mux:
         kind, cid, payload = message.kind, message.connect_id, message.data
         if kind == MessageType.DATA:
             stream = self.streams.get(cid)
-            if stream is None or stream.state is StreamState.REMOTE_CLOSED:
+            if stream is None or stream.state is not StreamState.OPEN:
+                # In flight when one side closed: KubeEdge has no half-close, so it is late.
                 self._events.append(MessageIgnored(cid, kind, "unknown or closed stream"))
                 return
             stream.bytes_in += len(payload)
@@ -200,8 +201,8 @@ class Mux:
         The caller joins header and payload (or seals a ``FrameBuffer``) itself.
         """
         stream = self.streams.get(cid)
-        if stream is None or stream.state is StreamState.LOCAL_CLOSED:
-            raise StreamClosed(cid, "already closed by this side")
+        if stream is None or stream.state is not StreamState.OPEN:
+            raise StreamClosed(cid, "closed" if stream is None else f"closed ({stream.state.value})")
         if length > self.max_payload:
             raise LimitExceeded(f"{length} bytes exceed the {self.max_payload} byte payload limit", remote=False)
         stream.bytes_out += length

@@ -55,8 +55,10 @@ def wait_log(realstack: RealStack, cid: str, needle: bytes, timeout: float = 10.
     path = realstack.container_status(cid).log_path
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if os.path.exists(path) and needle in open(path, "rb").read():
-            return
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                if needle in f.read():
+                    return
         time.sleep(0.05)
     raise AssertionError(f"{needle!r} not in {path}")
 
@@ -71,9 +73,13 @@ async def logs(backend: CriBackend, pod: str, container: str, query: str = "", t
 # ------------------------------------------------------------------------- logs
 
 
-async def test_logs_tail_streams_and_timestamps(realstack: RealStack, backend: CriBackend, pod: tuple[str, str]) -> None:
+async def test_logs_tail_streams_and_timestamps(
+    realstack: RealStack, backend: CriBackend, pod: tuple[str, str]
+) -> None:
     name, pod_id = pod
-    cid = realstack.run_container(pod_id, "app", ["sh", "-c", "for i in $(seq 1 20); do echo line $i; done; echo oops >&2; sleep 3600"])
+    cid = realstack.run_container(
+        pod_id, "app", ["sh", "-c", "for i in $(seq 1 20); do echo line $i; done; echo oops >&2; sleep 3600"]
+    )
     wait_log(realstack, cid, b"oops")
     wait_log(realstack, cid, b"line 20")
     assert (await logs(backend, name, "app", "tailLines=3&stream=Stdout")).body == b"line 18\nline 19\nline 20\n"
@@ -109,7 +115,9 @@ async def test_follow_picks_up_new_lines_and_ends_when_the_container_exits(
     assert state == api_pb2.CONTAINER_EXITED
 
 
-async def test_follow_is_cancelled_by_the_cloud(realstack: RealStack, backend: CriBackend, pod: tuple[str, str]) -> None:
+async def test_follow_is_cancelled_by_the_cloud(
+    realstack: RealStack, backend: CriBackend, pod: tuple[str, str]
+) -> None:
     name, pod_id = pod
     cid = realstack.run_container(pod_id, "quiet", ["sh", "-c", "echo once; sleep 3600"])
     wait_log(realstack, cid, b"once")
@@ -206,8 +214,14 @@ def channel(data: bytes, ch: int) -> bytes:
     return b"".join(p[1:] for op, p in frames(data) if op == 2 and p and p[0] == ch)
 
 
-async def upgrade(backend: CriBackend, path: str, query: str, headers: tuple[tuple[str, str], ...],
-                  kind: MessageType = MessageType.EXEC_CONNECT, method: str = "POST") -> tuple[FakeStream, asyncio.Task[None]]:
+async def upgrade(
+    backend: CriBackend,
+    path: str,
+    query: str,
+    headers: tuple[tuple[str, str], ...],
+    kind: MessageType = MessageType.EXEC_CONNECT,
+    method: str = "POST",
+) -> tuple[FakeStream, asyncio.Task[None]]:
     stream = FakeStream(path, query, kind=kind, method=method, headers=headers)
     task = asyncio.create_task(backend.serve(stream))  # type: ignore[arg-type]
     await stream.wait_for(b"\r\n\r\n", 10)
@@ -227,7 +241,9 @@ def sleeper(realstack: RealStack, pod: tuple[str, str]) -> str:
 
 
 async def test_exec_spdy_upgrade_is_switched(backend: CriBackend, sleeper: str) -> None:
-    stream, task = await upgrade(backend, f"/exec/{NS}/{sleeper}/box", "command=echo&command=hi&output=1&error=1", SPDY_HEADERS)
+    stream, task = await upgrade(
+        backend, f"/exec/{NS}/{sleeper}/box", "command=echo&command=hi&output=1&error=1", SPDY_HEADERS
+    )
     assert stream.body.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), stream.body
     assert b"X-Stream-Protocol-Version: v4.channel.k8s.io" in stream.body
     await end(stream, task)
@@ -238,8 +254,9 @@ async def test_exec_spdy_upgrade_is_switched(backend: CriBackend, sleeper: str) 
 
 
 async def test_attach_and_port_forward_spdy_upgrades_are_switched(backend: CriBackend, sleeper: str) -> None:
-    stream, task = await upgrade(backend, f"/attach/{NS}/{sleeper}/box", "output=1&error=1", SPDY_HEADERS,
-                                 kind=MessageType.ATTACH_CONNECT)
+    stream, task = await upgrade(
+        backend, f"/attach/{NS}/{sleeper}/box", "output=1&error=1", SPDY_HEADERS, kind=MessageType.ATTACH_CONNECT
+    )
     assert stream.body.startswith(b"HTTP/1.1 101 "), stream.body
     await end(stream, task)
     pf = tuple((k, "portforward.k8s.io" if k == "X-Stream-Protocol-Version" else v) for k, v in SPDY_HEADERS[:5])
@@ -250,23 +267,33 @@ async def test_attach_and_port_forward_spdy_upgrades_are_switched(backend: CriBa
 
 async def test_exec_websocket_v5_is_refused_and_v4_works(backend: CriBackend, sleeper: str) -> None:
     path = f"/exec/{NS}/{sleeper}/box"
-    stream, task = await upgrade(backend, path, "command=echo&command=hi&output=1", ws_headers("v5.channel.k8s.io"), method="GET")
+    stream, task = await upgrade(
+        backend, path, "command=echo&command=hi&output=1", ws_headers("v5.channel.k8s.io"), method="GET"
+    )
     await asyncio.wait_for(task, 10)  # containerd answers and closes: the relay ends by itself
     assert stream.body.startswith(b"HTTP/1.1 403 "), stream.body  # relayed unchanged: kubectl falls back to SPDY
     # kubectl's fallback is a new request: a fresh URL, and v4 is switched
-    stream, task = await upgrade(backend, path, "command=echo&command=hi&output=1&error=1", ws_headers("v4.channel.k8s.io"),
-                                 method="GET")
+    stream, task = await upgrade(
+        backend, path, "command=echo&command=hi&output=1&error=1", ws_headers("v4.channel.k8s.io"), method="GET"
+    )
     assert stream.body.startswith(b"HTTP/1.1 101 "), stream.body
-    assert b"Sec-Websocket-Protocol: v4.channel.k8s.io" in stream.body or b"Sec-WebSocket-Protocol: v4.channel.k8s.io" in stream.body
+    assert (
+        b"Sec-Websocket-Protocol: v4.channel.k8s.io" in stream.body
+        or b"Sec-WebSocket-Protocol: v4.channel.k8s.io" in stream.body
+    )
     await stream.wait_for(b'{"metadata":{},"status":"Success"}', 10)
     assert channel(stream.body, 1) == b"hi\n"
     await asyncio.wait_for(task, 10)
 
 
 async def test_exec_websocket_stdin_round_trip(backend: CriBackend, sleeper: str) -> None:
-    stream, task = await upgrade(backend, f"/exec/{NS}/{sleeper}/box",
-                                 "command=sh&command=-c&command=head+-n1%3B+echo+done%3B+exit+7&input=1&output=1&error=1",
-                                 ws_headers("v4.channel.k8s.io"), method="GET")
+    stream, task = await upgrade(
+        backend,
+        f"/exec/{NS}/{sleeper}/box",
+        "command=sh&command=-c&command=head+-n1%3B+echo+done%3B+exit+7&input=1&output=1&error=1",
+        ws_headers("v4.channel.k8s.io"),
+        method="GET",
+    )
     assert stream.body.startswith(b"HTTP/1.1 101 "), stream.body
     stream.inbound.feed(masked(b"\x00piped-line\n"))
     await stream.wait_for(b"NonZeroExitCode", 10)
@@ -287,8 +314,14 @@ async def test_port_forward_websocket_reaches_the_pod(backend: CriBackend, sleep
     server = await asyncio.start_server(pong, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        stream, task = await upgrade(backend, f"/portForward/{NS}/{sleeper}", f"port={port}",
-                                     ws_headers("v4.channel.k8s.io"), kind=MessageType.PORTFORWARD_CONNECT, method="GET")
+        stream, task = await upgrade(
+            backend,
+            f"/portForward/{NS}/{sleeper}",
+            f"port={port}",
+            ws_headers("v4.channel.k8s.io"),
+            kind=MessageType.PORTFORWARD_CONNECT,
+            method="GET",
+        )
         assert stream.body.startswith(b"HTTP/1.1 101 "), stream.body
         stream.inbound.feed(masked(b"\x00ping"))
         await stream.wait_for(b"pong:ping", 10)
@@ -313,7 +346,9 @@ async def test_exec_errors_are_http_responses(realstack: RealStack, backend: Cri
         (f"/exec/{NS}/nobody/x", 404, b'pod "kes-cri/nobody" is not on this node'),
     ]
     for path, status, text in cases:
-        stream = FakeStream(path, "command=ls&output=1", kind=MessageType.EXEC_CONNECT, method="POST", headers=SPDY_HEADERS)
+        stream = FakeStream(
+            path, "command=ls&output=1", kind=MessageType.EXEC_CONNECT, method="POST", headers=SPDY_HEADERS
+        )
         await asyncio.wait_for(backend.serve(stream), 10)  # type: ignore[arg-type]
         assert stream.body.startswith(b"HTTP/1.1 %d " % status), stream.body
         assert text in stream.body, stream.body
@@ -329,7 +364,9 @@ async def metrics(backend: CriBackend, path: str) -> bytes:
     return stream.body
 
 
-async def test_stats_summary_and_resource_metrics(realstack: RealStack, backend: CriBackend, pod: tuple[str, str]) -> None:
+async def test_stats_summary_and_resource_metrics(
+    realstack: RealStack, backend: CriBackend, pod: tuple[str, str]
+) -> None:
     name, pod_id = pod
     cid = realstack.run_container(pod_id, "burn", ["sh", "-c", "while true; do :; done"])
     realstack.wait_running(cid)
@@ -346,11 +383,21 @@ async def test_stats_summary_and_resource_metrics(realstack: RealStack, backend:
     assert entry["cpu"]["usageCoreNanoSeconds"] >= c["cpu"]["usageCoreNanoSeconds"]
     assert entry["memory"]["workingSetBytes"] > 0
     text = (await metrics(backend, "/metrics/resource")).decode()
-    m = re.search(rf'^container_cpu_usage_seconds_total{{container="burn",namespace="{NS}",pod="{name}"}} (\S+) (\d+)$', text, re.M)
+    m = re.search(
+        rf'^container_cpu_usage_seconds_total{{container="burn",namespace="{NS}",pod="{name}"}} (\S+) (\d+)$',
+        text,
+        re.MULTILINE,
+    )
     assert m and float(m[1]) > 0.1 and abs(int(m[2]) - time.time() * 1000) < 60_000, text
-    assert re.search(rf'^container_memory_working_set_bytes{{container="burn",namespace="{NS}",pod="{name}"}} [1-9]\d* \d+$', text, re.M)
-    assert re.search(rf'^pod_cpu_usage_seconds_total{{namespace="{NS}",pod="{name}"}} \S+ \d+$', text, re.M)
-    assert re.search(rf'^pod_memory_working_set_bytes{{namespace="{NS}",pod="{name}"}} [1-9]\d* \d+$', text, re.M)
+    assert re.search(
+        rf'^container_memory_working_set_bytes{{container="burn",namespace="{NS}",pod="{name}"}} [1-9]\d* \d+$',
+        text,
+        re.MULTILINE,
+    )
+    assert re.search(rf'^pod_cpu_usage_seconds_total{{namespace="{NS}",pod="{name}"}} \S+ \d+$', text, re.MULTILINE)
+    assert re.search(
+        rf'^pod_memory_working_set_bytes{{namespace="{NS}",pod="{name}"}} [1-9]\d* \d+$', text, re.MULTILINE
+    )
 
 
 async def test_pod_level_stats_when_the_sandbox_has_a_cgroup(realstack: RealStack, backend: CriBackend) -> None:
@@ -364,10 +411,16 @@ async def test_pod_level_stats_when_the_sandbox_has_a_cgroup(realstack: RealStac
         labels = dict(config.labels)
         labels[LABEL_CONTAINER_NAME] = "burn"
         cc = api_pb2.ContainerConfig(
-            metadata=api_pb2.ContainerMetadata(name="burn"), image=api_pb2.ImageSpec(image="docker.io/library/busybox:latest"),
-            command=["sh", "-c", "while true; do :; done"], labels=labels, log_path="burn/0.log",
-            linux=api_pb2.LinuxContainerConfig(security_context=api_pb2.LinuxContainerSecurityContext(
-                namespace_options=config.linux.security_context.namespace_options)),
+            metadata=api_pb2.ContainerMetadata(name="burn"),
+            image=api_pb2.ImageSpec(image="docker.io/library/busybox:latest"),
+            command=["sh", "-c", "while true; do :; done"],
+            labels=labels,
+            log_path="burn/0.log",
+            linux=api_pb2.LinuxContainerConfig(
+                security_context=api_pb2.LinuxContainerSecurityContext(
+                    namespace_options=config.linux.security_context.namespace_options
+                )
+            ),
         )
         cid = realstack.runtime.CreateContainer(
             api_pb2.CreateContainerRequest(pod_sandbox_id=pod_id, config=cc, sandbox_config=config), timeout=30

@@ -30,7 +30,9 @@ class FakeStream:
     ) -> None:
         self.connect_id = 1
         self.kind = kind
-        self.request = ConnectRequest(connect_id=1, path=path, raw_query=raw_query, headers=tuple(headers), method=method)
+        self.request = ConnectRequest(
+            connect_id=1, path=path, raw_query=raw_query, headers=tuple(headers), method=method
+        )
         self.inbound = StreamBuffer(1 << 22)
         self.max_payload = max_payload
         self.answered = False
@@ -81,6 +83,6 @@ class FakeStream:
             self._grew.clear()
             try:
                 await asyncio.wait_for(self._grew.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.body

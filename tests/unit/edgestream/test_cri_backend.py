@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -28,17 +28,25 @@ def pod_labels(ns: str, name: str, uid: str) -> dict[str, str]:
 
 def sandbox(sid: str, ns: str, name: str, uid: str, state: int = READY, created: int = 1) -> api_pb2.PodSandbox:
     return api_pb2.PodSandbox(
-        id=sid, state=state, created_at=created, labels=pod_labels(ns, name, uid),
+        id=sid,
+        state=state,
+        created_at=created,
+        labels=pod_labels(ns, name, uid),
         metadata=api_pb2.PodSandboxMetadata(name=name, namespace=ns, uid=uid),
     )
 
 
-def container(cid: str, sb: api_pb2.PodSandbox, name: str, attempt: int = 0, state: int = RUNNING,
-              created: int = 1) -> api_pb2.Container:
+def container(
+    cid: str, sb: api_pb2.PodSandbox, name: str, attempt: int = 0, state: int = RUNNING, created: int = 1
+) -> api_pb2.Container:
     labels = dict(sb.labels)
     labels["io.kubernetes.container.name"] = name
     return api_pb2.Container(
-        id=cid, pod_sandbox_id=sb.id, state=state, created_at=created, labels=labels,
+        id=cid,
+        pod_sandbox_id=sb.id,
+        state=state,
+        created_at=created,
+        labels=labels,
         metadata=api_pb2.ContainerMetadata(name=name, attempt=attempt),
     )
 
@@ -60,12 +68,17 @@ class FakeCri:
         self.container_stats: list[api_pb2.ContainerStats] = []
         self.closed = False
 
-    async def list_pod_sandboxes(self, labels=None, *, state=None, id=""):  # noqa: A002
+    async def list_pod_sandboxes(self, labels=None, *, state=None, id=""):
         return [s for s in self.sandboxes if matches(s.labels, labels) and (state is None or s.state == state)]
 
     async def list_containers(self, labels=None, *, pod_sandbox_id="", state=None):
-        return [c for c in self.containers if matches(c.labels, labels)
-                and (not pod_sandbox_id or c.pod_sandbox_id == pod_sandbox_id) and (state is None or c.state == state)]
+        return [
+            c
+            for c in self.containers
+            if matches(c.labels, labels)
+            and (not pod_sandbox_id or c.pod_sandbox_id == pod_sandbox_id)
+            and (state is None or c.state == state)
+        ]
 
     async def container_status(self, cid):
         for c in self.containers:
@@ -85,12 +98,12 @@ class FakeCri:
         self.calls.append(("portforward", (sid, list(ports))))
         return self.url.replace("/exec/", "/portforward/")
 
-    async def list_pod_sandbox_stats(self, labels=None, *, id=""):  # noqa: A002
+    async def list_pod_sandbox_stats(self, labels=None, *, id=""):
         if isinstance(self.pod_stats, Exception):
             raise self.pod_stats
         return self.pod_stats
 
-    async def list_container_stats(self, labels=None, *, pod_sandbox_id="", id=""):  # noqa: A002
+    async def list_container_stats(self, labels=None, *, pod_sandbox_id="", id=""):
         return self.container_stats
 
     async def image_fs_info(self):
@@ -107,7 +120,8 @@ def cri() -> FakeCri:
 
 @pytest.fixture
 def backend(cri: FakeCri) -> CriBackend:
-    return CriBackend(EdgeConfig(backend="cri", node_name="edge-1", cri_timeout=5), client=cri)  # type: ignore[arg-type]
+    config = EdgeConfig(backend="cri", node_name="edge-1", cri_timeout=5)
+    return CriBackend(config, client=cri)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------- resolution
@@ -148,15 +162,20 @@ async def test_ready_sandbox_and_running_instance_win(backend: CriBackend, cri: 
 async def test_previous_falls_back_to_the_newest_exited(backend: CriBackend, cri: FakeCri) -> None:
     sb = sandbox("s1", "ns", "web", "u1")
     cri.sandboxes = [sb]
-    cri.containers = [container("x0", sb, "app", 0, EXITED), container("x3", sb, "app", 3, EXITED, created=3),
-                      container("x5", sb, "app", 5, RUNNING, created=5)]
+    cri.containers = [
+        container("x0", sb, "app", 0, EXITED),
+        container("x3", sb, "app", 3, EXITED, created=3),
+        container("x5", sb, "app", 5, RUNNING, created=5),
+    ]
     assert (await backend.resolve("ns", "web", "app", previous=True)).container.id == "x3"
     cri.containers = [container("x5", sb, "app", 5, RUNNING)]
     with pytest.raises(BadLogOptions, match='previous terminated container "app" in pod "ns/web" not found'):
         await backend.resolve("ns", "web", "app", previous=True)
 
 
-async def test_two_live_pods_with_one_name_are_ambiguous_unless_the_uid_is_given(backend: CriBackend, cri: FakeCri) -> None:
+async def test_two_live_pods_with_one_name_are_ambiguous_unless_the_uid_is_given(
+    backend: CriBackend, cri: FakeCri
+) -> None:
     a, b = sandbox("sa", "ns", "web", "uid-a", created=1), sandbox("sb", "ns", "web", "uid-b", created=2)
     cri.sandboxes = [a, b]
     cri.containers = [container("ca", a, "app"), container("cb", b, "app")]
@@ -200,7 +219,7 @@ class FakeStreamingServer:
         self.server: asyncio.Server | None = None
         self.port = 0
 
-    async def __aenter__(self) -> FakeStreamingServer:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -233,6 +252,7 @@ UPGRADE_HEADERS = (
     ("X-Stream-Protocol-Version", "v3.channel.k8s.io"),
     ("Transfer-Encoding", "chunked"),
     ("User-Agent", "kubectl/v1.33"),
+    ("X-Smuggled", "a\r\nInjected: 1"),  # never split into two header lines
 )
 
 
@@ -246,8 +266,13 @@ async def test_exec_replays_the_upgrade_and_splices_bytes(backend: CriBackend, c
     one_pod(cri)
     async with FakeStreamingServer() as server:
         cri.url = f"http://127.0.0.1:{server.port}/exec/AbCd1234"
-        stream = FakeStream("/exec/ns/web/app", "command=sh&command=-c&command=echo+hi&input=1&output=1&error=1&tty=1",
-                            kind=MessageType.EXEC_CONNECT, method="POST", headers=UPGRADE_HEADERS)
+        stream = FakeStream(
+            "/exec/ns/web/app",
+            "command=sh&command=-c&command=echo+hi&input=1&output=1&error=1&tty=1",
+            kind=MessageType.EXEC_CONNECT,
+            method="POST",
+            headers=UPGRADE_HEADERS,
+        )
         task = asyncio.create_task(backend.serve(stream))  # type: ignore[arg-type]
         await stream.wait_for(b"HTTP/1.1 101 Switching Protocols\r\n")
         stream.inbound.feed(b"frame-1")
@@ -269,9 +294,17 @@ async def test_a_refusal_is_relayed_unchanged(backend: CriBackend, cri: FakeCri)
     refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden"
     async with FakeStreamingServer(refusal) as server:
         cri.url = f"http://127.0.0.1:{server.port}/attach/tok"
-        stream = FakeStream("/attach/ns/web/app", "output=1", kind=MessageType.ATTACH_CONNECT, method="GET",
-                            headers=(("Connection", "Upgrade"), ("Upgrade", "websocket"),
-                                     ("Sec-WebSocket-Protocol", "v5.channel.k8s.io")))
+        stream = FakeStream(
+            "/attach/ns/web/app",
+            "output=1",
+            kind=MessageType.ATTACH_CONNECT,
+            method="GET",
+            headers=(
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+            ),
+        )
         await asyncio.wait_for(backend.serve(stream), 5)  # type: ignore[arg-type]
     assert stream.body == refusal
     assert b"GET /attach/tok HTTP/1.1\r\n" in server.heads[0] and b"Sec-WebSocket-Protocol: v5" in server.heads[0]
@@ -282,8 +315,13 @@ async def test_the_cloud_ending_the_stream_ends_the_relay(backend: CriBackend, c
     one_pod(cri)
     async with FakeStreamingServer() as server:
         cri.url = f"http://127.0.0.1:{server.port}/exec/tok"
-        stream = FakeStream("/exec/ns/web/app", "command=cat&input=1", kind=MessageType.EXEC_CONNECT, method="POST",
-                            headers=UPGRADE_HEADERS)
+        stream = FakeStream(
+            "/exec/ns/web/app",
+            "command=cat&input=1",
+            kind=MessageType.EXEC_CONNECT,
+            method="POST",
+            headers=UPGRADE_HEADERS,
+        )
         task = asyncio.create_task(backend.serve(stream))  # type: ignore[arg-type]
         await stream.wait_for(b"HTTP/1.1 101")
         stream.inbound.feed_eof()
@@ -294,8 +332,13 @@ async def test_port_forward_forwards_the_websocket_port_query(backend: CriBacken
     one_pod(cri)
     async with FakeStreamingServer() as server:
         cri.url = f"http://127.0.0.1:{server.port}/exec/tok"
-        stream = FakeStream("/portForward/ns/web", "port=8080&port=9090", kind=MessageType.PORTFORWARD_CONNECT,
-                            method="GET", headers=(("Connection", "Upgrade"), ("Upgrade", "websocket")))
+        stream = FakeStream(
+            "/portForward/ns/web",
+            "port=8080&port=9090",
+            kind=MessageType.PORTFORWARD_CONNECT,
+            method="GET",
+            headers=(("Connection", "Upgrade"), ("Upgrade", "websocket")),
+        )
         task = asyncio.create_task(backend.serve(stream))  # type: ignore[arg-type]
         await stream.wait_for(b"HTTP/1.1 101")
         stream.inbound.feed(b"quit")
@@ -307,7 +350,13 @@ async def test_port_forward_forwards_the_websocket_port_query(backend: CriBacken
 @pytest.mark.parametrize(
     ("path", "query", "kind", "status", "text"),
     [
-        ("/exec/ns/nope/app", "command=ls&output=1", MessageType.EXEC_CONNECT, 404, 'pod "ns/nope" is not on this node'),
+        (
+            "/exec/ns/nope/app",
+            "command=ls&output=1",
+            MessageType.EXEC_CONNECT,
+            404,
+            'pod "ns/nope" is not on this node',
+        ),
         ("/exec/ns/web/db", "command=ls&output=1", MessageType.EXEC_CONNECT, 404, 'container "db" is not in pod'),
         ("/exec/ns/web/app", "output=1", MessageType.EXEC_CONNECT, 400, "at least one command"),
         ("/exec/ns/web/app", "command=ls", MessageType.EXEC_CONNECT, 400, "at least 1 of stdin, stdout, stderr"),
@@ -315,8 +364,9 @@ async def test_port_forward_forwards_the_websocket_port_query(backend: CriBacken
         ("/portForward/ns/web", "port=http", MessageType.PORTFORWARD_CONNECT, 400, "is not a number"),
     ],
 )
-async def test_upgrade_errors_are_http_responses(backend: CriBackend, cri: FakeCri, path: str, query: str,
-                                                 kind: MessageType, status: int, text: str) -> None:
+async def test_upgrade_errors_are_http_responses(
+    backend: CriBackend, cri: FakeCri, path: str, query: str, kind: MessageType, status: int, text: str
+) -> None:
     one_pod(cri)
     cri.containers.append(container("o1", cri.sandboxes[0], "old", state=EXITED))
     stream = FakeStream(path, query, kind=kind, method="POST", headers=UPGRADE_HEADERS)
@@ -354,11 +404,17 @@ def test_http_error_response() -> None:
 def cstats(cid: str, cpu: int, ws: int, nano_cores: int = 0, t: int = 1_800_000_000 * 10**9) -> api_pb2.ContainerStats:
     return api_pb2.ContainerStats(
         attributes=api_pb2.ContainerAttributes(id=cid),
-        cpu=api_pb2.CpuUsage(timestamp=t, usage_core_nano_seconds=api_pb2.UInt64Value(value=cpu),
-                             usage_nano_cores=api_pb2.UInt64Value(value=nano_cores)),
-        memory=api_pb2.MemoryUsage(timestamp=t, working_set_bytes=api_pb2.UInt64Value(value=ws),
-                                   usage_bytes=api_pb2.UInt64Value(value=ws + 1),
-                                   available_bytes=api_pb2.UInt64Value(value=0)),
+        cpu=api_pb2.CpuUsage(
+            timestamp=t,
+            usage_core_nano_seconds=api_pb2.UInt64Value(value=cpu),
+            usage_nano_cores=api_pb2.UInt64Value(value=nano_cores),
+        ),
+        memory=api_pb2.MemoryUsage(
+            timestamp=t,
+            working_set_bytes=api_pb2.UInt64Value(value=ws),
+            usage_bytes=api_pb2.UInt64Value(value=ws + 1),
+            available_bytes=api_pb2.UInt64Value(value=0),
+        ),
         writable_layer=api_pb2.FilesystemUsage(timestamp=0),  # not measured yet
     )
 
@@ -366,8 +422,11 @@ def cstats(cid: str, cpu: int, ws: int, nano_cores: int = 0, t: int = 1_800_000_
 def stats_pod(cri: FakeCri) -> None:
     sb = sandbox("s1", "ns", "web", "u1", created=1_700_000_000 * 10**9)
     cri.sandboxes = [sb, sandbox("s2", "ns", "gone", "u2", state=NOTREADY)]
-    cri.containers = [container("c1", sb, "app", created=1_700_000_001 * 10**9), container("c2", sb, "side"),
-                      container("c0", sb, "app", state=EXITED)]
+    cri.containers = [
+        container("c1", sb, "app", created=1_700_000_001 * 10**9),
+        container("c2", sb, "side"),
+        container("c0", sb, "app", state=EXITED),
+    ]
     cri.container_stats = [cstats("c1", 2_500_000_000, 4096, nano_cores=1000), cstats("c2", 500_000_000, 1024)]
 
 
@@ -395,15 +454,17 @@ async def test_summary_falls_back_to_container_sums(backend: CriBackend, cri: Fa
 async def test_summary_uses_pod_sandbox_stats_when_containerd_has_them(backend: CriBackend, cri: FakeCri) -> None:
     stats_pod(cri)
     t = 1_800_000_000 * 10**9
-    cri.pod_stats = [api_pb2.PodSandboxStats(
-        attributes=api_pb2.PodSandboxAttributes(id="s1"),
-        linux=api_pb2.LinuxPodSandboxStats(
-            cpu=api_pb2.CpuUsage(timestamp=t, usage_core_nano_seconds=api_pb2.UInt64Value(value=9_000_000_000)),
-            memory=api_pb2.MemoryUsage(timestamp=t, working_set_bytes=api_pb2.UInt64Value(value=99)),
-            process=api_pb2.ProcessUsage(timestamp=t, process_count=api_pb2.UInt64Value(value=3)),
-            containers=[cstats("c1", 1, 2), cstats("c2", 3, 4)],
-        ),
-    )]
+    cri.pod_stats = [
+        api_pb2.PodSandboxStats(
+            attributes=api_pb2.PodSandboxAttributes(id="s1"),
+            linux=api_pb2.LinuxPodSandboxStats(
+                cpu=api_pb2.CpuUsage(timestamp=t, usage_core_nano_seconds=api_pb2.UInt64Value(value=9_000_000_000)),
+                memory=api_pb2.MemoryUsage(timestamp=t, working_set_bytes=api_pb2.UInt64Value(value=99)),
+                process=api_pb2.ProcessUsage(timestamp=t, process_count=api_pb2.UInt64Value(value=3)),
+                containers=[cstats("c1", 1, 2), cstats("c2", 3, 4)],
+            ),
+        )
+    ]
     cri.container_stats = []
     stream = FakeStream("/stats/summary", kind=MessageType.METRIC_CONNECT)
     await backend.serve(stream)  # type: ignore[arg-type]

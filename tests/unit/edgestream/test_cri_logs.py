@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,14 +22,14 @@ from edgestream.logs_options import LogOptions
 from proto.tunnel import NotFound
 from tests.unit.edgestream.fakes import FakeStream
 
-T0 = datetime(2026, 11, 24, 19, 19, 13, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2026, 11, 24, 19, 19, 13, tzinfo=UTC).timestamp()
 
 
 def ts(i: float) -> str:
     """A containerd-style RFC3339Nano timestamp i seconds after T0 (trailing zeros trimmed, as Go)."""
     whole = int(T0 + i)
     nanos = round((T0 + i - whole) * 1e9)
-    base = datetime.fromtimestamp(whole, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     frac = f"{nanos:09d}".rstrip("0")
     return base + (("." + frac) if frac else "") + "Z"
 
@@ -56,7 +56,9 @@ def test_parse_cri_line() -> None:
     assert parse_cri_line(b"2026-11-24T19:19:13.963979983Z stdout F line 0\n") == CriLine(
         b"2026-11-24T19:19:13.963979983Z", b"stdout", False, b"line 0"
     )
-    assert parse_cri_line(b"2026-11-24T19:19:13Z stderr P abc") == CriLine(b"2026-11-24T19:19:13Z", b"stderr", True, b"abc")
+    assert parse_cri_line(b"2026-11-24T19:19:13Z stderr P abc") == CriLine(
+        b"2026-11-24T19:19:13Z", b"stderr", True, b"abc"
+    )
     # extra tags after a colon (forward compatible), empty content, content with spaces
     assert parse_cri_line(b"t stdout P:x  two  spaces\n").content == b" two  spaces"  # type: ignore[union-attr]
     assert parse_cri_line(b"t stdout P:x y\n").partial is True  # type: ignore[union-attr]
@@ -138,8 +140,15 @@ async def test_tail(tmp_path: Path) -> None:
 
 async def test_tail_counts_split_lines_once(tmp_path: Path) -> None:
     log = tmp_path / "0.log"
-    write(log, cri(0, "stdout", "x"), cri(1, "stdout", "A", "P"), cri(2, "stdout", "B", "P"), cri(3, "stdout", "C"),
-          cri(4, "stdout", "y"), cri(5, "stdout", "par", "P"))  # an unfinished split line at the end
+    write(
+        log,
+        cri(0, "stdout", "x"),
+        cri(1, "stdout", "A", "P"),
+        cri(2, "stdout", "B", "P"),
+        cri(3, "stdout", "C"),
+        cri(4, "stdout", "y"),
+        cri(5, "stdout", "par", "P"),
+    )  # an unfinished split line at the end
     assert (await run(log, "tailLines=2")).body == b"ABC\ny\npar"
 
 
@@ -166,7 +175,7 @@ async def test_tail_reads_backwards_in_blocks(tmp_path: Path) -> None:
 async def test_since_time_and_since_seconds(tmp_path: Path) -> None:
     log = tmp_path / "0.log"
     write(log, *(cri(i, "stdout", f"line {i}") for i in range(10)))
-    since = datetime.fromtimestamp(T0 + 7, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = datetime.fromtimestamp(T0 + 7, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert (await run(log, f"sinceTime={since}")).body == b"line 7\nline 8\nline 9\n"
     assert (await run(log, "sinceSeconds=3", now=lambda: T0 + 9.5)).body == b"line 7\nline 8\nline 9\n"
     # tail and since together: both apply
@@ -255,9 +264,16 @@ async def test_random_logs_match_the_reference(tmp_path: Path, seed: int) -> Non
             lines.append((t, stream, "F", "end"))
     log = tmp_path / "0.log"
     write(log, *(cri(*line[:2], line[3], line[2]) for line in lines))  # type: ignore[misc]
-    queries = ["", "stream=Stdout", "stream=Stderr&timestamps=true", f"tailLines={rng.randrange(0, 50)}",
-               f"tailLines={rng.randrange(0, 50)}&stream=Stderr", f"limitBytes={rng.randrange(1, 5000)}",
-               f"sinceSeconds={rng.randrange(1, 60)}", f"tailLines={rng.randrange(1, 50)}&timestamps=1&limitBytes=900"]
+    queries = [
+        "",
+        "stream=Stdout",
+        "stream=Stderr&timestamps=true",
+        f"tailLines={rng.randrange(0, 50)}",
+        f"tailLines={rng.randrange(0, 50)}&stream=Stderr",
+        f"limitBytes={rng.randrange(1, 5000)}",
+        f"sinceSeconds={rng.randrange(1, 60)}",
+        f"tailLines={rng.randrange(1, 50)}&timestamps=1&limitBytes=900",
+    ]
     now = T0 + int(t) + 0.25  # exact in binary
     for q in queries:
         options = LogOptions.from_query(q)
@@ -284,8 +300,14 @@ async def test_follow_picks_up_new_lines_and_ends_when_the_container_exits(tmp_p
     alive = Liveness()
     stream = FakeStream("/containerLogs/ns/pod/c", "follow=true&tailLines=1")
     task = asyncio.create_task(
-        stream_log_file(stream, str(log), LogOptions.from_query(stream.request.raw_query), is_running=alive,
-                        poll_interval=0.02, status_interval=0.1)
+        stream_log_file(
+            stream,
+            str(log),
+            LogOptions.from_query(stream.request.raw_query),
+            is_running=alive,
+            poll_interval=0.02,
+            status_interval=0.1,
+        )
     )
     await stream.wait_for(b"old 2\n", 5)
     assert stream.status == (200, "")
@@ -307,7 +329,9 @@ async def test_follow_survives_rotation(tmp_path: Path) -> None:
     alive = Liveness()
     stream = FakeStream("/containerLogs/ns/pod/c", "follow=true")
     task = asyncio.create_task(
-        stream_log_file(stream, str(log), LogOptions(follow=True), is_running=alive, poll_interval=0.02, status_interval=0.1)
+        stream_log_file(
+            stream, str(log), LogOptions(follow=True), is_running=alive, poll_interval=0.02, status_interval=0.1
+        )
     )
     await stream.wait_for(b"before 1\n")
     # written to the old file after our last read, just before the rename: must not be lost
@@ -331,11 +355,12 @@ async def test_follow_reopens_a_truncated_file(tmp_path: Path) -> None:
     alive = Liveness()
     stream = FakeStream("/containerLogs/ns/pod/c", "follow=true")
     task = asyncio.create_task(
-        stream_log_file(stream, str(log), LogOptions(follow=True), is_running=alive, poll_interval=0.02, status_interval=0.1)
+        stream_log_file(
+            stream, str(log), LogOptions(follow=True), is_running=alive, poll_interval=0.02, status_interval=0.1
+        )
     )
     await stream.wait_for(b"long line\n")
-    with open(log, "r+b") as f:
-        f.truncate(0)
+    os.truncate(log, 0)
     await asyncio.sleep(0.1)
     write(log, cri(1, "stdout", "second"))
     await stream.wait_for(b"second\n")
@@ -359,8 +384,14 @@ async def test_follow_stops_at_limit_bytes(tmp_path: Path) -> None:
     alive = Liveness()
     stream = FakeStream("/containerLogs/ns/pod/c", "follow=true&limitBytes=10")
     task = asyncio.create_task(
-        stream_log_file(stream, str(log), LogOptions.from_query(stream.request.raw_query), is_running=alive,
-                        poll_interval=0.02, status_interval=0.1)
+        stream_log_file(
+            stream,
+            str(log),
+            LogOptions.from_query(stream.request.raw_query),
+            is_running=alive,
+            poll_interval=0.02,
+            status_interval=0.1,
+        )
     )
     await stream.wait_for(b"12345\n")
     write(log, cri(1, "stdout", "abcdef"))
@@ -373,8 +404,9 @@ async def test_follow_cancelled_by_the_cloud_closes_the_file(tmp_path: Path) -> 
     write(log, cri(0, "stdout", "x"))
     before = set(os.listdir("/proc/self/fd"))
     stream = FakeStream("/containerLogs/ns/pod/c", "follow=true")
-    task = asyncio.create_task(stream_log_file(stream, str(log), LogOptions(follow=True), is_running=Liveness(),
-                                               poll_interval=0.02))
+    task = asyncio.create_task(
+        stream_log_file(stream, str(log), LogOptions(follow=True), is_running=Liveness(), poll_interval=0.02)
+    )
     await stream.wait_for(b"x\n")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
