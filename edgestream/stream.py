@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http
 import time
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,23 @@ from proto.tunnel import ConnectRequest, FrameBuffer, MessageType, StreamClosed
 if TYPE_CHECKING:
     from .session import AgentSession
 
-__all__ = ["EdgeStream"]
+__all__ = ["EdgeStream", "http_error_response"]
+
+_UPGRADE_KINDS = frozenset({MessageType.EXEC_CONNECT, MessageType.ATTACH_CONNECT, MessageType.PORTFORWARD_CONNECT})
+
+
+def http_error_response(code: int, message: str) -> bytes:
+    """A complete HTTP/1.1 error response, for upgrade streams (the cloud relays raw bytes)."""
+    body = (message.rstrip("\n") + "\n").encode()
+    try:
+        reason = http.HTTPStatus(code).phrase
+    except ValueError:
+        reason = "Error"
+    head = (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 class EdgeStream:
@@ -33,14 +50,20 @@ class EdgeStream:
         return parse_qs(self.request.raw_query, keep_blank_values=True)
 
     async def answer(self, code: int = 200, message: str = "") -> None:
-        """Say how the request went, before any body byte (logs/metrics only).
+        """Say how the request went, before any body byte.
 
-        With a kubeedge-stream cloud this becomes the HTTP status; a Go cloud already sent
-        200, so an error's text goes out as body: the user sees it either way.
+        logs/metrics: with a kubeedge-stream cloud this becomes the HTTP status; a Go cloud
+        already sent 200, so an error's text goes out as body: the user sees it either way.
+        exec/attach/port-forward: the cloud relays raw bytes, so an error is a whole HTTP
+        response (a success is the backend's own ``101``).
         """
         if self.answered:
             return
         self.answered = True
+        if self.kind in _UPGRADE_KINDS:
+            if code != 200:
+                await self.send(http_error_response(code, message))
+            return
         status = self.session.mux.status(self.connect_id, code, message)
         if status is not None:
             await self.session.send(status)

@@ -59,3 +59,7 @@ async def no_leaks():
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"kubeedge-stream: python {sys.version.split()[0]}, shared spec at {SHARED} ({'present' if SHARED.exists() else 'absent'})"
+
+
+# The real containerd, once per session for every test that asks (tests/realstack/).
+from tests.realstack.conftest_plugin import realstack  # noqa: E402,F401

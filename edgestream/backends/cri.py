@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import logging
 import re
 import ssl
@@ -33,7 +32,7 @@ from .base import BaseBackend
 from .cri_client import CriBadRequest, CriClient
 from .cri_logs import stream_log_file
 
-__all__ = ["CriBackend", "Resolved", "StreamingUnreachable", "http_error_response"]
+__all__ = ["CriBackend", "Resolved", "StreamingUnreachable"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,20 +98,6 @@ def _path_uid(path: str, prefix: str, parts_with_uid: int) -> str | None:
     if len(parts) != parts_with_uid:
         return None
     return parts[2] or None
-
-
-def http_error_response(code: int, message: str) -> bytes:
-    """A complete HTTP/1.1 error response, for upgrade streams (the cloud relays raw bytes)."""
-    body = (message.rstrip("\n") + "\n").encode()
-    try:
-        reason = http.HTTPStatus(code).phrase
-    except ValueError:
-        reason = "Error"
-    head = (
-        f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 def _flag(query: dict[str, list[str]], *names: str) -> bool:
@@ -294,7 +279,7 @@ class CriBackend(BaseBackend):
     async def _refuse(self, stream: EdgeStream, exc: TunnelError) -> None:
         logger.info("! %s %s: %s", stream.request.method or "", stream.request.path, exc)
         try:
-            await stream.send(http_error_response(exc.error_status_hint, str(exc)))
+            await stream.answer(exc.error_status_hint, str(exc))
         except TunnelError:
             pass
 

@@ -36,13 +36,7 @@ STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
 async def refuse(stream: EdgeStream, status: int, message: str) -> None:
     """An HTTP error answer to an upgrade (relayed to the client as is)."""
-    body = (message + "\n").encode()
-    phrase = {400: "Bad Request", 403: "Forbidden", 404: "Not Found"}.get(status, "Error")
-    head = (
-        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    await stream.send(head + body)
+    await stream.answer(status, message)
 
 
 class WsChannel:

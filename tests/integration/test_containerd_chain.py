@@ -15,7 +15,7 @@ import pytest_asyncio
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import MS
-from tests.realstack.conftest_plugin import realstack  # noqa: F401  (the real containerd)
+
 
 from .framework import apiserver_tls, kubelet_request, start_cloud, start_edge
 from .k8s_ws import open_ws, run_exec
@@ -33,7 +33,7 @@ SERVER = 'while true; do echo "hello-from-pod" | nc -l -p 18080; done'
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chain(realstack, lab_pki):  # noqa: F811
+async def chain(realstack, lab_pki):
     pytest.importorskip("edgestream.backends.cri")
     pod = realstack.run_pod("web", uid="uid-web-1")
     loop_id = realstack.run_container(pod, "loop", ["sh", "-c", LOOP])

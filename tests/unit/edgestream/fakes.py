@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgestream.stream import _UPGRADE_KINDS, http_error_response
+
 import asyncio
 import time
 from collections.abc import Iterable
@@ -50,6 +52,8 @@ class FakeStream:
             return
         self.answered = True
         self.status = (code, message)
+        if self.kind in _UPGRADE_KINDS and code != 200:  # as EdgeStream.answer does
+            await self.send(http_error_response(code, message))
 
     async def send(self, data: bytes | memoryview) -> None:
         if not self.answered and self.kind in (MessageType.LOGS_CONNECT, MessageType.METRIC_CONNECT):

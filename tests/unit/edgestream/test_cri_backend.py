@@ -10,7 +10,8 @@ from typing import Any, Self
 
 import pytest
 
-from edgestream.backends.cri import CriBackend, http_error_response
+from edgestream.backends.cri import CriBackend
+from edgestream.stream import http_error_response
 from edgestream.backends.cri_client import CriClient
 from edgestream.config import EdgeConfig
 from edgestream.logs_options import BadLogOptions, LogOptions
