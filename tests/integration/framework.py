@@ -30,10 +30,12 @@ class Process:
     _waiters: list[tuple[re.Pattern[str], asyncio.Future[re.Match[str]]]] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, name: str, argv: list[str]) -> Process:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    async def start(cls, name: str, argv: list[str], raw: bool = False) -> Process:
+        """``python -m <argv>``, or ``argv`` as given with ``raw`` (e.g. under ``ip netns exec``)."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+        command = argv if raw else [sys.executable, "-m", *argv]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", *argv, cwd=ROOT, env=env,
+            *command, cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         self = cls(name, proc)
