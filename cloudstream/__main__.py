@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     ns = parser.parse_args(argv)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # websockets' DEBUG lines show frame payloads, which can carry request headers: never.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         config = CloudConfig.from_args(ns)
     except ConfigError as exc:

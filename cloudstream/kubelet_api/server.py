@@ -32,6 +32,8 @@ audit = logging.getLogger("cloudstream.audit")
 _IDLE_TIMEOUT = 300.0
 _HOP_BY_HOP = frozenset({"keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding"})
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Not forwarded to the edge: no backend needs them (edged's 10350 checks nothing), and a
+bearer token crossing the tunnel is one more place to leak it (KubeEdge forwards it)."""
 
 
 class KubeletApiServer:
@@ -208,7 +210,9 @@ class Connection:
         await self.writer.drain()
 
     def _connect_request(self, head: RequestHead, method: str | None) -> ConnectRequest:
-        headers = tuple((k, v) for k, v in head.headers if k.lower() not in _HOP_BY_HOP)
+        headers = tuple(
+            (k, v) for k, v in head.headers if k.lower() not in _HOP_BY_HOP and k.lower() not in _SECRET_HEADERS
+        )
         return ConnectRequest(connect_id=0, path=head.path, raw_query=head.raw_query, headers=headers, method=method)
 
     async def _relay_response(self, head: RequestHead, route: Route, session: EdgeSession) -> bool:

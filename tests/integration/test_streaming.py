@@ -244,6 +244,17 @@ async def test_port_forward_to_a_go_edge_says_why_not(lab_pki) -> None:
                 assert await resp.body() == b"hello from go\n"
             remove = await go_edge.recv(decode=False)
             assert remove == bytes([cid, 4])  # our REMOVE, exactly once
+            # metrics-server's bearer token stops at the cloud: it never crosses the tunnel
+            async with kubelet_request(
+                stream_port, "/metrics/resource", host="edge-2", tls=apiserver_tls(lab_pki),
+                headers={"Authorization": "Bearer secret-token", "Accept": "text/plain"},
+            ) as resp:
+                message = await go_edge.recv(decode=False)
+                assert message[1] == 2 and b"/metrics/resource" in message  # METRIC_CONNECT
+                assert b"secret-token" not in message and b"Authorization" not in message and b"text/plain" in message
+                await go_edge.send(bytes([message[0], 4]), text=True)
+                assert resp.status == 200 and await resp.body() == b""
+            await go_edge.recv(decode=False)  # our REMOVE for it
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await go_edge.recv()
