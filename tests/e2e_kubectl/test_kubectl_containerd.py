@@ -131,12 +131,26 @@ async def test_port_forward(front, version: str) -> None:
             line = (await proc.stdout.readline()).decode()
             local = int(re.search(r"127\.0\.0\.1:(\d+) -> 18080", line).group(1))  # type: ignore[union-attr]
             for _ in range(2):  # two connections through one port-forward session
-                reader, writer = await asyncio.open_connection("127.0.0.1", local)
-                writer.write(b"GET / HTTP/1.0\r\n\r\n")
-                data = await reader.read(1000)
-                writer.close()
-                assert b"hello-from-pod" in data
-                await asyncio.sleep(0.3)  # the pod's nc loop restarts its listener
+                assert b"hello-from-pod" in await _fetch_with_retry(local)
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def _fetch_with_retry(port: int, attempts: int = 10) -> bytes:
+    """The pod's ``nc`` serves one connection, then its loop restarts the listener: a
+    connection that lands in between is reset by the pod, not by the tunnel."""
+    data = b""
+    for _ in range(attempts):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            data = await reader.read(1000)
+        except ConnectionError:
+            data = b""
+        finally:
+            writer.close()
+        if data:
+            return data
+        await asyncio.sleep(0.2)
+    return data
