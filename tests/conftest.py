@@ -16,6 +16,15 @@ MS = float(os.environ.get("KES_TIMEOUT_FACTOR", "1"))
 """Scale every test timeout on slow machines."""
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now (for host-network pods and fixed-port servers)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _open_fds() -> set[tuple[int, str]]:
     """(fd, what it points to): the pair, so a reused fd number still shows as new."""
     found = set()

@@ -15,7 +15,7 @@ import shutil
 import pytest
 import pytest_asyncio
 
-from tests.conftest import MS
+from tests.conftest import MS, free_port
 from tests.integration.framework import apiserver_tls, start_cloud, start_edge
 
 from .apiserver_front import ApiServerFront, FrontPod
@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.kubectl, pytest.mark.containerd, pytest.mark.integrati
               pytest.mark.asyncio(loop_scope="module")]
 
 LOOP = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done"
-SERVER = "mkdir -p /tmp/www && echo hello-from-pod > /tmp/www/index.html && exec httpd -f -p 18080 -h /tmp/www"
+# Host-network pods share the machine's ports: pick a free one, so parallel runs never collide.
+POD_PORT = free_port()
+SERVER = f"mkdir -p /tmp/www && echo hello-from-pod > /tmp/www/index.html && exec httpd -f -p {POD_PORT} -h /tmp/www"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -124,12 +126,12 @@ async def test_attach(front, version: str) -> None:
 async def test_port_forward(front, version: str) -> None:
     port, tmp, _ = front
     kubectl = make_kubectl(version, tmp, port)
-    proc = await kubectl.start("port-forward", "pod/web", ":18080")
+    proc = await kubectl.start("port-forward", "pod/web", f":{POD_PORT}")
     assert proc.stdout is not None
     try:
         async with asyncio.timeout(30 * MS):
             line = (await proc.stdout.readline()).decode()
-            local = int(re.search(r"127\.0\.0\.1:(\d+) -> 18080", line).group(1))  # type: ignore[union-attr]
+            local = int(re.search(rf"127\.0\.0\.1:(\d+) -> {POD_PORT}", line).group(1))  # type: ignore[union-attr]
             for _ in range(3):  # several connections through one port-forward session
                 reader, writer = await asyncio.open_connection("127.0.0.1", local)
                 writer.write(b"GET /index.html HTTP/1.0\r\n\r\n")

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import MS
+from tests.conftest import MS, free_port
 
 
 from .framework import apiserver_tls, kubelet_request, start_cloud, start_edge
@@ -29,7 +29,8 @@ pytestmark = [
 
 NODE = "edge-1"
 LOOP = "i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.1; done"
-SERVER = 'while true; do echo "hello-from-pod" | nc -l -p 18080; done'
+POD_PORT = free_port()  # host-network pods share the machine's ports
+SERVER = f'while true; do echo "hello-from-pod" | nc -l -p {POD_PORT}; done'
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -158,7 +159,7 @@ async def test_attach_streams_the_running_output(chain, lab_pki) -> None:
 
 async def test_port_forward_to_a_process_in_the_pod(chain, lab_pki) -> None:
     _, _, port = chain
-    ws = await open_ws(port, "/portForward/default/web?port=18080", node=NODE, tls=apiserver_tls(lab_pki),
+    ws = await open_ws(port, f"/portForward/default/web?port={POD_PORT}", node=NODE, tls=apiserver_tls(lab_pki),
                        protocols=["v4.channel.k8s.io"])
     await ws.send(b"\x00GET / HTTP/1.0\r\n\r\n")
     data = b""

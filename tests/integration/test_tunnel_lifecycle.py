@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 
 import pytest
 
-from tests.conftest import MS
+from tests.conftest import MS, free_port
 
 from .framework import Process, apiserver_tls, kubelet_request, start_cloud, start_edge
 from .test_logs_chain import wait_node_ready
@@ -33,12 +32,6 @@ async def test_a_frozen_edge_is_detected_by_keepalive(lab_pki) -> None:
         edge.proc.send_signal(signal.SIGCONT)
         await edge.stop()
         await cloud.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_edge_waits_for_the_cloud_and_redials_with_backoff(lab_pki) -> None:
