@@ -22,6 +22,7 @@ from proto.tunnel import (
     DataReceived,
     Event,
     Feature,
+    FrameBuffer,
     MessageType,
     Mux,
     Role,
@@ -59,6 +60,13 @@ class CloudStream:
         if self._closed:
             raise StreamClosed(self.connect_id, "closed")
         await self.session.send_data(self.connect_id, data)
+
+    async def send_frame(self, frame: FrameBuffer, length: int) -> None:
+        """Send the first ``length`` payload bytes of ``frame`` with no copy in our code."""
+        if self._closed:
+            raise StreamClosed(self.connect_id, "closed")
+        self.session.mux.data_header(self.connect_id, length)  # state check and accounting
+        await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length))
 
     async def read(self) -> bytes | memoryview | None:
         """The next chunk from the edge, or None when the edge ended the stream."""

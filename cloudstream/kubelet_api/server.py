@@ -20,6 +20,7 @@ from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, Tu
 from ..config import CloudConfig
 from ..edge_session import CloudStream, EdgeSession
 from ..registry import SessionRegistry
+from .relay import HandoffReader, ToEdgeProtocol
 from .http1 import HttpError, RequestHead, error_body, parse_request_head, response_head
 from .resolve import original_destination, request_node_keys
 from .routes import Route, RouteKind, match_route
@@ -45,12 +46,17 @@ class KubeletApiServer:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> asyncio.Server:
-        self.server = await asyncio.start_server(
-            self._on_connection,
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            reader = HandoffReader(limit=64 * 1024, loop=loop)
+            return asyncio.StreamReaderProtocol(reader, self._on_connection, loop=loop)
+
+        self.server = await loop.create_server(
+            factory,
             self.config.stream_address,
             self.config.stream_port,
             ssl=self.ssl_context,
-            limit=64 * 1024,
             ssl_handshake_timeout=10,
         )
         return self.server
@@ -337,12 +343,19 @@ class Connection:
             )
 
     async def _client_to_edge(self, stream: CloudStream, counts: list[int]) -> None:
-        read = self.reader.read
-        limit = self.config.max_payload
-        while True:
-            data = await read(limit)
-            if not data:
-                return
+        """API server -> edge: what was buffered behind the head, then zero-copy reads."""
+        reader = self.reader
+        if isinstance(reader, HandoffReader):
+            early = reader.take_buffered()
+            if early:
+                counts[0] += len(early)
+                await stream.send(early)
+            transport = self.writer.transport
+            relay = ToEdgeProtocol(stream, transport.get_protocol(), self.config.max_payload)
+            relay.attach(transport)  # type: ignore[arg-type]
+            counts[0] += await relay.wait()
+            return
+        while data := await reader.read(self.config.max_payload):
             counts[0] += len(data)
             await stream.send(data)
 

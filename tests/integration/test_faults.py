@@ -162,3 +162,26 @@ async def test_stalled_client_fails_only_its_own_stream(lab_pki, no_leaks) -> No
         finally:
             stalled.writer.transport.abort()
             await stalled_cm.__aexit__(None, None, None)
+
+
+async def test_exec_relay_on_asyncio_and_client_abort_leaks_nothing(lab_pki, no_leaks) -> None:
+    """The zero-copy upgrade relay on the plain asyncio loop (subprocess tests run uvloop):
+    bytes arrive exact, and a client vanishing mid-exec frees everything."""
+    import os
+
+    from .k8s_ws import open_ws, run_exec
+
+    async with running_cloud(lab_pki) as cloud, running_edge(lab_pki, "edge-1", cloud.tunnel_port) as sessions:
+        tls = apiserver_tls(lab_pki)
+        payload = os.urandom(200_000)
+        ws = await open_ws(cloud.stream_port, "/exec/default/demo/app?command=cat&input=1&output=1", node="edge-1", tls=tls)
+        result = await run_exec(ws, stdin=[payload[i : i + 9000] for i in range(0, len(payload), 9000)])
+        assert result.stdout == payload and result.exit_code == 0
+        ws = await open_ws(cloud.stream_port, "/exec/default/demo/app?command=cat&input=1&output=1", node="edge-1", tls=tls)
+        await ws.send(b"\x00hello")
+        assert await ws.recv() in (b"\x01", b"\x01hello")  # the server's channel-open frame or the echo
+        ws.transport.abort()  # the API server goes away mid-exec
+        session = cloud.registry.get("edge-1")
+        edge = sessions[-1]
+        assert session is not None and edge is not None
+        await wait_until(lambda: not session.streams and not session.mux.streams and not edge.streams)
