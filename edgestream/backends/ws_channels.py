@@ -154,7 +154,8 @@ async def serve_remotecommand(
                 continue
             ch, payload = message[0], message[1:]
             if ch == STDIN and want_stdin:
-                stdin.feed(payload)
+                if stdin.feed(payload):  # bounded: a process that reads no stdin holds the sender back
+                    await stdin.wait_drained()
             elif ch == RESIZE:
                 try:
                     size = json.loads(payload)
