@@ -16,19 +16,29 @@ logger = logging.getLogger(__name__)
 
 
 async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
+    """Two-stage stop: the first SIGTERM/SIGINT drains (running streams finish, new ones get
+    503), the second one, or ``drain_timeout``, stops."""
     stop = stop or asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if drain.is_set():
+            stop.set()
+        else:
+            drain.set()
+
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
     backend = make_backend(config)
     logger.info("edgestream node %s, backend %s, cloud %s", config.node_name, config.backend, config.server)
     try:
-        await run_tunnel(config, backend, stop)
+        await run_tunnel(config, backend, stop, drain=drain)
     finally:
         await backend.close()
         for sig in installed:

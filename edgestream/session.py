@@ -26,7 +26,13 @@ from .backends.base import Backend
 from .config import EdgeConfig
 from .stream import EdgeStream
 
-__all__ = ["AgentSession"]
+__all__ = ["AgentSession", "NodeDraining"]
+
+
+class NodeDraining(TunnelError):
+    """The edge is shutting down and takes no new streams."""
+
+    error_status_hint = 503
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,10 @@ class AgentSession(TunnelConnection):
         self.streams: dict[int, EdgeStream] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.close_requested: str | None = None
+        self.draining = False
+        """Set on the first SIGTERM: new streams are refused, running ones finish."""
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     async def run(self) -> None:
         """Serve until the tunnel ends; then cancel every stream task and wait for them."""
@@ -57,7 +67,9 @@ class AgentSession(TunnelConnection):
             case StreamOpened(connect_id=cid, kind=kind, request=request):
                 stream = EdgeStream(self, cid, kind, request)
                 self.streams[cid] = stream
-                self._tasks[cid] = asyncio.create_task(self._serve(stream), name=f"stream-{cid}")
+                self.idle.clear()
+                serve = self._refuse_draining(stream) if self.draining else self._serve(stream)
+                self._tasks[cid] = asyncio.create_task(serve, name=f"stream-{cid}")
             case DataReceived(connect_id=cid, data=data):
                 stream = self.streams.get(cid)
                 if stream is not None and stream.inbound.feed(data):
@@ -77,6 +89,9 @@ class AgentSession(TunnelConnection):
             case _:
                 pass
 
+    async def _refuse_draining(self, stream: EdgeStream) -> None:
+        await self._serve(stream, refuse=f"node {self.config.node_name} is draining: edgestream is shutting down")
+
     async def _wait_for_slow_backend(self, stream: EdgeStream) -> None:
         """The stream's inbound buffer is full: wait (this holds the tunnel reader, as a Go
         edge does) but only up to ``stall_timeout``; then end that stream alone."""
@@ -93,10 +108,12 @@ class AgentSession(TunnelConnection):
             if task is not None:
                 task.cancel()
 
-    async def _serve(self, stream: EdgeStream) -> None:
+    async def _serve(self, stream: EdgeStream, refuse: str | None = None) -> None:
         cid = stream.connect_id
         outcome = "ok"
         try:
+            if refuse is not None:
+                raise NodeDraining(refuse)
             await self.backend.serve(stream)
         except asyncio.CancelledError:
             outcome = "cancelled by the cloud" if stream.removed_by_peer else "cancelled"
@@ -122,6 +139,8 @@ class AgentSession(TunnelConnection):
         finally:
             self.streams.pop(cid, None)
             self._tasks.pop(cid, None)
+            if not self._tasks:
+                self.idle.set()
             message = self.mux.close_stream(cid)
             if message is not None and self.closed_reason is None:
                 try:

@@ -60,8 +60,10 @@ async def run_tunnel(
     backend: Backend,
     stop: asyncio.Event,
     on_session: Callable[[AgentSession | None], None] | None = None,
+    drain: asyncio.Event | None = None,
 ) -> None:
-    """Keep one tunnel up until ``stop`` is set."""
+    """Keep one tunnel up until ``stop`` is set. When ``drain`` is set first, refuse new
+    streams and let running ones finish (up to ``drain_timeout``), then stop."""
     tls = client_context(
         config.tls_tunnel_ca_file, config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file,
         verify=config.verify_server,
@@ -74,6 +76,8 @@ async def run_tunnel(
     delays = backoff(config.reconnect_initial, config.reconnect_max)
     failures = 0
     while not stop.is_set():
+        if drain is not None and drain.is_set():
+            return  # draining with no tunnel: nothing runs, so we are done
         try:
             ws = await connect(
                 config.url,
@@ -96,7 +100,7 @@ async def run_tunnel(
             log = logger.warning if failures <= 3 or failures % 20 == 0 else logger.debug
             log("! tunnel to %s failed (attempt %d): %s; retrying in %.1f s", config.server, failures,
                 describe_dial_error(exc, config), delay)
-            await _sleep_or_stop(delay, stop)
+            await _sleep_or_stop(delay, stop, drain)
             continue
         features = parse_features(ws.response.headers.get(FEATURES_HEADER) if ws.response else None)
         if features:
@@ -110,7 +114,7 @@ async def run_tunnel(
             on_session(session)
         began = time.monotonic()
         runner = asyncio.create_task(session.run())
-        stopper = asyncio.create_task(stop.wait())
+        stopper = asyncio.create_task(_drained_or_stopped(session, config, stop, drain))
         try:
             await asyncio.wait((runner, stopper), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -125,12 +129,38 @@ async def run_tunnel(
             delays = backoff(config.reconnect_initial, config.reconnect_max)
             failures = 0
         if not stop.is_set():
-            await _sleep_or_stop(next(delays), stop)
+            await _sleep_or_stop(next(delays), stop, drain)
 
 
-async def _sleep_or_stop(delay: float, stop: asyncio.Event) -> None:
+async def _drained_or_stopped(
+    session: AgentSession, config: EdgeConfig, stop: asyncio.Event, drain: asyncio.Event | None
+) -> None:
+    """Returns when the tunnel should close: ``stop``, or ``drain`` and then no streams left."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if drain is not None:
+        waits.append(asyncio.ensure_future(drain.wait()))
     try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        pass
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            return
+        session.draining = True
+        logger.info("x draining: %d streams running, new ones refused (up to %.0f s)", len(session.streams),
+                    config.drain_timeout)
+        idle = asyncio.ensure_future(session.idle.wait())
+        waits.append(idle)
+        await asyncio.wait([waits[0], idle], timeout=config.drain_timeout, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def _sleep_or_stop(delay: float, stop: asyncio.Event, drain: asyncio.Event | None = None) -> None:
+    events = [asyncio.ensure_future(stop.wait())]
+    if drain is not None:
+        events.append(asyncio.ensure_future(drain.wait()))
+    try:
+        await asyncio.wait(events, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for event in events:
+            event.cancel()

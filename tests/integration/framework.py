@@ -72,11 +72,16 @@ class Process:
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout * MS)
+            try:  # edgestream drains on the first SIGTERM; the second one stops it
+                await asyncio.wait_for(self.proc.wait(), 3 * MS)
             except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+                if self.proc.returncode is None:
+                    self.proc.send_signal(sig)
+                try:
+                    await asyncio.wait_for(self.proc.wait(), timeout * MS)
+                except TimeoutError:
+                    self.proc.kill()
+                    await self.proc.wait()
         if self._reader is not None:
             await asyncio.wait_for(self._reader, 5)
         return self.proc.returncode or 0

@@ -75,3 +75,29 @@ async def test_edge_refuses_a_cloud_with_an_untrusted_certificate(lab_pki, tmp_p
 async def start_cloud_on(layout, tunnel_port: int):  # type: ignore[no-untyped-def]
     """start_cloud binds port 0; here the edge already knows the port, so pass it last (argparse: last wins)."""
     return await start_cloud(layout, "--tunnel-port", str(tunnel_port))
+
+
+async def test_first_sigterm_drains_the_edge(lab_pki) -> None:
+    """Two-stage stop: running streams finish, new ones get a 503 naming the node; then exit 0."""
+    from .k8s_ws import open_ws, run_exec
+
+    cloud, stream_port, tunnel_port = await start_cloud(lab_pki)
+    edge = await start_edge(lab_pki, "edge-3", tunnel_port, "--drain-timeout", "20")
+    try:
+        await wait_node_ready(stream_port, apiserver_tls(lab_pki), "edge-3")
+        tls = apiserver_tls(lab_pki)
+        ws = await open_ws(stream_port, "/exec/default/demo/app?command=sh&command=-c&command=sleep+1.5%3B+echo+finished&output=1",
+                           node="edge-3", tls=tls)
+        running = asyncio.create_task(run_exec(ws))
+        await asyncio.sleep(0.3)
+        edge.proc.send_signal(signal.SIGTERM)
+        await edge.wait_for_line("draining")
+        async with kubelet_request(stream_port, "/containerLogs/default/demo/app", host="edge-3", tls=tls) as resp:
+            assert resp.status == 503
+            assert b"edge-3 is draining" in await resp.body()
+        result = await running
+        assert result.stdout == b"finished\n" and result.exit_code == 0
+        assert await asyncio.wait_for(edge.proc.wait(), 15 * MS) == 0
+    finally:
+        await edge.stop()
+        await cloud.stop()
