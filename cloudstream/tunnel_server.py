@@ -18,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from certs import peer_identity
+from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Feature, format_features, negotiate, parse_features
 
 from .config import CloudConfig
@@ -103,6 +104,7 @@ async def start_tunnel_server(
         features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
         # Our edges answer pings at once; a Go edge's reader may stall for minutes.
         connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
+        tune_tunnel_socket(connection.transport.get_extra_info("socket"))
         session = EdgeSession(
             connection, node=node, internal_ip=ip, features=features, config=config, next_id=registry.next_id
         )

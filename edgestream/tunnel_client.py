@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from certs import client_context
+from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
 
 from .backends.base import Backend
@@ -105,6 +106,7 @@ async def run_tunnel(
         features = parse_features(ws.response.headers.get(FEATURES_HEADER) if ws.response else None)
         if features:
             ws.ping_timeout = config.ping_timeout
+        tune_tunnel_socket(ws.transport.get_extra_info("socket"))
         session = AgentSession(ws, config, features, backend)
         logger.info(
             "= tunnel up to %s as node %s, features [%s]",
