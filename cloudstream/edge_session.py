@@ -65,12 +65,23 @@ class CloudStream:
         """Send the first ``length`` payload bytes of ``frame`` with no copy in our code."""
         if self._closed:
             raise StreamClosed(self.connect_id, "closed")
-        self.session.mux.data_header(self.connect_id, length)  # state check and accounting
+        await self.session.wait_credit(self.connect_id, length)
+        self.session.mux.data_header(self.connect_id, length)  # state check, credit and accounting
         await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length))
 
     async def read(self) -> bytes | memoryview | None:
         """The next chunk from the edge, or None when the edge ended the stream."""
-        return await self.buffer.read()
+        chunk = await self.buffer.read()
+        if chunk:
+            await self.session.grant(self.connect_id, len(chunk))
+        return chunk
+
+    async def read_more(self) -> list[bytes | memoryview]:
+        """Whatever else is already buffered (to coalesce small messages into one write)."""
+        chunks = self.buffer.read_nowait()
+        if chunks:
+            await self.session.grant(self.connect_id, sum(len(c) for c in chunks))
+        return chunks
 
     async def wait_status(self, timeout: float) -> tuple[int, str]:
         async with asyncio.timeout(timeout):
@@ -166,7 +177,7 @@ class EdgeSession(TunnelConnection):
                 stream._resolve_status(200, "")
                 if stream.buffer.feed(data):
                     await self._wait_for_slow_client(stream)
-            case StreamRemoved(connect_id=cid):
+            case StreamRemoved(connect_id=cid):  # (credit waiters were woken by the reader)
                 stream = self.streams.get(cid)
                 if stream is not None:
                     stream._resolve_status(200, "")

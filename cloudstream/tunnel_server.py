@@ -29,7 +29,7 @@ __all__ = ["SUPPORTED_FEATURES", "start_tunnel_server"]
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD})
+SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD, Feature.FLOW})
 _PATHS = ("/v1/kubeedge/connect", "/v1/kubeedge/connect/")
 _NODE_HEADER = "SessionHostNameOverride"
 _IP_HEADER = "SessionInternalIP"

@@ -79,6 +79,14 @@ class EdgeStream:
         self.bytes_out += len(data)
         await self.session.send_data(self.connect_id, data)
 
+    async def read(self) -> bytes | memoryview | None:
+        """The next bytes from the cloud (exec stdin, SPDY frames), or None at its end.
+        Reading is what gives the cloud room to send more (flow feature)."""
+        chunk = await self.inbound.read()
+        if chunk:
+            await self.session.grant(self.connect_id, len(chunk))
+        return chunk
+
     def frame(self, capacity: int | None = None) -> FrameBuffer:
         """A reusable buffer to read payloads into in place (see ``send_frame``)."""
         return FrameBuffer(capacity or self.session.config.max_payload)
@@ -89,6 +97,7 @@ class EdgeStream:
             await self.answer(200)
         if self.removed_by_peer:
             raise StreamClosed(self.connect_id, "the cloud ended the stream")
-        self.session.mux.data_header(self.connect_id, length)  # state check and accounting
+        await self.session.wait_credit(self.connect_id, length)
+        self.session.mux.data_header(self.connect_id, length)  # state check, credit and accounting
         self.bytes_out += length
         await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length))

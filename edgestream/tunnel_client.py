@@ -28,7 +28,7 @@ __all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "run_tunnel"]
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD})
+SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD, Feature.FLOW})
 _STABLE_AFTER = 30.0
 """A tunnel that lived this long resets the backoff."""
 

@@ -252,7 +252,6 @@ class Connection:
                 response_head(200, [("Content-Type", content_type), ("Transfer-Encoding", "chunked")])
             )
             write = self.writer.write
-            buffer = stream.buffer
             while True:
                 read = asyncio.ensure_future(stream.read())
                 done, _ = await asyncio.wait((read, watcher), return_when=asyncio.FIRST_COMPLETED)
@@ -268,7 +267,7 @@ class Connection:
                 if chunk is None:
                     break
                 # Coalesce what is already buffered (a Go edge sends 256-byte messages).
-                more = buffer.read_nowait()
+                more = await stream.read_more()
                 parts = [chunk, *more] if more else [chunk]
                 size = sum(len(p) for p in parts)
                 write(b"".join([b"%x\r\n" % size, *parts, b"\r\n"]))
@@ -365,7 +364,7 @@ class Connection:
             chunk = await stream.read()
             if chunk is None:
                 return
-            more = stream.buffer.read_nowait()
+            more = await stream.read_more()
             if more:
                 chunk = b"".join([chunk, *more])
             counts[1] += len(chunk)

@@ -385,7 +385,7 @@ class CriBackend(BaseBackend):
     @staticmethod
     async def _up_plain(loop: asyncio.AbstractEventLoop, sock: socket.socket, stream: EdgeStream) -> None:
         while True:
-            chunk = await stream.inbound.read()
+            chunk = await stream.read()
             if chunk is None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
@@ -403,7 +403,7 @@ class CriBackend(BaseBackend):
     async def _up(self, stream: EdgeStream, writer: asyncio.StreamWriter) -> None:
         """cloud -> containerd, until the cloud's side ends."""
         while True:
-            chunk = await stream.inbound.read()
+            chunk = await stream.read()
             if chunk is None:
                 if writer.can_write_eof():
                     with contextlib.suppress(OSError):

@@ -61,7 +61,7 @@ class WsChannel:
     async def frames(self) -> "asyncio.AsyncIterator[bytes]":  # type: ignore[name-defined]
         """Binary/text messages from the client until it closes."""
         while True:
-            data = await self.stream.inbound.read()
+            data = await self.stream.read()
             if data is None:
                 self.protocol.receive_eof()
             else:

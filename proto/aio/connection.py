@@ -7,6 +7,7 @@ implement ``handle_event``. Every message goes out as a WebSocket TEXT frame car
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 from ..tunnel.errors import TunnelClosed
-from ..tunnel.events import Event, MessageIgnored, ProtocolViolation
+from ..tunnel.events import Event, MessageIgnored, ProtocolViolation, StreamRemoved, WindowUpdate
 from ..tunnel.mux import Mux
 
 __all__ = ["TunnelConnection"]
@@ -29,6 +30,7 @@ class TunnelConnection:
         self.closed_reason: str | None = None
         self.messages_in = 0
         self.messages_out = 0
+        self._credit_waiters: dict[int, asyncio.Event] = {}
 
     async def send(self, message: bytes | memoryview) -> None:
         """Send one tunnel message. Returns once websockets copied it into its buffer and
@@ -42,13 +44,43 @@ class TunnelConnection:
         self.messages_out += 1
 
     async def send_data(self, connect_id: int, payload: bytes | memoryview) -> None:
-        """DATA for one stream, split to the mux's payload limit."""
+        """DATA for one stream, split to the mux's payload limit, each piece sent when the
+        stream has credit for it (flow feature; always at once with a Go peer)."""
         limit = self.mux.max_payload
         view = memoryview(payload) if len(payload) > limit else payload
         for start in range(0, len(payload), limit):
             chunk = view[start : start + limit]
+            await self.wait_credit(connect_id, len(chunk))
             header = self.mux.data_header(connect_id, len(chunk))
             await self.send(header + chunk)  # one copy: header and payload must be contiguous
+
+    async def wait_credit(self, connect_id: int, length: int) -> None:
+        """Wait until the peer granted room for ``length`` bytes. Returns at once when the
+        stream or the tunnel is gone: the send that follows then raises StreamClosed."""
+        mux = self.mux
+        while mux.credit(connect_id) < length:
+            stream = mux.streams.get(connect_id)
+            if stream is None or stream.state.value != "open" or self.closed_reason is not None:
+                return
+            waiter = self._credit_waiters.setdefault(connect_id, asyncio.Event())
+            waiter.clear()
+            await waiter.wait()
+
+    async def grant(self, connect_id: int, length: int) -> None:
+        """Our consumer took ``length`` bytes of the stream: give the peer room for more."""
+        message = self.mux.consumed(connect_id, length)
+        if message is not None and self.closed_reason is None:
+            try:
+                await self.send(message)
+            except TunnelClosed:
+                pass
+
+    def _wake(self, connect_id: int) -> None:
+        waiter = self._credit_waiters.get(connect_id)
+        if waiter is not None:
+            waiter.set()
+            if connect_id not in self.mux.streams:
+                del self._credit_waiters[connect_id]
 
     async def run_reader(self) -> None:
         """Read until the tunnel closes; feed the mux and hand its events on."""
@@ -64,12 +96,20 @@ class TunnelConnection:
                     elif isinstance(event, MessageIgnored):
                         if self.debug:
                             self.log.debug("< ignored message %s for stream %d: %s", event.kind, event.connect_id, event.reason)
+                    elif isinstance(event, WindowUpdate):
+                        self._wake(event.connect_id)
+                        continue
+                    elif isinstance(event, StreamRemoved):
+                        self._wake(event.connect_id)
                     await self.handle_event(event)
         except ConnectionClosed as exc:
             self.closed_reason = _describe_close(exc)
         finally:
             if self.closed_reason is None:
                 self.closed_reason = "tunnel reader stopped"
+            for waiter in self._credit_waiters.values():  # nobody waits for credit on a dead tunnel
+                waiter.set()
+            self._credit_waiters.clear()
 
     async def handle_event(self, event: Event) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

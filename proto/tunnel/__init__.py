@@ -29,14 +29,16 @@ from .events import (
     StatusReceived,
     StreamOpened,
     StreamRemoved,
+    WindowUpdate,
 )
-from .features import FEATURES_HEADER, Feature, format_features, negotiate, parse_features
+from .features import FEATURES_HEADER, FLOW_WINDOW, Feature, format_features, negotiate, parse_features
 from .messages import GO_MAX_DATA, HEADROOM, FrameBuffer, Message, MessageType, decode, encode, encode_header
 from .mux import Mux, Role, Stream, StreamState
 
 __all__ = [
     "EDGED_HOST",
     "FEATURES_HEADER",
+    "FLOW_WINDOW",
     "GO_MAX_DATA",
     "HEADROOM",
     "Ambiguous",
@@ -70,6 +72,7 @@ __all__ = [
     "StreamState",
     "TunnelClosed",
     "TunnelError",
+    "WindowUpdate",
     "backoff",
     "decode",
     "encode",

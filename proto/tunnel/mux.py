@@ -18,7 +18,11 @@ Robustness rules learnt from Go peers (``spec/kubeedge-tunnel.md``):
   and it never takes the tunnel (or another stream) down.
 * Extension types (>= 7) are sent only when the peer announced the feature at dial time.
 
-Inputs: ``receive_message``. Commands: ``open_stream``, ``accept_stream``, ``data_header``,
+Flow (negotiated ``flow`` feature): each stream starts with ``FLOW_WINDOW`` bytes of credit per
+direction; ``data_header`` spends it, the receiver's ``consumed`` hands back WINDOW messages as
+its consumer drains. A Go peer never negotiates it: its streams have unlimited credit.
+
+Inputs: ``receive_message``. Commands: ``open_stream``, ``data_header``, ``consumed``,
 ``close_stream``, ``status``. Output: ``events_received`` (drained on each call); commands
 return the bytes to send, so the caller keeps the order of control and data messages.
 Per-stream state (``Stream``) is where credits and priorities live.
@@ -42,9 +46,11 @@ from .events import (
     StatusReceived,
     StreamOpened,
     StreamRemoved,
+    WindowUpdate,
 )
-from .features import Feature
+from .features import FLOW_WINDOW, Feature
 from .messages import GO_MAX_DATA, MessageType, decode, encode, encode_header
+from .varint import encode_uvarint, read_uvarint
 
 __all__ = ["Mux", "Role", "Stream", "StreamState"]
 
@@ -70,6 +76,10 @@ class Stream:
     bytes_in: int = 0
     bytes_out: int = 0
     status_sent: bool = False
+    send_credit: int = 1 << 62
+    """Bytes we may still send (flow feature; unlimited without it, as with a Go peer)."""
+    unacked: int = 0
+    """Bytes our side consumed and has not granted back yet."""
 
 
 @dataclass(slots=True)
@@ -123,6 +133,8 @@ class Mux:
             self._events.append(CloseRequested(bytes(payload).decode("utf-8", "replace")))
         elif kind == MessageType.STATUS and Feature.STATUS in self.features:
             self._status(cid, payload)
+        elif kind == MessageType.WINDOW and Feature.FLOW in self.features:
+            self._window(cid, payload)
         elif isinstance(kind, MessageType) and kind.is_connect:
             self._peer_connect(cid, kind, payload)
         else:
@@ -157,8 +169,28 @@ class Mux:
         except FrameError as exc:
             self._events.append(ProtocolViolation(exc, cid))
             return
-        self.streams[cid] = Stream(cid, kind)
+        self._new_stream(cid, kind)
         self._events.append(StreamOpened(cid, kind, request))
+
+    def _window(self, cid: int, payload: memoryview | bytes) -> None:
+        stream = self.streams.get(cid)
+        try:
+            increment, end = read_uvarint(payload, 0)
+        except FrameError as exc:
+            self._events.append(ProtocolViolation(exc, cid))
+            return
+        if stream is None or end != len(payload):
+            self._events.append(MessageIgnored(cid, MessageType.WINDOW, "unknown stream or trailing bytes"))
+            return
+        stream.send_credit += increment
+        self._events.append(WindowUpdate(cid, increment))
+
+    def _new_stream(self, cid: int, kind: MessageType) -> Stream:
+        stream = Stream(cid, kind)
+        if Feature.FLOW in self.features:
+            stream.send_credit = FLOW_WINDOW
+        self.streams[cid] = stream
+        return stream
 
     def _status(self, cid: int, payload: memoryview | bytes) -> None:
         if cid not in self.streams:
@@ -185,7 +217,7 @@ class Mux:
         if len(self.streams) >= self.max_streams:
             raise LimitExceeded(f"more than {self.max_streams} streams on one tunnel", remote=False)
         cid = self.next_id()
-        self.streams[cid] = Stream(cid, kind)
+        self._new_stream(cid, kind)
         payload = ConnectRequest(
             connect_id=cid,
             path=request.path,
@@ -205,8 +237,28 @@ class Mux:
             raise StreamClosed(cid, "closed" if stream is None else f"closed ({stream.state.value})")
         if length > self.max_payload:
             raise LimitExceeded(f"{length} bytes exceed the {self.max_payload} byte payload limit", remote=False)
+        if length > stream.send_credit:
+            raise LimitExceeded(f"stream {cid}: {length} bytes exceed its credit {stream.send_credit}", remote=False)
+        stream.send_credit -= length
         stream.bytes_out += length
         return encode_header(cid, MessageType.DATA)
+
+    def credit(self, cid: int) -> int:
+        """Bytes stream ``cid`` may send now (0 when it is closed)."""
+        stream = self.streams.get(cid)
+        return stream.send_credit if stream is not None and stream.state is StreamState.OPEN else 0
+
+    def consumed(self, cid: int, length: int) -> bytes | None:
+        """Our consumer took ``length`` bytes of ``cid``: the WINDOW message to grant them
+        back, once a quarter window has gathered (or None)."""
+        stream = self.streams.get(cid)
+        if Feature.FLOW not in self.features or stream is None or stream.state is not StreamState.OPEN:
+            return None
+        stream.unacked += length
+        if stream.unacked < FLOW_WINDOW // 4:
+            return None
+        grant, stream.unacked = stream.unacked, 0
+        return encode(cid, MessageType.WINDOW, encode_uvarint(grant))
 
     def status(self, cid: int, code: int, message: str = "") -> bytes | None:
         """Edge: the STATUS message that opens a logs/metrics answer, if negotiated."""

@@ -62,6 +62,9 @@ class FakeStream:
         self.frames.append(len(data))
         self._grew.set()
 
+    async def read(self) -> bytes | memoryview | None:
+        return await self.inbound.read()
+
     def frame(self, capacity: int | None = None) -> FrameBuffer:
         return FrameBuffer(capacity or self.max_payload)
 

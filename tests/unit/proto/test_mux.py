@@ -135,3 +135,38 @@ def test_only_the_cloud_opens() -> None:
     _, edge = pair()
     with pytest.raises(ProtocolError):
         edge.open_stream(MessageType.LOGS_CONNECT, request())
+
+
+def test_flow_credit_and_grants() -> None:
+    from proto.tunnel import FLOW_WINDOW, WindowUpdate
+
+    cloud, edge = pair(frozenset({Feature.FLOW}))
+    cid, message = cloud.open_stream(MessageType.LOGS_CONNECT, request())
+    edge.receive_message(message)
+    edge.events_received()
+    assert edge.credit(cid) == FLOW_WINDOW and cloud.credit(cid) == FLOW_WINDOW
+    sent = 0
+    while edge.credit(cid) >= 60_000:
+        edge.data_header(cid, 60_000)
+        sent += 60_000
+    with pytest.raises(LimitExceeded):  # the window is spent: the sender must wait
+        edge.data_header(cid, 60_000)
+    assert cloud.consumed(cid, 1000) is None  # grants gather to a quarter window
+    grant = cloud.consumed(cid, FLOW_WINDOW // 4)
+    assert grant is not None and decode(grant).kind == MessageType.WINDOW
+    before = edge.credit(cid)
+    edge.receive_message(grant)
+    assert edge.events_received() == [WindowUpdate(cid, 1000 + FLOW_WINDOW // 4)]
+    assert edge.credit(cid) == before + 1000 + FLOW_WINDOW // 4
+
+
+def test_without_flow_credit_is_unlimited_and_window_messages_are_ignored() -> None:
+    cloud, edge = pair()
+    cid, message = cloud.open_stream(MessageType.LOGS_CONNECT, request())
+    edge.receive_message(message)
+    edge.events_received()
+    for _ in range(100):
+        edge.data_header(cid, 64 * 1024)  # a Go peer has no windows
+    assert cloud.consumed(cid, 1 << 20) is None
+    edge.receive_message(encode(cid, MessageType.WINDOW, b"\x10"))
+    assert isinstance(edge.events_received()[0], MessageIgnored)
