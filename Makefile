@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m bench.framing
 	$(PY) -m bench.chain
+	$(PY) -m bench.exec_echo
 
 clean:
 	rm -rf $(VENV) .lab
