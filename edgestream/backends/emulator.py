@@ -95,9 +95,11 @@ class EmulatorBackend(BaseBackend):
         if options.stream == "Stderr":
             return  # emulated containers write to stdout only
         now = time.time()
-        end = min(ctr.written(now), 1 << 62) if ctr.rate > 0 else (0 if not options.follow else 1 << 62)
-        if ctr.rate <= 0 and not options.follow:
-            end = self.config.history
+        # What exists now; a follow keeps extending it (unbounded at rate 0).
+        if ctr.rate > 0:
+            end = ctr.written(now)
+        else:
+            end = 1 << 62 if options.follow else self.config.history
         first = 0
         if options.since_seconds is not None or options.since_time is not None:
             since = options.since_time.timestamp() if options.since_time else now - (options.since_seconds or 0)
@@ -110,10 +112,8 @@ class EmulatorBackend(BaseBackend):
         parts: list[bytes] = []
         size = 0
         while True:
-            if ctr.rate > 0:
+            if options.follow and ctr.rate > 0:
                 end = ctr.written(time.time())
-            elif not options.follow:
-                end = self.config.history
             while i < end and size < _CHUNK:
                 line = ctr.line(i)
                 if options.timestamps:
