@@ -473,6 +473,9 @@ class _Reader:
         self.fill = 0  # bytes of an incomplete line kept at the front of buf
         self.f: IO[bytes] | None = None
         self.pos = 0  # file offset of the next read
+        self.stop_at: int | None = None
+        """Non-follow reads stop at the size the file had when the request came (a snapshot:
+        ``tailLines=N`` gives N lines even while the container writes)."""
 
     def open(self, offset: int = 0) -> None:
         f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
@@ -502,7 +505,12 @@ class _Reader:
             if room < READ_SIZE // 2:  # a line longer than the buffer: grow it
                 self.buf.extend(bytes(len(self.buf)))
                 room = len(self.buf) - self.fill
-            n = await asyncio.to_thread(_readinto, self.f, self.buf, self.fill, min(room, READ_SIZE))
+            want = min(room, READ_SIZE)
+            if self.stop_at is not None:
+                want = min(want, self.stop_at - self.pos)
+                if want <= 0:
+                    break
+            n = await asyncio.to_thread(_readinto, self.f, self.buf, self.fill, want)
             if n <= 0:
                 break
             total += n
@@ -562,10 +570,12 @@ async def stream_log_file(
     except OSError as exc:
         raise NotFound(f"cannot open log file {path}: {exc.strerror}") from None
     try:
+        assert reader.f is not None
+        if not options.follow:
+            reader.stop_at = os.fstat(reader.f.fileno()).st_size
         if options.tail_lines is not None:
-            assert reader.f is not None
             fd = reader.f.fileno()
-            size = os.fstat(fd).st_size
+            size = reader.stop_at if reader.stop_at is not None else os.fstat(fd).st_size
             start, emitter.emit_from = await asyncio.to_thread(
                 find_tail_start, fd, size, options.tail_lines, emitter.wanted
             )
