@@ -77,6 +77,8 @@ class KubeletApiServer:
             await Connection(self, reader, writer).serve()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # a bug: log it, end this connection, keep serving the others
+            logger.exception("! kubelet API connection from %s failed", writer.get_extra_info("peername"))
         finally:
             self._connections.discard(task)
             writer.close()
