@@ -63,6 +63,9 @@ class EdgeConfig:
     emulator: EmulatorConfig = EmulatorConfig()
     cri_endpoint: str = "unix:///run/containerd/containerd.sock"
     cri_timeout: float = 10 * SECONDS
+    """Seconds per CRI call (and per connect to a local server)."""
+    kubelet_address: str = "127.0.0.1:10350"
+    """The kubelet backend's target: edged's read-only port, as KubeEdge's EdgeStream uses."""
     drain_timeout: float = 10 * SECONDS
     stall_timeout: float = 10 * SECONDS
     """How long the tunnel reader waits for one stream's backend before ending that stream."""
@@ -96,7 +99,8 @@ class EdgeConfig:
                 )
         flags = {
             "server": ns.server, "node_name": ns.node_name, "node_ip": ns.node_ip, "backend": ns.backend,
-            "cri_endpoint": ns.cri_endpoint, "cri_timeout": ns.cri_timeout, "drain_timeout": ns.drain_timeout, "ping_interval": ns.ping_interval, "ping_timeout": ns.ping_timeout,
+            "cri_endpoint": ns.cri_endpoint, "cri_timeout": ns.cri_timeout, "drain_timeout": ns.drain_timeout,
+            "kubelet_address": ns.kubelet_address, "ping_interval": ns.ping_interval, "ping_timeout": ns.ping_timeout,
         }
         settings.update({k: v for k, v in flags.items() if v is not None})
         node = str(settings.get("node_name") or socket.gethostname())
@@ -139,6 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (5)")
     parser.add_argument("--ping-timeout", type=float, help="pong timeout with our cloud (20; a Go cloud gets 150)")
     parser.add_argument("--backend", choices=["cri", "emulator", "kubelet"], help="where streams are served (cri)")
+    parser.add_argument("--kubelet-address", help="kubelet backend: edged's host:port (127.0.0.1:10350)")
     parser.add_argument("--drain-timeout", type=float, help="seconds running streams get after the first SIGTERM (10)")
     parser.add_argument("--cri-timeout", type=float, help="seconds per CRI call (default: edgecore.yaml, else 10)")
     parser.add_argument("--cri-endpoint", help="containerd's CRI socket (default: edgecore.yaml, else containerd's)")

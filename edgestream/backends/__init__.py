@@ -19,4 +19,6 @@ def make_backend(config: object) -> Backend:
         from .cri import CriBackend  # type: ignore[import-not-found]
 
         return CriBackend(config)  # type: ignore[no-any-return]
-    raise NotImplementedError(f"backend {config.backend!r} is not built yet")
+    from .kubelet import KubeletBackend
+
+    return KubeletBackend(config)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -29,7 +27,9 @@ from ..config import EdgeConfig
 from ..logs_options import BadLogOptions, LogOptions
 from ..stream import EdgeStream
 from . import cri_stats
+from . import relay
 from .base import BaseBackend
+from .relay import build_head
 from .cri_client import CriBadRequest, CriClient
 from .cri_logs import stream_log_file
 
@@ -48,21 +48,6 @@ RELAY_READ = 64 * 1024
 # credentials are the API server's (not containerd's business), and these hop-by-hop ones
 # describe the previous hop's connection (a stale Transfer-Encoding would make containerd wait
 # for a body). Connection, Upgrade, X-Stream-Protocol-Version and Sec-WebSocket-* are kept.
-_DROP_HEADERS = frozenset(
-    {
-        "host",
-        "authorization",
-        "proxy-authorization",
-        "proxy-connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-    }
-)
-
-_BREAKS_LINE = re.compile(r"[\r\n\0]")
-
 _STATE_NAMES = {
     api_pb2.CONTAINER_CREATED: "created",
     api_pb2.CONTAINER_RUNNING: "running",
@@ -296,15 +281,8 @@ class CriBackend(BaseBackend):
             path += "?" + target.query
         if query:
             path += ("&" if "?" in path else "?") + query
-        method = stream.request.method or "GET"
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {target.netloc}"]
-        lines += [
-            f"{name}: {value}"
-            for name, value in stream.request.headers
-            if name.lower() not in _DROP_HEADERS and not _BREAKS_LINE.search(name + value)
-        ]
-        # UTF-8 gives back the bytes Go's JSON carried; a header with CR/LF is dropped, not split.
-        return target.hostname, port, tls, ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
+        head = build_head(stream, stream.request.method or "GET", path, target.netloc)
+        return target.hostname, port, tls, head
 
     async def _relay(self, stream: EdgeStream, url: str, query: str) -> None:
         """Replay the upgrade request to ``url`` and splice bytes until either side ends."""
@@ -335,7 +313,7 @@ class CriBackend(BaseBackend):
             await writer.drain()
             down = asyncio.create_task(self._down(reader, stream), name=f"cri-down-{stream.connect_id}")
             up = asyncio.create_task(self._up(stream, writer), name=f"cri-up-{stream.connect_id}")
-            await _first_of(down, up)
+            await relay.first_of(down, up)
         except ConnectionError:
             pass  # containerd went away mid-request: the stream just ends
         finally:
@@ -343,54 +321,13 @@ class CriBackend(BaseBackend):
 
     async def _relay_plain(self, stream: EdgeStream, url: str, host: str, port: int, head: bytes) -> None:
         """The common case (plain-HTTP streaming server): our own socket, so containerd's
-        bytes are received straight into the tunnel frame (``sock_recv_into``): no copy in
-        our code between containerd and the WebSocket."""
-        loop = asyncio.get_running_loop()
+        bytes are received straight into the tunnel frame: no copy in our code."""
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            family, _, _, _, address = infos[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
-        except OSError as exc:
-            await self._refuse(stream, StreamingUnreachable(f"cannot reach containerd's streaming server at {url}: {exc}"))
+            sock = await relay.connect(host, port, self.config.cri_timeout, f"containerd's streaming server ({url})")
+        except relay.Unreachable as exc:
+            await self._refuse(stream, StreamingUnreachable(str(exc)))
             return
-        try:
-            sock.setblocking(False)
-            try:
-                async with asyncio.timeout(self.config.cri_timeout):
-                    await loop.sock_connect(sock, address)
-            except (TimeoutError, OSError) as exc:
-                await self._refuse(
-                    stream, StreamingUnreachable(f"cannot reach containerd's streaming server at {url}: {exc}")
-                )
-                return
-            await loop.sock_sendall(sock, head)
-            down = asyncio.create_task(self._down_plain(loop, sock, stream), name=f"cri-down-{stream.connect_id}")
-            up = asyncio.create_task(self._up_plain(loop, sock, stream), name=f"cri-up-{stream.connect_id}")
-            await _first_of(down, up)
-        except ConnectionError:
-            pass
-        finally:
-            sock.close()
-
-    @staticmethod
-    async def _down_plain(loop: asyncio.AbstractEventLoop, sock: socket.socket, stream: EdgeStream) -> None:
-        frame = stream.frame(RELAY_READ)
-        area = frame.writable()
-        while True:
-            n = await loop.sock_recv_into(sock, area)
-            if not n:
-                return
-            await stream.send_frame(frame, n)  # returns once the bytes were copied out
-
-    @staticmethod
-    async def _up_plain(loop: asyncio.AbstractEventLoop, sock: socket.socket, stream: EdgeStream) -> None:
-        while True:
-            chunk = await stream.read()
-            if chunk is None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_WR)
-                return
-            await loop.sock_sendall(sock, chunk)
+        await relay.relay_plain(stream, sock, head)
 
     async def _down(self, reader: asyncio.StreamReader, stream: EdgeStream) -> None:
         """containerd -> cloud, until containerd closes."""
@@ -418,18 +355,3 @@ class CriBackend(BaseBackend):
         v = await self.client.version()
         return f"{v.runtime_name} {v.runtime_version} (CRI {v.runtime_api_version})"
 
-
-async def _first_of(down: asyncio.Task[None], up: asyncio.Task[None]) -> None:
-    """Wait for either pump; cancel the other; re-raise a real failure."""
-    try:
-        done, _ = await asyncio.wait((down, up), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (down, up):
-            task.cancel()
-        await asyncio.gather(down, up, return_exceptions=True)
-    for task in done:
-        if task.cancelled():
-            continue
-        exc = task.exception()
-        if exc is not None and not isinstance(exc, (StreamClosed, ConnectionError)):
-            raise exc
