@@ -127,6 +127,12 @@ class ApiServerFront:
             parts = path.strip("/").split("/")
             if len(parts) >= 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
                 return await self._pod(head, parts, reader, writer)
+            if len(parts) >= 5 and parts[:3] == ["api", "v1", "nodes"] and parts[4] == "proxy":
+                # node proxy: the kubelet sees the path after /proxy, Host = the API server, and
+                # X-Forwarded-Uri naming the node (apiserver-observed.md)
+                target = "/" + "/".join(parts[5:]) + (f"?{head.raw_query}" if head.raw_query else "")
+                await self._proxy_get(None, target, writer, node=parts[3], forwarded=head.target)
+                return True
             self._reply(writer, 404, _status(404, f"the server could not find the requested resource {path}"))
         await writer.drain()
         return True
@@ -168,14 +174,17 @@ class ApiServerFront:
         await self._passthrough(pod, head, target, reader, writer)
         return False
 
-    async def _open(self, pod: FrontPod) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self, pod: FrontPod | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.stream_port, ssl=self.tls, server_hostname="localhost")
 
-    async def _proxy_get(self, pod: FrontPod, target: str, writer: asyncio.StreamWriter) -> None:
+    async def _proxy_get(self, pod: FrontPod | None, target: str, writer: asyncio.StreamWriter, node: str = "",
+                         forwarded: str = "") -> None:
         up_reader, up_writer = await self._open(pod)
+        host = f"{pod.node}:10250" if pod is not None else "apiserver.front:6443"
+        extra = f"X-Forwarded-Uri: {forwarded}\r\n" if forwarded else ""
         try:
-            up_writer.write(f"GET {target} HTTP/1.1\r\nHost: {pod.node}:10250\r\nUser-Agent: Go-http-client/1.1\r\n"
-                            f"Accept-Encoding: identity\r\nConnection: close\r\n\r\n".encode())
+            up_writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n"
+                            f"Accept-Encoding: identity\r\n{extra}Connection: close\r\n\r\n".encode())
             status = int((await up_reader.readline()).split()[1])
             headers = {}
             while (line := await up_reader.readline()) not in (b"\r\n", b""):
@@ -186,7 +195,8 @@ class ApiServerFront:
                 self._reply(writer, status, _status(status, body.decode(errors="replace").strip()))
                 await writer.drain()
                 return
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+            ctype = headers.get("content-type", "text/plain")
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
             while True:  # re-chunk as it arrives
                 size = int((await up_reader.readline()).strip() or b"0", 16)
                 if size == 0:

@@ -142,3 +142,40 @@ async def test_port_forward(front, version: str) -> None:
         proc.kill()
         await proc.wait()
 
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+async def test_node_stats_through_the_node_proxy(front, version: str) -> None:
+    """`kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary`: the node is found from
+    X-Forwarded-Uri (Host names the API server), the summary comes from CRI stats."""
+    import json
+
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-2/proxy/stats/summary")
+    assert rc == 0, err.decode()
+    pods = {p["podRef"]["name"]: p for p in json.loads(out)["pods"]}
+    assert pods["web"]["podRef"]["uid"] == "uid-kubectl-web"
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-2/proxy/metrics/resource")
+    assert rc == 0 and b"container_cpu_usage_seconds_total" in out, err.decode()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_cp_into_and_out_of_the_pod(front, version: str, tmp_path) -> None:
+    """`kubectl cp` is tar over exec stdin/stdout: bulk bytes through SPDY (or the v5 fallback)."""
+    import os
+
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    payload = os.urandom(300_000)
+    local = tmp_path / "blob.bin"
+    local.write_bytes(payload)
+    rc, _, err = await kubectl.run("cp", "-c", "loop", str(local), f"web:/tmp/blob-{version}.bin")
+    assert rc == 0, err.decode()
+    rc, out, err = await kubectl.run("exec", "web", "-c", "loop", "--", "md5sum", f"/tmp/blob-{version}.bin")
+    import hashlib
+
+    assert rc == 0 and out.split()[0].decode() == hashlib.md5(payload).hexdigest(), (out, err)
+    back = tmp_path / "back.bin"
+    rc, _, err = await kubectl.run("cp", "-c", "loop", f"web:/tmp/blob-{version}.bin", str(back))
+    assert rc == 0 and back.read_bytes() == payload, err.decode()
