@@ -186,7 +186,10 @@ class Connection:
             if session is not None:
                 return session, ""
         wanted = " or ".join(f"{'IP' if k == 'ip' else 'node'} {v}" for k, v in keys) or "(no Host header)"
-        connected = ", ".join(f"{s.node} ({s.internal_ip})" for s in registry.sessions()) or "none"
+        sessions = registry.sessions()
+        connected = ", ".join(f"{s.node} ({s.internal_ip})" for s in sessions[:10]) or "none"
+        if len(sessions) > 10:
+            connected += f" and {len(sessions) - 10} more"
         return None, (
             f"no edge node with {wanted} has a tunnel to this cloudstream. "
             f"Check that edgestream runs on that node and reaches tunnel port {self.config.tunnel_port} "
