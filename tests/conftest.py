@@ -1,14 +1,19 @@
-"""Suite-wide hygiene: no leaked tasks, no leaked file descriptors, no loop errors."""
+"""Shared fixtures: the lab PKI, the real containerd, and the leak check fault tests end with
+(no leaked task, file descriptor or loop error)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
+
+from certs import Layout, create_ca, init_lab, issue_client_cert, load_cert, load_key, write_pem
+from tests.realstack.conftest_plugin import realstack  # noqa: F401  (the real containerd, once per session)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -18,8 +23,6 @@ MS = float(os.environ.get("KES_TIMEOUT_FACTOR", "1"))
 
 def free_port() -> int:
     """A TCP port free on loopback right now (for host-network pods and fixed-port servers)."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -70,8 +73,6 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"kubeedge-stream: python {sys.version.split()[0]}, shared spec at {SHARED} ({'present' if SHARED.exists() else 'absent'})"
 
 
-from certs import Layout, create_ca, init_lab, issue_client_cert, write_pem  # noqa: E402
-
 NODES = ["edge-1", "edge-2", "edge-3"]
 
 
@@ -84,13 +85,6 @@ def lab_pki(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     other_ca = create_ca("kubernetes")
     write_pem(root / "stranger/client.crt", *issue_client_cert(*other_ca, "kube-apiserver-kubelet-client", ["system:masters"]))
     # A trusted CA but an identity that may not use the kubelet API.
-    from certs import load_cert, load_key
-
     stream_ca = load_cert(layout.stream_ca), load_key(layout.stream_ca_key)
     write_pem(root / "nobody/client.crt", *issue_client_cert(*stream_ca, "system:anonymous-user", ["developers"]))
-    # An edge certificate for edge-1 used to claim edge-2.
     return layout
-
-
-# The real containerd, once per session for every test that asks (tests/realstack/).
-from tests.realstack.conftest_plugin import realstack  # noqa: E402,F401
