@@ -77,6 +77,7 @@ class EdgeStream:
         if self.removed_by_peer:
             raise StreamClosed(self.connect_id, "the cloud ended the stream")
         self.bytes_out += len(data)
+        self.answered = True  # bytes went out: an error can no longer be an HTTP answer
         await self.session.send_data(self.connect_id, data)
 
     async def read(self) -> bytes | memoryview | None:
@@ -100,4 +101,5 @@ class EdgeStream:
         await self.session.wait_credit(self.connect_id, length)
         self.session.mux.data_header(self.connect_id, length)  # state check, credit and accounting
         self.bytes_out += length
+        self.answered = True
         await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length))
