@@ -47,8 +47,11 @@ def netns():
     if shutil.which("iptables") is None:
         if not os.environ.get("CI"):
             pytest.skip("iptables is not installed (apt-get install iptables; CI installs it)")
-        subprocess.run(["apt-get", "install", "-y", "-qq", "iptables"], check=True, capture_output=True, timeout=300,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "iptables"]
+        if subprocess.run(install, capture_output=True, timeout=300, env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300, env=env)  # a fresh machine
+            subprocess.run(install, check=True, capture_output=True, timeout=300, env=env)
     tag = secrets.token_hex(3)
     cloud, node = f"kes-c-{tag}", f"kes-n-{tag}"
     octet = 100 + secrets.randbelow(100)
