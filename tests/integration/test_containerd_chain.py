@@ -180,3 +180,66 @@ async def test_stats_summary_from_cri(chain, lab_pki) -> None:
     assert "web" in pods and pods["web"]["podRef"]["uid"] == "uid-web-1"
     names = {c["name"] for c in pods["web"]["containers"]}
     assert {"loop", "server"} <= names
+
+
+async def test_log_options_through_the_chain(chain, lab_pki) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    _, _, port = chain
+    tls = apiserver_tls(lab_pki)
+    async with kubelet_request(port, "/containerLogs/default/web/loop?limitBytes=10", host=NODE, tls=tls) as resp:
+        assert len(await resp.body()) == 10
+    async with kubelet_request(port, "/containerLogs/default/web/loop?sinceSeconds=1&timestamps=true", host=NODE, tls=tls) as resp:
+        recent = (await resp.body()).splitlines()
+    async with kubelet_request(port, "/containerLogs/default/web/loop", host=NODE, tls=tls) as resp:
+        everything = (await resp.body()).splitlines()
+    assert 0 < len(recent) < len(everything)
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=0.6)
+    since = cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    async with kubelet_request(port, f"/containerLogs/default/web/loop?timestamps=true&sinceTime={since}", host=NODE, tls=tls) as resp:
+        lines = (await resp.body()).splitlines()
+    stamps = [datetime.fromisoformat(line.split()[0][:26].decode() + "+00:00") for line in lines]
+    assert lines and all(s >= cutoff - timedelta(seconds=1) for s in stamps)  # kubelet's second granularity
+
+
+async def test_previous_instance_after_a_restart(chain, lab_pki) -> None:
+    stack, pod, port = chain
+    first = stack.run_container(pod, "job", ["sh", "-c", "echo first-run"], attempt=0)
+    for _ in range(100):
+        if stack.container_status(first).state == 2:  # CONTAINER_EXITED
+            break
+        await asyncio.sleep(0.05)
+    stack.run_container(pod, "job", ["sh", "-c", "echo second-run; sleep 3600"], attempt=1)
+    tls = apiserver_tls(lab_pki)
+    await asyncio.sleep(0.3)
+    async with kubelet_request(port, "/containerLogs/default/web/job?previous=true", host=NODE, tls=tls) as resp:
+        assert resp.status == 200 and await resp.body() == b"first-run\n"
+    async with kubelet_request(port, "/containerLogs/default/web/job", host=NODE, tls=tls) as resp:
+        assert await resp.body() == b"second-run\n"
+
+
+async def test_follow_survives_log_rotation(chain, lab_pki) -> None:
+    """What kubelet's log rotation does: rename the file, ask containerd to reopen
+    (ReopenContainerLog). A `logs -f` keeps going on the new file without a gap."""
+    import os
+
+    from proto.cri.v1 import api_pb2
+
+    stack, pod, port = chain
+    cid = next(c.id for c in stack.list_containers(pod) if c.metadata.name == "loop")
+    path = stack.container_status(cid).log_path
+    got = b""
+    async with kubelet_request(port, "/containerLogs/default/web/loop?follow=true&tailLines=1&stream=Stdout", host=NODE,
+                               tls=apiserver_tls(lab_pki)) as resp:
+        chunks = resp.chunks()
+        async with asyncio.timeout(20 * MS):
+            while got.count(b"\n") < 5:
+                got += await chunks.__anext__()
+            os.rename(path, path + ".1")
+            stack.runtime.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid), timeout=10)
+            mark = got.count(b"\n")
+            while got.count(b"\n") < mark + 15:
+                got += await chunks.__anext__()
+    numbers = [int(line.split()[1]) for line in got.splitlines()]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+    assert os.path.exists(path)  # containerd writes a new file at the same path
