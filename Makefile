@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: lab test bench clean
+.PHONY: lab test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.framing
 	$(PY) -m bench.chain
 	$(PY) -m bench.exec_echo
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check --select F,E9,B --exclude proto/cri/v1 .
 
 clean:
 	rm -rf $(VENV) .lab

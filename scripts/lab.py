@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import signal
-import ssl
 import sys
 import time
 from pathlib import Path

@@ -80,6 +80,6 @@ def match_route(path: str) -> Route | None:
         if kind is RouteKind.EXEC:
             if groups.pop(0) == "attach":
                 kind = RouteKind.ATTACH
-        fields = {name: value for name, value in zip(names, groups) if name and value is not None}
+        fields = {name: value for name, value in zip(names, groups, strict=False) if name and value is not None}
         return Route(kind, methods, **fields)
     return None

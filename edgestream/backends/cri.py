@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from proto.cri.v1 import api_pb2
-from proto.tunnel import Ambiguous, BackendError, NotFound, NotRunning, StreamClosed, TunnelError
+from proto.tunnel import Ambiguous, BackendError, NotFound, NotRunning, TunnelError
 
 from ..config import EdgeConfig
 from ..logs_options import BadLogOptions, LogOptions

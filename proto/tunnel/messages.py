@@ -20,7 +20,6 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from .errors import FrameError
 from .varint import MAX_VARINT_LEN, encode_uvarint, read_uvarint
 
 __all__ = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import random
-import ssl
 
 import pytest
 import pytest_asyncio

@@ -251,7 +251,7 @@ async def test_random_logs_match_the_reference(tmp_path: Path, seed: int) -> Non
     lines: list[tuple[float, str, str, str]] = []
     t = 0.0
     open_partial: dict[str, bool] = {"stdout": False, "stderr": False}
-    for i in range(rng.randrange(1, 400)):
+    for _ in range(rng.randrange(1, 400)):
         t += rng.choice((0.0, 0.001, 0.5, 1.0))
         stream = rng.choice(("stdout", "stdout", "stderr"))
         tag = "P" if rng.random() < 0.15 else "F"
