@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(PY) -m pip install -q -e '.[test,dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -c 'import websockets, aiohttp, cryptography, grpc, pytest'
+	$(PY) -c 'import websockets, cryptography, grpc, yaml, pytest'
 	touch $@
 
 lab: $(VENV)/.installed
