@@ -257,20 +257,10 @@ class Connection:
                 response_head(200, [("Content-Type", content_type), ("Transfer-Encoding", "chunked")])
             )
             write = self.writer.write
-            while True:
-                read = asyncio.ensure_future(stream.read())
-                done, _ = await asyncio.wait((read, watcher), return_when=asyncio.FIRST_COMPLETED)
-                if read not in done:
-                    await _cancel_and_wait(read)
-                    if not watcher.result():  # the client went away
-                        return False
-                    # A pipelined request: finish this response, then serve it.
-                    self._pushback = watcher.result()
-                    watcher = asyncio.create_task(asyncio.sleep(3600))
-                    continue
-                chunk = read.result()
-                if chunk is None:
-                    break
+            # One watcher for the whole response (not a task per chunk): when the client
+            # leaves, it ends the stream's buffer and the read below wakes with _ClientGone.
+            watcher.add_done_callback(lambda t: _end_if_gone(t, stream))
+            while (chunk := await stream.read()) is not None:
                 # Coalesce what is already buffered (a Go edge sends 256-byte messages).
                 more = await stream.read_more()
                 parts = [chunk, *more] if more else [chunk]
@@ -281,9 +271,11 @@ class Connection:
             write(b"0\r\n\r\n")
             await self.writer.drain()
             if watcher.done():  # the next request began while we answered: keep its first byte
-                self._pushback = watcher.result()
+                self._pushback = b"" if watcher.exception() is not None else watcher.result()
                 return bool(self._pushback)
             return True
+        except _ClientGone:
+            return False
         except (TunnelClosed, StreamClosed) as exc:
             # Status already sent: break the chunked body so the client sees an error.
             logger.warning("! %s on node %s ended early: %s", head.path, session.node, exc)
@@ -377,6 +369,17 @@ class Connection:
             await writer.drain()
 
 
+
+
+class _ClientGone(Exception):
+    """The API server closed its side while we were streaming to it."""
+
+
+def _end_if_gone(watcher: asyncio.Task[bytes], stream: CloudStream) -> None:
+    if watcher.cancelled():
+        return
+    if watcher.exception() is not None or not watcher.result():  # EOF or reset: the client left
+        stream.buffer.feed_eof(_ClientGone())
 
 
 async def _cancel_and_wait(task: asyncio.Future[object]) -> None:
