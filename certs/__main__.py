@@ -1,4 +1,7 @@
-"""``streamcerts``: make the certificates cloudstream and edgestream need."""
+"""``streamcerts``: make the certificates cloudstream and edgestream need.
+
+Exit status: 0 on success, 2 on a usage error or a :class:`CertificateError` (one line on stderr).
+"""
 
 from __future__ import annotations
 
@@ -52,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--org", action="append", default=[])
     p = sub.add_parser("show", help="print a certificate's subject, issuer, SANs and expiry")
     p.add_argument("file", type=Path)
-    ns = parser.parse_args(argv)
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help (0): a return code, so main() is callable in-process
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if ns.cmd == "lab":
             layout = init_lab(ns.dir, ns.node, ns.san or DEFAULT_SANS)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["PrivateKey", "builder", "new_key", "name", "san"]
+__all__ = ["SIGN_HASH", "PrivateKey", "builder", "name", "new_key", "san"]
 
 PrivateKey = ec.EllipticCurvePrivateKey
 _SKEW = dt.timedelta(minutes=5)
@@ -38,7 +38,7 @@ def san(entries: list[str]) -> x509.SubjectAlternativeName:
 
 
 def builder(subject: x509.Name, issuer: x509.Name, public_key: object, days: int) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -12,6 +14,12 @@ from cryptography.x509.oid import NameOID
 from .errors import CertificateError
 
 __all__ = ["Identity", "client_context", "peer_identity", "server_context"]
+
+
+class _HasPeerCert(Protocol):
+    """``ssl.SSLObject`` or ``ssl.SSLSocket``: anything that can hand over the peer's DER."""
+
+    def getpeercert(self, binary_form: bool = ...) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +49,12 @@ def server_context(
     key_file: Path,
     client_ca_file: Path | None,
     require_client_cert: bool = True,
-    alpn: list[str] | None = None,
+    alpn: Sequence[str] | None = ("http/1.1",),
 ) -> ssl.SSLContext:
-    """TLS >= 1.2. With a CA: client certificates are verified (required or optional)."""
+    """TLS >= 1.2. With a CA: client certificates are verified (required or optional).
+
+    Without a CA no client certificate is asked for. ``alpn=None`` offers no ALPN at all.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(ctx, cert_file, key_file)
@@ -51,7 +62,7 @@ def server_context(
         _load_ca(ctx, client_ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     if alpn:
-        ctx.set_alpn_protocols(alpn)
+        ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
@@ -73,15 +84,21 @@ def client_context(
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    if (cert_file is None) != (key_file is None):
+        # Silently dropping half a pair would turn into a confusing "no client certificate" refusal.
+        raise CertificateError(f"a client certificate needs both files: cert={cert_file}, key={key_file}")
     if cert_file is not None and key_file is not None:
         _load_chain(ctx, cert_file, key_file)
     return ctx
 
 
-def peer_identity(der: bytes) -> Identity:
-    """Parse a (TLS-verified) peer certificate in DER form."""
+def peer_identity(peer: bytes | _HasPeerCert) -> Identity:
+    """Who the (TLS-verified) peer is: from its DER certificate or an SSL object/socket."""
+    der = peer if isinstance(peer, (bytes, bytearray, memoryview)) else peer.getpeercert(binary_form=True)
+    if not der:
+        raise CertificateError("the peer presented no certificate")
     try:
-        cert = x509.load_der_x509_certificate(der)
+        cert = x509.load_der_x509_certificate(bytes(der))  # type: ignore[arg-type]
     except ValueError as exc:
         raise CertificateError(f"unparsable peer certificate: {exc}") from None
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

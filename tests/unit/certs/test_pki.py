@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs import (
@@ -60,7 +61,7 @@ def test_chains_names_and_usages(tmp_path: Path) -> None:
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     eku = edge.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.CLIENT_AUTH in eku and ExtendedKeyUsageOID.SERVER_AUTH not in eku
-    identity = peer_identity(apiserver.public_bytes(__import__("cryptography").hazmat.primitives.serialization.Encoding.DER))
+    identity = peer_identity(apiserver.public_bytes(serialization.Encoding.DER))
     assert identity.common_name == "kube-apiserver-kubelet-client" and identity.organizations == ("system:masters",)
 
 
@@ -72,8 +73,8 @@ def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> str | 
     def serve() -> None:
         try:
             with server_ctx.wrap_socket(a, server_side=True) as tls:
-                der = tls.getpeercert(binary_form=True)
-                result["cn"] = peer_identity(der).common_name if der else None
+                # the SSL socket itself, as the servers hand over their ssl_object
+                result["cn"] = peer_identity(tls).common_name if tls.getpeercert(binary_form=True) else None
                 tls.sendall(b"ok")
         except (ssl.SSLError, OSError) as exc:
             result["error"] = exc
