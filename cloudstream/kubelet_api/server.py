@@ -42,7 +42,7 @@ class KubeletApiServer:
         self.config = config
         self.registry = registry
         self.ssl_context = ssl_context
-        self._connections: set[asyncio.Task[None]] = set()
+        self.connections: set[asyncio.Task[None]] = set()
         self.server: asyncio.Server | None = None
 
     async def start(self) -> asyncio.Server:
@@ -64,15 +64,15 @@ class KubeletApiServer:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
-        for task in list(self._connections):
+        for task in list(self.connections):
             task.cancel()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=self.config.shutdown_timeout)
+        if self.connections:
+            await asyncio.wait(self.connections, timeout=self.config.shutdown_timeout)
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self.connections.add(task)
         try:
             await Connection(self, reader, writer).serve()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
@@ -80,7 +80,7 @@ class KubeletApiServer:
         except Exception:  # a bug: log it, end this connection, keep serving the others
             logger.exception("! kubelet API connection from %s failed", writer.get_extra_info("peername"))
         finally:
-            self._connections.discard(task)
+            self.connections.discard(task)
             writer.close()
             try:
                 async with asyncio.timeout(2):
