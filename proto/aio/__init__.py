@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from .buffer import StreamBuffer
 from .connection import TunnelConnection
+from .ratelog import RateLimitedLog
 
-__all__ = ["StreamBuffer", "TunnelConnection"]
+__all__ = ["RateLimitedLog", "StreamBuffer", "TunnelConnection"]
