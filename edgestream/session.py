@@ -14,6 +14,8 @@ from proto.tunnel import (
     DataReceived,
     Event,
     Feature,
+    MessageIgnored,
+    MessageType,
     Mux,
     Role,
     StreamOpened,
@@ -51,6 +53,8 @@ class AgentSession(TunnelConnection):
         """Set on the first SIGTERM: new streams are refused, running ones finish."""
         self.idle = asyncio.Event()
         self.idle.set()
+        self.removes_repeated = 0
+        """REMOVE_CONNECTs for streams already closed (a Go cloud repeats them until it sees ours)."""
 
     async def run(self) -> None:
         """Serve until the tunnel ends; then cancel every stream task and wait for them."""
@@ -61,6 +65,16 @@ class AgentSession(TunnelConnection):
                 task.cancel()
             if self._tasks:
                 await asyncio.wait(list(self._tasks.values()), timeout=self.config.drain_timeout)
+            if self.removes_repeated:
+                self.log.info("x ignored %d repeated REMOVE_CONNECTs for closed streams (a Go cloudcore "
+                              "re-sends them until our answer arrives)", self.removes_repeated)
+
+    async def _send_quietly(self, message: bytes) -> None:
+        if self.closed_reason is None:
+            try:
+                await self.send(message)
+            except TunnelError:
+                pass
 
     async def handle_event(self, event: Event) -> None:
         match event:
@@ -75,6 +89,9 @@ class AgentSession(TunnelConnection):
                 if stream is not None and stream.inbound.feed(data):
                     await self._wait_for_slow_backend(stream)
             case StreamRemoved(connect_id=cid):
+                # Answer first, then tear the backend down: a Go cloudcore re-sends its
+                # REMOVE_CONNECT in a tight loop until it sees ours (spec kubeedge-tunnel §3.4 6b).
+                answer = self.mux.close_stream(cid)
                 stream = self.streams.get(cid)
                 if stream is not None:
                     stream.removed_by_peer = True
@@ -82,6 +99,10 @@ class AgentSession(TunnelConnection):
                     task = self._tasks.get(cid)
                     if task is not None:  # the cloud is done with it: stop producing at once
                         task.cancel()
+                if answer is not None:
+                    await self._send_quietly(answer)
+            case MessageIgnored(kind=MessageType.REMOVE_CONNECT):
+                self.removes_repeated += 1  # a Go cloud's repeats: counted, never logged one by one
             case CloseRequested(reason=reason):
                 self.close_requested = reason
                 self.log.warning("! the cloud closed the tunnel: %s", reason)
@@ -141,12 +162,9 @@ class AgentSession(TunnelConnection):
             self._tasks.pop(cid, None)
             if not self._tasks:
                 self.idle.set()
-            message = self.mux.close_stream(cid)
-            if message is not None and self.closed_reason is None:
-                try:
-                    await self.send(message)
-                except TunnelError:
-                    pass
+            message = self.mux.close_stream(cid)  # None when it was answered to the cloud's REMOVE
+            if message is not None:
+                await self._send_quietly(message)
             self.log.info(
                 "stream %d %s %s: %s, %d bytes out, %.3fs",
                 cid, stream.kind.name, stream.request.path, outcome, stream.bytes_out, time.monotonic() - stream.started,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import http
 import time
 from typing import TYPE_CHECKING
 
 from proto.aio import StreamBuffer
+from proto.kube_status import error_response
 from proto.tunnel import ConnectRequest, FrameBuffer, MessageType, StreamClosed
 
 if TYPE_CHECKING:
@@ -18,17 +18,9 @@ _UPGRADE_KINDS = frozenset({MessageType.EXEC_CONNECT, MessageType.ATTACH_CONNECT
 
 
 def http_error_response(code: int, message: str) -> bytes:
-    """A complete HTTP/1.1 error response, for upgrade streams (the cloud relays raw bytes)."""
-    body = (message.rstrip("\n") + "\n").encode()
-    try:
-        reason = http.HTTPStatus(code).phrase
-    except ValueError:
-        reason = "Error"
-    head = (
-        f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+    """A complete HTTP/1.1 error response with a ``metav1.Status`` body, as the kubelet
+    writes it, for upgrade streams (the cloud relays raw bytes)."""
+    return error_response(code, message)
 
 
 class EdgeStream:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from proto.kubelet_path import PodPath, parse_pod_path
 from proto.tunnel import MessageType, NotFound
 
 from ..logs_options import LogOptions
 from ..stream import EdgeStream
 
-__all__ = ["Backend", "BaseBackend", "parse_pod_path"]
+__all__ = ["Backend", "BaseBackend", "pod_route"]
+
+_ROUTE_OF_KIND = {
+    MessageType.LOGS_CONNECT: "containerLogs",
+    MessageType.EXEC_CONNECT: "exec",
+    MessageType.ATTACH_CONNECT: "attach",
+    MessageType.PORTFORWARD_CONNECT: "portForward",
+}
 
 
 class Backend(Protocol):
@@ -19,38 +27,38 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-def parse_pod_path(path: str, prefix: str) -> tuple[str, str, str]:
-    """``/containerLogs/ns/pod/ctr`` -> (ns, pod, ctr); the uid form drops the uid."""
-    parts = path[len(prefix) :].strip("/").split("/")
-    if len(parts) == 4:
-        parts = [parts[0], parts[1], parts[3]]
-    if len(parts) != 3 or not all(parts):
-        raise NotFound(f"malformed path {path}")
-    return parts[0], parts[1], parts[2]
+def pod_route(stream: EdgeStream) -> PodPath | None:
+    """The stream's pod route, each name decoded once (``proto.kubelet_path``): ``BadPath``
+    (400, naming the segment) for ``p1%2Fx``, ``..``, empty names or control characters;
+    None when the path is no pod route of the stream's kind."""
+    route = _ROUTE_OF_KIND.get(stream.kind)
+    found = parse_pod_path(stream.request.path)
+    if found is None or found.route != route:
+        return None
+    return found
 
 
 class BaseBackend:
     """Routes a stream by kind and path to ``logs``/``metrics``/``exec``/``attach``/``port_forward``."""
 
     async def serve(self, stream: EdgeStream) -> None:
-        path = stream.request.decoded_path
         kind = stream.kind
-        if kind == MessageType.LOGS_CONNECT and path.startswith("/containerLogs/"):
-            ns, pod, container = parse_pod_path(path, "/containerLogs/")
-            await self.logs(stream, ns, pod, container, LogOptions.from_query(stream.request.raw_query))
-        elif kind == MessageType.METRIC_CONNECT:
-            await self.metrics(stream, path)
+        if kind == MessageType.METRIC_CONNECT:
+            await self.metrics(stream, stream.request.decoded_path)
+            return
+        found = pod_route(stream)
+        if found is None:
+            raise NotFound(f"edgestream serves no {kind.name} request for {stream.request.path}")
+        if kind == MessageType.LOGS_CONNECT:
+            assert found.container is not None
+            options = LogOptions.from_query(stream.request.raw_query)
+            await self.logs(stream, found.namespace, found.pod, found.container, options)
         elif kind in (MessageType.EXEC_CONNECT, MessageType.ATTACH_CONNECT):
-            prefix = "/exec/" if kind == MessageType.EXEC_CONNECT else "/attach/"
-            ns, pod, container = parse_pod_path(path, prefix)
-            await self.exec(stream, ns, pod, container, attach=kind == MessageType.ATTACH_CONNECT)
-        elif kind == MessageType.PORTFORWARD_CONNECT:
-            parts = path[len("/portForward/") :].strip("/").split("/")
-            if len(parts) < 2:
-                raise NotFound(f"malformed path {path}")
-            await self.port_forward(stream, parts[0], parts[1])
+            assert found.container is not None
+            await self.exec(stream, found.namespace, found.pod, found.container,
+                            attach=kind == MessageType.ATTACH_CONNECT)
         else:
-            raise NotFound(f"edgestream serves no {kind} request for {path}")
+            await self.port_forward(stream, found.namespace, found.pod)
 
     async def logs(self, stream: EdgeStream, ns: str, pod: str, container: str, options: LogOptions) -> None:
         raise NotFound("this backend serves no logs")

@@ -13,17 +13,26 @@ import contextlib
 import re
 import socket
 
+import h11
+
 from proto.tunnel import BackendError, StreamClosed
 
 from ..stream import EdgeStream
 
-__all__ = ["RELAY_READ", "Unreachable", "build_head", "connect", "relay_plain"]
+__all__ = ["RELAY_READ", "BadRequest", "Unreachable", "build_head", "build_request", "connect", "relay_plain"]
 
 RELAY_READ = 64 * 1024
 DROP_HEADERS = frozenset(
     {"host", "authorization", "proxy-authorization", "proxy-connection", "keep-alive", "transfer-encoding", "te", "trailer"}
 )
-_BREAKS_LINE = re.compile(r"[\r\n\0]")
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_BREAKS_LINE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class BadRequest(BackendError):
+    """The request cannot be replayed as HTTP/1.1 (a control byte in its target, say)."""
+
+    error_status_hint = 400
 
 
 class Unreachable(BackendError):
@@ -32,18 +41,33 @@ class Unreachable(BackendError):
     error_status_hint = 502
 
 
+def build_request(
+    stream: EdgeStream, method: str, target: str, host: str, extra: tuple[tuple[str, str], ...] = (),
+    drop: frozenset[str] = DROP_HEADERS,
+) -> h11.Request:
+    """The request to replay, checked by h11. A forwarded header h11 would refuse (CR/LF/NUL,
+    a bad name) is dropped, never split in two; a method or target it refuses is a 400."""
+    headers: list[tuple[bytes, bytes]] = [(b"Host", host.encode("ascii", "replace"))]
+    for name, value in stream.request.headers:
+        if name.lower() in drop:
+            continue
+        # UTF-8 gives back the bytes Go's JSON carried.
+        raw_name, raw_value = name.encode("utf-8", "replace"), value.encode("utf-8", "replace").strip(b" \t")
+        if _TOKEN.fullmatch(raw_name) and not _BREAKS_LINE.search(raw_value):
+            headers.append((raw_name, raw_value))
+    headers += [(name.encode(), value.encode()) for name, value in extra]
+    try:
+        return h11.Request(method=method.encode("ascii"), target=target.encode("ascii"), headers=headers)
+    except (UnicodeEncodeError, h11.LocalProtocolError) as exc:
+        shown = f"{method} {target}".encode("ascii", "backslashreplace").decode()[:200]
+        raise BadRequest(f"cannot forward the request {shown!r}: {exc}") from None
+
+
 def build_head(stream: EdgeStream, method: str, target: str, host: str, extra: tuple[tuple[str, str], ...] = (),
                drop: frozenset[str] = DROP_HEADERS) -> bytes:
-    """The request head to replay; a header with CR/LF is dropped, never split into two."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-    lines += [
-        f"{name}: {value}"
-        for name, value in stream.request.headers
-        if name.lower() not in drop and not _BREAKS_LINE.search(name + value)
-    ]
-    lines += [f"{name}: {value}" for name, value in extra]
-    # UTF-8 gives back the bytes Go's JSON carried.
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
+    """The request head to replay on a raw connection (see ``build_request``)."""
+    request = build_request(stream, method, target, host, extra, drop)
+    return h11.Connection(h11.CLIENT).send(request) or b""
 
 
 async def connect(host: str, port: int, timeout: float, what: str) -> socket.socket:

@@ -375,7 +375,9 @@ async def test_upgrade_errors_are_http_responses(
     head, _, body = stream.body.partition(b"\r\n\r\n")
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), stream.body
     assert b"Content-Length: %d" % len(body) in head and b"Connection: close" in head
-    assert text.encode() in body
+    assert b"Content-Type: application/json" in head
+    status_body = json.loads(body)  # a metav1.Status, as the kubelet answers
+    assert status_body["kind"] == "Status" and status_body["code"] == status and text in status_body["message"]
     assert cri.calls == []
 
 
@@ -393,10 +395,23 @@ async def test_an_unreachable_streaming_server_is_a_502(backend: CriBackend, cri
 
 
 def test_http_error_response() -> None:
+    body = b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"no such pod",' \
+        b'"reason":"NotFound","code":404}\n'
     assert http_error_response(404, "no such pod") == (
-        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\n"
-        b"Connection: close\r\n\r\nno such pod\n"
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % len(body) + body
     )
+    # h11 (the reference parser) reads it as one complete response
+    import h11
+
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(http_error_response(502, "the kubelet said: \"no\"\n"))
+    response, data, end = client.next_event(), client.next_event(), client.next_event()
+    assert response.status_code == 502 and isinstance(end, h11.EndOfMessage)
+    assert json.loads(data.data) == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                     "message": 'the kubelet said: "no"', "code": 502}
 
 
 # ------------------------------------------------------------------------- stats
