@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from certs import Layout, server_context
 from edgestream.backends.base import BaseBackend
@@ -166,8 +167,11 @@ class Watcher:
         """``probe()`` at the moment the edge's answer arrived."""
 
     async def run(self) -> None:
-        async for raw in self.ws:
-            message = decode(raw if isinstance(raw, bytes) else raw.encode())
+        while True:
+            try:
+                message = decode(await self.ws.recv(decode=False))
+            except ConnectionClosed:
+                return
             if message.connect_id != self.cid:
                 continue
             if message.kind == MessageType.REMOVE_CONNECT:
