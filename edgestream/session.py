@@ -167,5 +167,13 @@ class AgentSession(TunnelConnection):
                 await self._send_quietly(message)
             self.log.info(
                 "stream %d %s %s: %s, %d bytes out, %.3fs",
-                cid, stream.kind.name, stream.request.path, outcome, stream.bytes_out, time.monotonic() - stream.started,
+                cid, stream.kind.name, _printable(stream.request.path), outcome, stream.bytes_out,
+                time.monotonic() - stream.started,
             )
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """A peer-supplied string for one log line: control characters escaped, length capped."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    return text[:limit].encode("unicode_escape").decode("ascii") + ("..." if len(text) > limit else "")
