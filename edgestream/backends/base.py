@@ -32,10 +32,9 @@ def pod_route(stream: EdgeStream) -> PodPath | None:
     (400, naming the segment) for ``p1%2Fx``, ``..``, empty names or control characters;
     None when the path is no pod route of the stream's kind."""
     route = _ROUTE_OF_KIND.get(stream.kind)
-    found = parse_pod_path(stream.request.path)
-    if found is None or found.route != route:
+    if route is None or not stream.request.path.startswith(f"/{route}/"):
         return None
-    return found
+    return parse_pod_path(stream.request.path)
 
 
 class BaseBackend:
