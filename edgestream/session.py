@@ -89,7 +89,8 @@ class AgentSession(TunnelConnection):
                 if stream is not None and stream.inbound.feed(data):
                     await self._wait_for_slow_backend(stream)
             case StreamRemoved(connect_id=cid):
-                # Answer first, then tear the backend down: a Go cloudcore re-sends its
+                # Answer before the backend is torn down (cancel() only schedules; our REMOVE
+                # goes out before that task runs again): a Go cloudcore re-sends its
                 # REMOVE_CONNECT in a tight loop until it sees ours (spec kubeedge-tunnel §3.4 6b).
                 answer = self.mux.close_stream(cid)
                 stream = self.streams.get(cid)
