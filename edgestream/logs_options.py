@@ -5,6 +5,7 @@ Pure: the CRI and emulator backends share it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qs
@@ -12,6 +13,9 @@ from urllib.parse import parse_qs
 from proto.tunnel.errors import BackendError
 
 __all__ = ["BadLogOptions", "LogOptions"]
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
 
 
 class BadLogOptions(BackendError):
@@ -25,10 +29,11 @@ def _bool(values: list[str]) -> bool:
 def _int(name: str, values: list[str], minimum: int) -> int | None:
     if not values:
         return None
-    try:
-        value = int(values[-1])
-    except ValueError:
-        raise BadLogOptions(f"{name}={values[-1]!r} is not an integer") from None
+    if not _INTEGER.fullmatch(values[-1]):  # as Go's ParseInt: no "1_0", no " 5", no non-ASCII digits
+        raise BadLogOptions(f"{name}={values[-1]!r} is not an integer")
+    value = int(values[-1])
+    if not -(2**63) <= value < 2**63:
+        raise BadLogOptions(f"{name}={values[-1]!r} is out of range")
     if value < minimum:
         raise BadLogOptions(f"{name} must be >= {minimum}")
     return value
