@@ -147,6 +147,8 @@ class _Answer:
             if event is h11.NEED_DATA:
                 await self._fill()
             elif isinstance(event, h11.Response):
+                if event.status_code >= 600:  # h11 takes any three digits; HTTP stops at 599
+                    raise KubeletBadAnswer(f"{self.what} answered status {event.status_code}, which HTTP has not")
                 return event
             elif isinstance(event, h11.InformationalResponse) and informational < _MAX_INFORMATIONAL:
                 informational += 1

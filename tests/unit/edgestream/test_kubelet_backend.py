@@ -82,6 +82,7 @@ def answer(raw: bytes, then_wait: bool = True) -> Script:
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0_5\r\nhello\r\n", "illegal chunk header"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nhello\r\n", "illegal chunk header"),
         (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "illegal status line"),
+        (b"HTTP/1.1 999 Whatever\r\nContent-Length: 0\r\n\r\n", "status 999"),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n", "malformed HTTP"),
     ],
 )
