@@ -73,7 +73,16 @@ def proxy_headers(path: str, node: str = NODE) -> dict[str, str]:
 
 
 async def get(port: int, path: str, tls, node: str = NODE, host: str = "apiserver.example:6443") -> tuple[int, bytes]:
+    """GET as the API server's node proxy sends it."""
     async with kubelet_request(port, path, host=host, tls=tls, headers=proxy_headers(path, node)) as resp:
+        return resp.status, await resp.body()
+
+
+async def scrape(port: int, tls) -> tuple[int, bytes]:
+    """GET as metrics-server sends it: straight to https://<nodeIP>:<port>/metrics/resource, its
+    bearer token (cloudstream never forwards it), no proxy headers."""
+    headers = {"Authorization": "Bearer metrics-server-token", "User-Agent": "metrics-server/v0.7.2 (linux/amd64)"}
+    async with kubelet_request(port, "/metrics/resource", host=f"127.0.0.1:{port}", tls=tls, headers=headers) as resp:
         return resp.status, await resp.body()
 
 
@@ -133,7 +142,7 @@ async def test_resource_metrics_as_metrics_server_scrapes_them(chain, lab_pki) -
     _, _, port, _ = chain
     tls = apiserver_tls(lab_pki)
     cpu_before, ws_before = root_cpu_ns(), root_working_set()
-    status, text = await get(port, "/metrics/resource", tls)
+    status, text = await scrape(port, tls)
     cpu_after, ws_after = root_cpu_ns(), root_working_set()
     assert status == 200, text
     assert_millisecond_timestamps(text)
@@ -154,7 +163,7 @@ async def test_resource_metrics_as_metrics_server_scrapes_them(chain, lab_pki) -
     assert [s.value for s in by["resource_scrape_error"]] == [0]
     # cumulative cpu grows between two scrapes, at a plausible rate (a few millicores)
     await asyncio.sleep(1.0)
-    _, later = await get(port, "/metrics/resource", tls)
+    _, later = await scrape(port, tls)
     _, pods_later = metrics_server_decode(later)
     grew = pods_later["default", "demo"]["app"]["cpu"] - pods["default", "demo"]["app"]["cpu"]
     assert 0.0005 < grew < 0.1, grew
@@ -240,15 +249,27 @@ async def test_healthz_says_why_the_runtime_is_not_healthy(lab_pki, tmp_path) ->
     dead = f"unix://{tmp_path}/containerd.sock"
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
     kubelet = f"127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+
+    async def healthy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        ok = head.startswith(b"GET /healthz ")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" if ok else b"HTTP/1.1 404 Not Found\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    edged = await asyncio.start_server(healthy, "127.0.0.1", 0)
     edges = [
+        await start_edge(lab_pki, "edge-1", tunnel_port, "--backend", "kubelet", "--kubelet-address",
+                         f"127.0.0.1:{edged.sockets[0].getsockname()[1]}"),
         await start_edge(lab_pki, "edge-2", tunnel_port, "--backend", "cri", "--cri-endpoint", dead, "--cri-timeout", "2"),
         await start_edge(lab_pki, "edge-3", tunnel_port, "--backend", "kubelet", "--kubelet-address", kubelet,
                          "--cri-timeout", "1"),
     ]
     tls = apiserver_tls(lab_pki)
     try:
-        for node in ("edge-2", "edge-3"):
+        for node in ("edge-1", "edge-2", "edge-3"):
             await wait_node_ready(port, tls, node, "/healthz/ping")
+        assert await get(port, "/healthz/runtime", tls, node="edge-1") == (200, b"ok")
         status, body = await get(port, "/healthz", tls, node="edge-2")
         assert status == 500 and "[+]ping ok" in body.decode() and "healthz check failed" in body.decode()
         assert f"[-]runtime failed: containerd is not reachable at {tmp_path}/containerd.sock" in body.decode()
@@ -265,3 +286,4 @@ async def test_healthz_says_why_the_runtime_is_not_healthy(lab_pki, tmp_path) ->
             await edge.stop()
         await cloud.stop()
         silent.close()
+        edged.close()
