@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import h11
 
+from proto.aio.ratelog import RateLimitedLog
 from proto.tunnel import MessageType, TunnelError
 
 from .backends.base import Backend
@@ -63,6 +64,8 @@ class NodeEndpoints:
         self.connects = 0
         self.session: AgentSession | None = None
         self._messages = [0, 0]  # in, out: of finished tunnels
+        self._unhealthy = RateLimitedLog(logger, interval=60.0)
+        """A prober polling an unhealthy node gets one log line a minute, not one per probe."""
 
     # ------------------------------------------------------------------ Backend
 
@@ -170,7 +173,8 @@ class NodeEndpoints:
             names = ",".join(f'"{n}"' for n in sorted(excluded))
             lines.append(f"warn: some health checks cannot be excluded: no matches for {names}")
         if failed:
-            logger.warning("! healthz failed on node %s: %s", self.config.node_name, "; ".join(lines))
+            self._unhealthy.event("healthz", "! healthz failed on node %s: %s", self.config.node_name,
+                                  "; ".join(line for line in lines if line.startswith("[-]")))
             await stream.answer(500, "\n".join(lines) + "\nhealthz check failed")
             return
         await stream.answer(200)

@@ -99,17 +99,29 @@ def _forwarded_node(head: RequestHead) -> str | None:
     return None
 
 
+def _bare_name(host: str) -> str | None:
+    """A Host that is a plain name, no port and no IP: how labs name a node."""
+    host = host.strip()
+    if not host or ":" in host or host.startswith("["):
+        return None
+    key = _host_key(host)
+    return key[1] if key is not None and key[0] == "node" else None
+
+
 def local_node_key(head: RequestHead, local_ip: str | None, registry: _Registry) -> NodeKey | None:
     """``("ip", local_ip)`` when the local address really is one node's IP, else None.
 
     A local address is also cloudstream's own address (127.0.0.1, the host's IP) when clients
     reach it directly, and a lab edge on the same host may announce exactly that address.
     Such a shared address says nothing about the node, so it is not used when
-    * several connected nodes announce it (which one?), or
-    * the request names another connected node by name (``X-Forwarded-Uri``, or a Host that
-      is a node name): the caller picked that node and reached us on a shared address.
-    A Host *IP* never outvotes the local address: for exec passthrough and port-forward it is
-    the API server's own address, which may well be some lab node's IP too.
+    * several connected nodes announce it (which one?);
+    * ``X-Forwarded-Uri`` names another node: the API server's node proxy says which it meant;
+    * the Host is a bare name (no port) of another node: a connected node always; on a
+      loopback address any name, so a lab asking for a node that is not there gets 503, not
+      its neighbour's answer. On a real address a bare name that is no connected node may be
+      the API server's own host name (a kubeconfig without a port), so it does not count.
+    A Host *address* (IP, or name:port) never outvotes the local address: for exec passthrough
+    and port-forward it is the API server's own, which may well be some lab node's IP too.
     """
     if not local_ip:
         return None
@@ -118,13 +130,12 @@ def local_node_key(head: RequestHead, local_ip: str | None, registry: _Registry)
         return None
     if sum(1 for s in registry.sessions() if s.internal_ip == local_ip) > 1:
         return None
-    named = [_forwarded_node(head)]
-    host_key = _host_key(head.header("Host") or "")
-    if host_key is not None and host_key[0] == "node":
-        named.append(host_key[1])
-    for name in named:
-        if name and name != owner.node and registry.get(name) is not None:
-            return None
+    forwarded = _forwarded_node(head)
+    if forwarded and forwarded != owner.node:
+        return None
+    name = _bare_name(head.header("Host") or "")
+    if name and name != owner.node and (registry.get(name) is not None or ipaddress.ip_address(local_ip).is_loopback):
+        return None
     return ("ip", local_ip)
 
 

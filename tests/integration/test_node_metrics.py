@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.conftest import MS
-
 from .framework import apiserver_tls, kubelet_request, start_cloud, start_edge
 from .test_logs_chain import wait_node_ready
 

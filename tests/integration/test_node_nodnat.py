@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import MS
 
-from .framework import apiserver_tls, kubelet_request, start_cloud, start_edge
+from .framework import apiserver_tls, start_cloud, start_edge
 from .k8s_ws import run_exec
 from .test_logs_chain import wait_node_ready
 
@@ -166,6 +166,9 @@ async def test_a_shared_address_never_outvotes_an_explicit_node(wiring) -> None:
     status, _, body = await request(port, "/containerLogs/default/other/app?tailLines=1", tls, dial="127.0.0.1",
                                     host="apiserver.example:6443")
     assert status == 200 and b"default/other/app" in body
+    # a node that is not connected, named on the shared loopback address: 503 naming it
+    status, _, body = await request(port, "/stats/summary", tls, dial="127.0.0.1", host="edge-3")
+    assert status == 503 and b"edge-3" in body
     # an address no node announces falls back to Host / X-Forwarded-Uri, as before
     status, _, body = await request(port, "/stats/summary", tls, dial="127.0.0.9", host="edge-1")
     assert status == 200 and json.loads(body)["node"]["nodeName"] == "edge-1"

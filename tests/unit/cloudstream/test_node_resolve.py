@@ -61,6 +61,18 @@ def test_shared_local_address_does_not_override_an_explicit_node_name() -> None:
     assert local_node_key(_head("local"), "127.0.0.1", registry) == ("ip", "127.0.0.1")
 
 
+def test_names_of_absent_nodes() -> None:
+    # a lab on loopback asking for a node that is not there: 503, not the neighbour's answer
+    registry = _registry(("local", "127.0.0.1"))
+    assert local_node_key(_head("edge-9"), "127.0.0.1", registry) is None
+    # on a real address a bare name may be the API server's (kubeconfig without a port)
+    registry = _registry(("edge-1", "10.2.0.5"))
+    assert local_node_key(_head("abc.eks.example.com"), "10.2.0.5", registry) == ("ip", "10.2.0.5")
+    # the node proxy names its node: that wins even when it is not connected
+    proxied = _head("abc.eks.example.com", "/api/v1/nodes/edge-9/proxy/healthz", "/healthz")
+    assert local_node_key(proxied, "10.2.0.5", registry) is None
+
+
 def test_local_address_announced_by_several_nodes_is_ambiguous() -> None:
     registry = _registry(("a", "127.0.0.1"), ("b", "127.0.0.1"))
     assert local_node_key(_head("apiserver:6443"), "127.0.0.1", registry) is None
