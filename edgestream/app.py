@@ -8,6 +8,7 @@ import signal
 
 from .backends import make_backend
 from .config import EdgeConfig
+from .node_endpoints import NodeEndpoints
 from .tunnel_client import run_tunnel
 
 __all__ = ["serve"]
@@ -35,10 +36,10 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
-    backend = make_backend(config)
+    backend = NodeEndpoints(make_backend(config), config)  # /healthz, /metrics, stream counts
     logger.info("edgestream node %s, backend %s, cloud %s", config.node_name, config.backend, config.server)
     try:
-        await run_tunnel(config, backend, stop, drain=drain)
+        await run_tunnel(config, backend, stop, on_session=backend.on_session, drain=drain)
     finally:
         await backend.close()
         for sig in installed:

@@ -65,6 +65,9 @@ _PATTERNS: list[tuple[re.Pattern[str], RouteKind, tuple[str, ...], tuple[str, ..
         ("GET",),
         (),
     ),
+    # The kubelet's health checks (/healthz, /healthz/ping|log|syncloop), answered by the edge
+    # from its own state; under the "metrics" access rule, as a node-proxy read.
+    (re.compile(rf"^/healthz(?:/{_SEG})?$"), RouteKind.METRICS, ("GET",), ()),
     (re.compile(rf"^/stats/{_SEG}/{_SEG}$"), RouteKind.METRICS, ("GET",), ()),
     (re.compile(rf"^/stats/{_SEG}/{_SEG}/{_SEG}/{_SEG}$"), RouteKind.METRICS, ("GET",), ()),
 ]

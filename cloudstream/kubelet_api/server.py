@@ -22,7 +22,7 @@ from ..edge_session import CloudStream, EdgeSession
 from ..registry import SessionRegistry
 from .relay import HandoffReader, ToEdgeProtocol
 from .http1 import HttpError, RequestHead, error_body, parse_request_head, response_head
-from .resolve import original_destination, request_node_keys
+from .resolve import local_address, original_destination, request_node_keys
 from .routes import Route, RouteKind, match_route
 
 __all__ = ["KubeletApiServer"]
@@ -100,6 +100,7 @@ class Connection:
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.dnat_ip = original_destination(writer.get_extra_info("socket"))
+        self.local_ip = local_address(writer.get_extra_info("socket"))
         self.identity: Identity | None = None
         self._pushback = b""
         """A byte the client-gone watcher read that belongs to the next request."""
@@ -180,7 +181,7 @@ class Connection:
 
     def _find_session(self, head: RequestHead) -> tuple[EdgeSession | None, str]:
         registry = self.server.registry
-        keys = request_node_keys(head, self.dnat_ip)
+        keys = request_node_keys(head, self.dnat_ip, self.local_ip, registry)
         for kind, value in keys:
             session = registry.get_by_ip(value) if kind == "ip" else registry.get(value)
             if session is not None:

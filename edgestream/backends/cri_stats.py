@@ -11,11 +11,11 @@ What containerd gives and where it goes:
   kubelet's CRI stats provider uses). Only READY sandboxes and RUNNING containers are listed.
 * ``ImageFsInfo`` gives ``node.runtime.imageFs``.
 
-Not invented: node-level cpu and memory (they need the root cgroup, which the CRI does not
-expose, and a sum of pods would hide every non-pod process) are omitted, and so are
-``node_cpu_usage_seconds_total``/``node_memory_working_set_bytes``. Values containerd leaves
-unknown are omitted: ``usageNanoCores`` before containerd has two samples (it reports 0), a
-writable layer that was not measured yet (timestamp 0), ``availableBytes`` with no limit (0).
+Node figures are the host's own (``edgestream.node_stats``: the root cgroup, as cAdvisor
+reads it for the kubelet), not a sum of pods, which would hide every non-pod process.
+Values containerd leaves unknown are omitted: ``usageNanoCores`` before containerd has two
+samples (it reports 0), a writable layer that was not measured yet (timestamp 0),
+``availableBytes`` with no limit (0).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from proto.cri.v1 import api_pb2
 from proto.tunnel import BackendError, NotFound
 
+from ..node_stats import HostStats, render_resource_metrics, sample_line
 from .cri_client import CriClient, CriUnavailable
 
 __all__ = ["RESOURCE_METRICS_PATHS", "SUMMARY_PATHS", "resource_metrics", "summary", "summary_json"]
@@ -42,6 +43,9 @@ LABEL_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_NAME = "io.kubernetes.pod.name"
 LABEL_UID = "io.kubernetes.pod.uid"
 LABEL_CONTAINER = "io.kubernetes.container.name"
+
+_HOST = HostStats()
+"""One per process: it keeps the previous cpu sample behind the node's usageNanoCores."""
 
 
 def _time(ns: int) -> str:
@@ -224,13 +228,12 @@ def _container_entry(c: api_pb2.Container, cs: api_pb2.ContainerStats | None, on
     return entry
 
 
-async def summary(client: CriClient, node_name: str, *, only_cpu_and_memory: bool = False) -> dict[str, Any]:
+async def summary(
+    client: CriClient, node_name: str, *, only_cpu_and_memory: bool = False, host: HostStats | None = None
+) -> dict[str, Any]:
     """The kubelet Summary API (``/stats/summary``) document."""
     pods = await _collect(client)
-    node: dict[str, Any] = {"nodeName": node_name}
-    boot = _boot_time()
-    if boot is not None:
-        node["startTime"] = _time(boot * 1_000_000_000)
+    node, _ = (host or _HOST).summary_node(node_name, only_cpu_and_memory=only_cpu_and_memory)
     if not only_cpu_and_memory:
         try:
             filesystems = await client.image_fs_info()
@@ -270,53 +273,19 @@ def summary_json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, indent=2).encode()
 
 
-def _boot_time() -> int | None:
-    """The node's boot time (seconds), as kubelet reports node.startTime; None if unknown."""
-    try:
-        with open("/proc/stat", "rb") as f:
-            for line in f:
-                if line.startswith(b"btime "):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 # --------------------------------------------------------------------------- /metrics/resource
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
 
 
 def _ms(ns: int) -> int:
     return ns // 1_000_000
 
 
-def _num(value: float) -> str:
-    return repr(float(value))  # shortest round-trip form; Prometheus parses any float
-
-
-_HELP = {
-    "container_cpu_usage_seconds_total": (
-        "counter",
-        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
-    ),
-    "container_memory_working_set_bytes": ("gauge", "[STABLE] Current working set of the container in bytes"),
-    "container_start_time_seconds": ("gauge", "[STABLE] Start time of the container since unix epoch in seconds"),
-    "pod_cpu_usage_seconds_total": ("counter", "[STABLE] Cumulative cpu time consumed by the pod in core-seconds"),
-    "pod_memory_working_set_bytes": ("gauge", "[STABLE] Current working set of the pod in bytes"),
-    "scrape_error": ("gauge", "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise"),
-}
-
-
-async def resource_metrics(client: CriClient) -> bytes:
+async def resource_metrics(client: CriClient, host: HostStats | None = None) -> bytes:
     """kubelet's ``/metrics/resource`` in the Prometheus text format (timestamps in ms)."""
-    samples: dict[str, list[str]] = {name: [] for name in _HELP}
+    samples: dict[str, list[str]] = (host or _HOST).resource_samples()
+    for name in ("container_cpu_usage_seconds_total", "container_memory_working_set_bytes",
+                 "container_start_time_seconds", "pod_cpu_usage_seconds_total", "pod_memory_working_set_bytes"):
+        samples[name] = []
     error = 0
     try:
         pods = await _collect(client)
@@ -330,53 +299,44 @@ async def resource_metrics(client: CriClient) -> bytes:
         cpu_ns: list[tuple[int, int]] = []  # (value, timestamp) per container, for the pod fallback
         mem: list[tuple[int, int]] = []
         for c, cs in pod.containers.values():
-            labels = _labels(container=_container_name(c), namespace=ref["namespace"], pod=ref["name"])
-            if c.created_at:
+            labels = {"container": _container_name(c), "namespace": ref["namespace"], "pod": ref["name"]}
+            if c.created_at:  # kubelet gives this one no timestamp
                 samples["container_start_time_seconds"].append(
-                    f"container_start_time_seconds{labels} {_num(c.created_at / 1e9)} {_ms(c.created_at)}"
+                    sample_line("container_start_time_seconds", labels, c.created_at / 1e9)
                 )
             if cs is None:
                 continue
             total = _u64(cs.cpu, "usage_core_nano_seconds") if cs.HasField("cpu") else None
             if total is not None:
                 samples["container_cpu_usage_seconds_total"].append(
-                    f"container_cpu_usage_seconds_total{labels} {_num(total / 1e9)} {_ms(cs.cpu.timestamp)}"
+                    sample_line("container_cpu_usage_seconds_total", labels, total / 1e9, _ms(cs.cpu.timestamp))
                 )
                 cpu_ns.append((total, cs.cpu.timestamp))
             ws = _u64(cs.memory, "working_set_bytes") if cs.HasField("memory") else None
             if ws is not None:
                 samples["container_memory_working_set_bytes"].append(
-                    f"container_memory_working_set_bytes{labels} {ws} {_ms(cs.memory.timestamp)}"
+                    sample_line("container_memory_working_set_bytes", labels, ws, _ms(cs.memory.timestamp))
                 )
                 mem.append((ws, cs.memory.timestamp))
-        plabels = _labels(namespace=ref["namespace"], pod=ref["name"])
+        plabels = {"namespace": ref["namespace"], "pod": ref["name"]}
         n = len(pod.containers)
         if pod.cpu is not None and "usageCoreNanoSeconds" in pod.cpu:
             samples["pod_cpu_usage_seconds_total"].append(
-                f"pod_cpu_usage_seconds_total{plabels} {_num(pod.cpu['usageCoreNanoSeconds'] / 1e9)} {_ms(pod.cpu_ts)}"
+                sample_line("pod_cpu_usage_seconds_total", plabels, pod.cpu["usageCoreNanoSeconds"] / 1e9, _ms(pod.cpu_ts))
             )
         elif n and len(cpu_ns) == n:  # kubelet's fallback: the sum of the containers
-            total_s, last = sum(v for v, _ in cpu_ns) / 1e9, max(t for _, t in cpu_ns)
-            samples["pod_cpu_usage_seconds_total"].append(
-                f"pod_cpu_usage_seconds_total{plabels} {_num(total_s)} {_ms(last)}"
-            )
+            samples["pod_cpu_usage_seconds_total"].append(sample_line(
+                "pod_cpu_usage_seconds_total", plabels, sum(v for v, _ in cpu_ns) / 1e9, _ms(max(t for _, t in cpu_ns))
+            ))
         if pod.memory is not None and "workingSetBytes" in pod.memory:
             samples["pod_memory_working_set_bytes"].append(
-                f"pod_memory_working_set_bytes{plabels} {pod.memory['workingSetBytes']} {_ms(pod.memory_ts)}"
+                sample_line("pod_memory_working_set_bytes", plabels, pod.memory["workingSetBytes"], _ms(pod.memory_ts))
             )
         elif n and len(mem) == n:
-            samples["pod_memory_working_set_bytes"].append(
-                f"pod_memory_working_set_bytes{plabels} {sum(v for v, _ in mem)} {_ms(max(t for _, t in mem))}"
-            )
-    samples["scrape_error"].append(f"scrape_error {error}")
-    lines: list[str] = []
-    for name, (kind, text) in _HELP.items():
-        if not samples[name]:
-            continue
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(samples[name])
-    return ("\n".join(lines) + "\n").encode()
+            samples["pod_memory_working_set_bytes"].append(sample_line(
+                "pod_memory_working_set_bytes", plabels, sum(v for v, _ in mem), _ms(max(t for _, t in mem))
+            ))
+    return render_resource_metrics(samples, error)
 
 
 def metrics_not_found(path: str) -> NotFound:

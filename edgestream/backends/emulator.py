@@ -13,7 +13,6 @@ fast as the tunnel takes it (benchmarks).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from proto.tunnel import NotFound
 from ..config import EmulatorConfig
 from ..logs_options import BadLogOptions, LogOptions
 from ..stream import EdgeStream
+from ..node_stats import HostStats
+from . import emulator_stats
 from .base import BaseBackend
 from .emulator_shell import ProcessIO, run_command
 from .ws_channels import refuse, serve_port_forward, serve_remotecommand
@@ -71,6 +72,8 @@ class EmulatorBackend(BaseBackend):
         self.clock = clock  # type: ignore[assignment]
         now = time.time()
         self.started = now
+        self.started_ns = int(now * 1e9)
+        self.host = HostStats()
         rate = config.log_rate
         t0 = now - (config.history - 1) / rate if rate > 0 else now
         self.containers = {
@@ -139,48 +142,16 @@ class EmulatorBackend(BaseBackend):
     # ------------------------------------------------------------------ metrics
 
     async def metrics(self, stream: EdgeStream, path: str) -> None:
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if path.rstrip("/") in ("/stats/summary", "/stats"):
-            await stream.send(json.dumps(self._summary(now), indent=2).encode())
-        elif path.startswith("/metrics"):
-            lines = ["# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed (emulated)",
-                     "# TYPE container_cpu_usage_seconds_total counter"]
-            for c in self.containers.values():
-                lines.append(
-                    f'container_cpu_usage_seconds_total{{container="{c.name}",namespace="{c.namespace}",pod="{c.pod}"}} '
-                    f"{time.time() - self.started:.3f}"
-                )
-            await stream.send(("\n".join(lines) + "\n").encode())
+        clean = path.rstrip("/")
+        if clean in ("/stats/summary", "/stats"):
+            only = stream.query().get("only_cpu_and_memory", [""])[-1].lower() in ("1", "true")
+            node = stream.session.config.node_name
+            body = emulator_stats.summary(self.containers.values(), node, self.started_ns, self.host, only_cpu_and_memory=only)
+        elif clean == "/metrics/resource":
+            body = emulator_stats.resource_metrics(self.containers.values(), self.started_ns, self.host)
         else:
-            raise NotFound(f"the emulator serves no {path}")
-
-    def _summary(self, now: str) -> dict[str, object]:
-        pods: dict[tuple[str, str], list[dict[str, object]]] = {}
-        for c in self.containers.values():
-            pods.setdefault((c.namespace, c.pod), []).append(
-                {
-                    "name": c.name,
-                    "startTime": now,
-                    "cpu": {"time": now, "usageNanoCores": 1_000_000, "usageCoreNanoSeconds": 10_000_000_000},
-                    "memory": {"time": now, "workingSetBytes": 8 << 20, "usageBytes": 10 << 20},
-                }
-            )
-        return {
-            "node": {
-                "nodeName": "emulated",
-                "startTime": now,
-                "cpu": {"time": now, "usageNanoCores": 50_000_000, "usageCoreNanoSeconds": 500_000_000_000},
-                "memory": {"time": now, "workingSetBytes": 256 << 20, "usageBytes": 300 << 20},
-            },
-            "pods": [
-                {
-                    "podRef": {"name": pod, "namespace": ns, "uid": f"emulated-{ns}-{pod}"},
-                    "startTime": now,
-                    "containers": containers,
-                }
-                for (ns, pod), containers in pods.items()
-            ],
-        }
+            raise emulator_stats.not_found(path)
+        await stream.send(body)
 
     # ------------------------------------------------------------------ exec / attach / port-forward
 

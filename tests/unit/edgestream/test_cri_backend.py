@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -452,7 +453,8 @@ async def test_summary_falls_back_to_container_sums(backend: CriBackend, cri: Fa
     await backend.serve(stream)  # type: ignore[arg-type]
     doc = json.loads(stream.body)
     assert doc["node"]["nodeName"] == "edge-1"
-    assert "cpu" not in doc["node"] and "memory" not in doc["node"]  # not invented
+    # the node's figures are the host's own (root cgroup), never a sum of pods
+    assert doc["node"]["cpu"]["usageCoreNanoSeconds"] > 0 and doc["node"]["memory"]["workingSetBytes"] > 0
     assert doc["node"]["runtime"]["imageFs"]["usedBytes"] == 1234
     [pod] = doc["pods"]
     assert pod["podRef"] == {"name": "web", "namespace": "ns", "uid": "u1"}
@@ -506,8 +508,10 @@ async def test_resource_metrics(backend: CriBackend, cri: FakeCri) -> None:
     assert f'pod_memory_working_set_bytes{{namespace="ns",pod="web"}} 5120 {ms}\n' in text
     assert "# TYPE container_cpu_usage_seconds_total counter\n" in text
     assert "# TYPE pod_memory_working_set_bytes gauge\n" in text
-    assert 'container_start_time_seconds{container="app",namespace="ns",pod="web"} 1700000001.0 1700000001000\n' in text
-    assert "scrape_error 0\n" in text and "gone" not in text
+    assert 'container_start_time_seconds{container="app",namespace="ns",pod="web"} 1700000001.0\n' in text
+    assert "\nresource_scrape_error 0\n" in text and "\nscrape_error 0\n" in text and "gone" not in text
+    assert re.search(r"^node_cpu_usage_seconds_total [0-9.e+]+ \d{13}$", text, re.MULTILINE)
+    assert re.search(r"^node_memory_working_set_bytes [1-9]\d* \d{13}$", text, re.MULTILINE)
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/metrics/cadvisor", "/metrics/probes", "/stats", "/pods"])
