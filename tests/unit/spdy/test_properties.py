@@ -38,7 +38,7 @@ def test_shared_zlib_context_round_trip(blocks: list[list[tuple[str, str]]]) -> 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
 def _collapse(events: list[Event]) -> list[Event]:
@@ -69,7 +69,7 @@ def test_client_to_server_any_chunking(streams, cuts) -> None:
     assert a == b
     opened = [e for e in a if isinstance(e, StreamOpened)]
     assert [e.headers for e in opened] == [tuple(h) for h, _, _ in streams]
-    for (headers, payload, fin), event in zip(streams, opened):
+    for (_headers, payload, fin), event in zip(streams, opened, strict=True):
         got = b"".join(e.data for e in a if isinstance(e, DataReceived) and e.stream_id == event.stream_id)
         assert got == payload
         assert (StreamEnded(event.stream_id) in a) == fin
