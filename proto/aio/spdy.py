@@ -116,9 +116,9 @@ class SpdyStream:
 
 class SpdyConnection:
     def __init__(self, role: Role, read: Callable[[], Awaitable[bytes | memoryview | None]],
-                 write: Callable[[bytes], Awaitable[None]], config: SessionConfig = SessionConfig(),
+                 write: Callable[[bytes], Awaitable[None]], config: SessionConfig | None = None,
                  buffer: int = 256 * 1024, accept_queue: int = 64) -> None:
-        self.session = Session(role, config)
+        self.session = Session(role, config or SessionConfig())
         self.streams: dict[int, SpdyStream] = {}
         self._read, self._write = read, write
         self._buffer = buffer
