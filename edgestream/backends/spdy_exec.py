@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from proto.aio.spdy import SpdyConnection, SpdyStream
 from proto.spdy import Role
-from proto.tunnel.errors import StreamClosed
+from proto.tunnel.errors import StreamClosed, TunnelError
 
 from ..stream import EdgeStream
 from .emulator_shell import ProcessIO
@@ -112,7 +112,7 @@ async def serve_spdy_remotecommand(stream: EdgeStream, run: Callable[[ProcessIO]
     reader = asyncio.create_task(conn.run(), name=f"spdy-{stream.connect_id}")
     try:
         await _session(conn, protocol, opts, run, hostname)
-    except (StreamClosed, ConnectionError) as exc:
+    except (TunnelError, ConnectionError) as exc:
         logger.debug("exec session %d ended: %s", stream.connect_id, exc)
     finally:
         if not conn.closed.is_set():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from proto.aio.spdy import SpdyConnection, SpdyStream
 from proto.spdy import Role, SessionConfig
-from proto.tunnel.errors import StreamClosed
+from proto.tunnel.errors import StreamClosed, TunnelError
 
 from ..stream import EdgeStream
 from .kube_http import negotiate_spdy, refusals
@@ -73,7 +73,7 @@ async def serve_port_forward_session(conn: SpdyConnection, forward: Forward = ec
         assert pair.data is not None and pair.error is not None
         try:
             await forward(pair.port, pair.data)
-        except (StreamClosed, ConnectionError):
+        except (TunnelError, ConnectionError):
             pass
         finally:
             for s in (pair.data, pair.error):
@@ -143,7 +143,7 @@ async def _drive(conn: SpdyConnection, forward: Forward, connect_id: int) -> Non
         await serve_port_forward_session(conn, forward)
     except* _SessionOver:
         pass
-    except* (StreamClosed, ConnectionError) as group:
+    except* (TunnelError, ConnectionError) as group:
         logger.debug("port-forward session %d ended: %s", connect_id, group.exceptions[0])
     finally:
         reader.cancel()
