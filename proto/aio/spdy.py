@@ -101,8 +101,11 @@ class SpdyStream:
                 return
 
     async def close(self) -> None:
-        """Half-close: our FIN (no-op when already ended or reset)."""
-        await self.conn._command(lambda s: s.end_stream(self.id))
+        """Half-close: our FIN (no-op when already ended or reset, or the connection is gone)."""
+        try:
+            await self.conn._command(lambda s: s.end_stream(self.id))
+        except ConnectionError:
+            pass  # the peer closed the connection: nothing left to end
         self.conn.forget(self)
 
     async def reset(self, status: RstStatus = RstStatus.CANCEL) -> None:
@@ -110,8 +113,11 @@ class SpdyStream:
             self.reset_status = int(status)
             self.inbound.feed_eof()
             self.replied.set()
-            await self.conn._command(lambda s: s.reset(self.id, status))
             self.conn.streams.pop(self.id, None)
+            try:
+                await self.conn._command(lambda s: s.reset(self.id, status))
+            except ConnectionError:
+                pass  # a Go server closes the connection right after the result (the kubelet does)
 
 
 class SpdyConnection:
