@@ -48,8 +48,17 @@ class _Refusals:
 
     def __call__(self, connection: ServerConnection, status: http.HTTPStatus, kind: str, reason: str) -> Response:
         peer = _peer(connection)
+        connection.kes_refused = True  # type: ignore[attr-defined]
         self.log.event((peer, kind), "! refused a tunnel dial from %s with %d: %s", peer, status.value, reason)
         return connection.respond(status, reason + "\n")
+
+    def handshake(self, connection: ServerConnection, response: Response) -> None:
+        """A dial websockets itself rejected after our checks (bad Sec-WebSocket-Key or version, ...)."""
+        peer = _peer(connection)
+        error = connection.protocol.handshake_exc
+        reason = str(error) if error is not None else response.body.decode("utf-8", "replace").strip()[:200]
+        self.log.event((peer, "handshake"), "! refused a tunnel dial from %s with %d: invalid WebSocket handshake: %s",
+                       peer, response.status_code, reason)
 
 
 def _peer(connection: ServerConnection) -> str:
@@ -130,6 +139,12 @@ async def start_tunnel_server(
     """Start listening; the returned Server is closed by the caller (app.serve)."""
     Budget(max_violations=config.tunnel_max_violations, window=config.tunnel_violation_window)  # fail at start
     refuse = _Refusals()
+    # websockets logs every connection and every rejection at INFO, without the reason: a peer
+    # dialling in a loop would write lines at its pace. Ours say why, rate-limited; keep its
+    # lines for DEBUG runs.
+    websockets_log = logging.getLogger("websockets.server")
+    if not websockets_log.isEnabledFor(logging.DEBUG):
+        websockets_log.setLevel(logging.WARNING)
     # Shared by every session: an edge that redials after each close still gets one line per interval.
     warnings = RateLimitedLog(logger)
 
@@ -141,6 +156,8 @@ async def start_tunnel_server(
         return refusal
 
     def process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
+        if response.status_code != 101 and not getattr(connection, "kes_refused", False):
+            refuse.handshake(connection, response)
         features = getattr(connection, "kes_features", frozenset())
         if response.status_code == 101 and features:
             headers = Headers(response.headers)
