@@ -162,10 +162,18 @@ class TunnelConnection:
             ("over budget", self.peer),
             "! closing the tunnel of %s: %s; %d malformed messages in all", self.peer, reason, counter.total,
         )
+        # RFC 6455 7.1.7 "fail the connection": queue the close frame, then close TCP once it is
+        # flushed, on both sides. A graceful close would wait close_timeout for the peer's close
+        # frame, which sits behind its flood in a receive queue nobody reads any more.
+        ws = self.ws
+        ws.protocol.fail(POLICY_VIOLATION, reason[:120])  # a close reason is at most 123 bytes
+        ws.send_data()
+        ws.transport.close()
         try:
-            await self.ws.close(POLICY_VIOLATION, reason[:120])  # a close reason is at most 123 bytes
-        except ConnectionClosed:
-            pass
+            async with asyncio.timeout(ws.close_timeout or 10):
+                await ws.wait_closed()
+        except TimeoutError:
+            ws.transport.abort()
 
     async def handle_event(self, event: Event) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
