@@ -24,7 +24,7 @@ from pathlib import Path
 from certs import init_lab
 from tests.integration.framework import apiserver_tls, kubelet_request, start_cloud, start_edge
 
-from .flood_client import run_flood_process
+from .flood_client import FloodStats, run_flood_process
 
 FOLLOW = "/containerLogs/default/demo/app?follow=true"
 
@@ -34,9 +34,12 @@ class Follow:
         self.last = time.monotonic()
         self.max_gap = 0.0
         self.chunks = 0
+        self.gaps: list[tuple[float, float]] = []
+        """(gap, when) for gaps over 50 ms, ``when`` relative to the last reset."""
+        self.began = time.monotonic()
 
     def reset(self) -> None:
-        self.last, self.max_gap = time.monotonic(), 0.0
+        self.last, self.max_gap, self.began, self.gaps = time.monotonic(), 0.0, time.monotonic(), []
 
     async def run(self, port: int, tls) -> None:  # type: ignore[no-untyped-def]
         async with kubelet_request(port, FOLLOW, host="bystander", tls=tls) as response:
@@ -44,6 +47,8 @@ class Follow:
             async for _ in response.chunks():
                 now = time.monotonic()
                 self.max_gap = max(self.max_gap, now - self.last)
+                if now - self.last > 0.05 and len(self.gaps) < 20:
+                    self.gaps.append((round((now - self.last) * 1000, 1), round(self.last - self.began, 2)))
                 self.last = now
                 self.chunks += 1
 
@@ -53,6 +58,12 @@ async def timed_request(port: int, tls) -> tuple[float, int, int]:  # type: igno
     async with kubelet_request(port, "/containerLogs/default/demo/app?tailLines=10", host="bystander", tls=tls) as r:
         body = await r.body()
     return time.monotonic() - began, r.status, len(body)
+
+
+async def _no_attack(seconds: float) -> FloodStats:
+    began = time.monotonic()
+    await asyncio.sleep(seconds)
+    return FloodStats(elapsed=time.monotonic() - began)
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -71,10 +82,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             idle_request = await timed_request(stream_port, tls)
             follow.reset()
             since = len(cloud.lines)
-            attack = asyncio.create_task(run_flood_process(
-                tunnel_port, ca=layout.ca_cert, cert=layout.edge_cert("attacker"), key=layout.edge_key("attacker"),
-                node="attacker", ip="127.0.1.2", seconds=args.seconds,
-            ))
+            if args.no_attack:  # the same measurement without the attacker: this machine's own noise
+                attack = asyncio.create_task(_no_attack(args.seconds))
+            else:
+                attack = asyncio.create_task(run_flood_process(
+                    tunnel_port, ca=layout.ca_cert, cert=layout.edge_cert("attacker"), key=layout.edge_key("attacker"),
+                    node="attacker", ip="127.0.1.2", seconds=args.seconds,
+                ))
             await asyncio.sleep(args.seconds / 2)
             mid_request = await timed_request(stream_port, tls)
             stats = await attack
@@ -92,6 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "seconds": round(stats.elapsed, 1),
         "bystander_max_gap_ms": round(gap * 1000, 1),
         "bystander_chunks": follow.chunks,
+        "bystander_gaps_over_50ms": follow.gaps,
         "cloud_log_lines": len(lines),
         "cloud_log_bytes": sum(len(line) + 1 for line in lines),
         "request_idle_ms": round(idle_request[0] * 1000, 1),
@@ -113,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--cloud-arg", action="append", default=[], help="an extra cloudstream flag (repeat)")
+    parser.add_argument("--no-attack", action="store_true", help="measure the bystander alone (the noise floor)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
