@@ -6,22 +6,26 @@ does for metrics, or by the DNAT original destination) must keep reaching the vi
 by what the victim's emulator serves; the attacker's failed attempts and its departure must
 not make the victim unreachable by IP. Certificates with IP SANs pin the node's IPs.
 
-The DNAT original-destination path is not exercised here (it needs iptables and network
-namespaces; ``tests/integration/test_dnat.py`` covers resolution, which ends in the same
-``registry.get_by_ip`` as the Host IP asked here).
+The DNAT original-destination path (what a real API server's connection carries) is tried in
+network namespaces with real iptables, as ``tests/integration/test_dnat.py`` does (root only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
 from certs import issue_client_cert, load_cert, load_key, write_pem
-from tests.integration.framework import apiserver_tls, kubelet_request
+from tests.conftest import ROOT
+from tests.integration.framework import READY, Process, apiserver_tls, kubelet_request
 from tests.integration.k8s_ws import open_ws, run_exec
+from tests.integration.test_dnat import _run, netns  # noqa: F401 - the fixture
 
 from .conftest import NODE_IPS, Fleet
 
@@ -128,3 +132,67 @@ async def test_a_certified_owner_takes_its_ip_back_from_an_unproven_squatter(fle
     assert fleet.log_lines(r"node victim proves internal IP 127\.0\.1\.1 with its certificate; node attacker", since)
     status, body = await _logs_by_ip(fleet)
     assert status == 200 and _served_by_victim(body)
+
+
+DNAT_CLIENT = r"""
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.check_hostname = False
+ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+with socket.create_connection((sys.argv[1], 10250), timeout=10) as raw, ctx.wrap_socket(raw) as tls:
+    tls.sendall(b"GET /containerLogs/default/victim-db/app HTTP/1.1\r\nHost: apiserver.example:6443\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := tls.recv(65536):
+        data += chunk
+sys.stdout.write(data.decode(errors="replace"))
+"""
+
+
+async def test_dnat_requests_for_the_victims_ip_reach_the_victim(netns, hostile_pki) -> None:  # noqa: F811
+    """The API server's connection to victimIP:10250, DNAT'd to 10003: the original destination
+    names the victim's IP, which the impostor cannot take."""
+    ns, node_ip = netns
+    exec_in = ["ip", "netns", "exec", ns]
+    pki = str(hostile_pki.root)
+    cloud = await Process.start("cloudstream", [
+        *exec_in, sys.executable, "-m", "cloudstream", "--pki-dir", pki, "--stream-address", "127.0.0.1",
+        "--stream-port", "0", "--tunnel-address", "127.0.0.1", "--tunnel-port", "0"], raw=True)
+    edges: list[Process] = []
+    try:
+        m = await cloud.wait_for_line(READY)
+        stream_port, tunnel_port = m.group(1), m.group(2)
+        _run(*exec_in, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", f"{node_ip}/32", "-p", "tcp", "--dport", "10250",
+             "-j", "DNAT", "--to-destination", f"127.0.0.1:{stream_port}")
+
+        async def edge(node: str, *extra: str) -> Process:
+            proc = await Process.start("edgestream", [
+                *exec_in, sys.executable, "-m", "edgestream", "--pki-dir", pki, "--node-name", node,
+                "--server", f"localhost:{tunnel_port}", "--node-ip", node_ip, "--backend", "emulator", *extra], raw=True)
+            edges.append(proc)
+            return proc
+
+        async def fetch() -> str:
+            client = await asyncio.create_subprocess_exec(
+                *exec_in, sys.executable, "-c", DNAT_CLIENT, node_ip, str(hostile_pki.stream_ca),
+                str(hostile_pki.apiserver_client_cert), str(hostile_pki.apiserver_client_key),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+            out, err = await asyncio.wait_for(client.communicate(), 30)
+            assert out.startswith(b"HTTP/1.1 200"), (out[:300], err.decode(), cloud.output)
+            return out.decode()
+
+        await edge("victim", *VICTIM)
+        await cloud.wait_for_line("tunnel up: node victim")
+        attacker = await edge("attacker", *IMPOSTOR)
+        refused = await cloud.wait_for_line(r"refused a tunnel dial from \S+ with 403: (.*)")
+        assert f"node 'attacker' announces internal IP {node_ip}, which node 'victim' already holds" in refused.group(1)
+        assert f"{POD} line 41" in await fetch()  # the victim's 42-line history, not the impostor's 3
+        await attacker.stop()
+        assert f"{POD} line 41" in await fetch()
+        since = len(cloud.lines)
+        cloud.proc.send_signal(signal.SIGUSR1)
+        state = await cloud.wait_for_line(r"state (.*)$", since=since)
+        assert re.search(r"(^| )streams=0( |$)", state.group(1)) and "api_connections=0" in state.group(1), state.group(1)
+    finally:
+        for proc in edges:
+            await proc.stop()
+        await cloud.stop()
