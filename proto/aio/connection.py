@@ -19,6 +19,7 @@ from typing import Any
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from ..tunnel.budget import Budget, ViolationCounter
 from ..tunnel.errors import TunnelClosed
@@ -166,8 +167,9 @@ class TunnelConnection:
         # flushed, on both sides. A graceful close would wait close_timeout for the peer's close
         # frame, which sits behind its flood in a receive queue nobody reads any more.
         ws = self.ws
-        ws.protocol.fail(POLICY_VIOLATION, reason[:120])  # a close reason is at most 123 bytes
-        ws.send_data()
+        if ws.protocol.state is State.OPEN:
+            ws.protocol.fail(POLICY_VIOLATION, reason[:120])  # a close reason is at most 123 bytes
+            ws.send_data()
         ws.transport.close()
         try:
             async with asyncio.timeout(ws.close_timeout or 10):
