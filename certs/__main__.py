@@ -15,7 +15,7 @@ from .ca import create_ca
 from .errors import CertificateError
 from .files import load_cert, load_key, write_pem
 from .issue import issue_client_cert, issue_server_cert
-from .lab import DEFAULT_SANS, init_lab
+from .lab import DEFAULT_SANS, init_lab, parse_node
 
 
 def _show(path: Path) -> str:
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("lab", help="a whole lab PKI: CAs, cloud certs, one cert per edge node, API-server client")
     p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--node", action="append", default=[], required=True)
+    p.add_argument(
+        "--node", action="append", default=[], required=True, metavar="NAME[=IP[,IP]]",
+        help="an edge node; with IPs its certificate carries them as IP SANs (its SessionInternalIP must be one)",
+    )
     p.add_argument("--san", action="append", default=[])
     p = sub.add_parser("ca", help="a new CA")
     p.add_argument("--cn", default="KubeEdge")
@@ -53,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--san", action="append", default=[])
         else:
             p.add_argument("--org", action="append", default=[])
+            p.add_argument(
+                "--ip", action="append", default=[],
+                help="an edge node's internal IP, as an IP SAN (repeat; cloudstream then refuses other IPs)",
+            )
     p = sub.add_parser("show", help="print a certificate's subject, issuer, SANs and expiry")
     p.add_argument("file", type=Path)
     try:
@@ -61,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         if ns.cmd == "lab":
-            layout = init_lab(ns.dir, ns.node, ns.san or DEFAULT_SANS)
+            parsed = [parse_node(n) for n in ns.node]
+            nodes = [n for n, _ in parsed]
+            layout = init_lab(ns.dir, nodes, ns.san or DEFAULT_SANS, {n: list(ips) for n, ips in parsed if ips})
             for label, path in [
                 ("tunnel CA", layout.ca_cert), ("tunnel server", layout.server_cert), ("stream CA", layout.stream_ca),
                 ("stream server", layout.stream_cert), ("API-server client", layout.apiserver_client_cert),
-            ] + [(f"edge {n}", layout.edge_cert(n)) for n in ns.node]:
+            ] + [(f"edge {n}", layout.edge_cert(n)) for n in nodes]:
                 print(f"{label:18} {path}")
         elif ns.cmd == "ca":
             cert, key = create_ca(ns.cn)
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             if ns.cmd == "server":
                 cert, key = issue_server_cert(*ca, ns.cn, ns.san)
             else:
-                cert, key = issue_client_cert(*ca, ns.cn, ns.org)
+                cert, key = issue_client_cert(*ca, ns.cn, ns.org, ips=ns.ip)
             write_pem(ns.out_cert, cert, key, ns.out_key)
         else:
             print(_show(ns.file))

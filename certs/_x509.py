@@ -10,7 +10,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["SIGN_HASH", "PrivateKey", "builder", "name", "new_key", "san"]
+from .errors import CertificateError
+
+__all__ = ["SIGN_HASH", "PrivateKey", "builder", "cert_ips", "ip_sans", "name", "new_key", "san"]
 
 PrivateKey = ec.EllipticCurvePrivateKey
 _SKEW = dt.timedelta(minutes=5)
@@ -35,6 +37,26 @@ def san(entries: list[str]) -> x509.SubjectAlternativeName:
         except ValueError:
             general.append(x509.DNSName(entry))
     return x509.SubjectAlternativeName(general)
+
+
+def ip_sans(entries: list[str] | tuple[str, ...]) -> x509.SubjectAlternativeName:
+    """IP addresses only: a node's internal IPs (anything else is an error, not a DNS name)."""
+    general: list[x509.GeneralName] = []
+    for entry in entries:
+        try:
+            general.append(x509.IPAddress(ipaddress.ip_address(entry.strip())))
+        except ValueError:
+            raise CertificateError(f"{entry!r} is not an IP address (a node IP SAN)") from None
+    return x509.SubjectAlternativeName(general)
+
+
+def cert_ips(cert: x509.Certificate) -> tuple[str, ...]:
+    """The IP SANs of ``cert`` as canonical strings (empty without a SAN extension)."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(str(ip) for ip in sans.get_values_for_type(x509.IPAddress))
 
 
 def builder(subject: x509.Name, issuer: x509.Name, public_key: object, days: int) -> x509.CertificateBuilder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ._x509 import SIGN_HASH, PrivateKey, builder, name, new_key, san
+from ._x509 import SIGN_HASH, PrivateKey, builder, ip_sans, name, new_key, san
 
 __all__ = ["issue_client_cert", "issue_server_cert"]
 
@@ -48,7 +48,14 @@ def issue_client_cert(
     common_name: str,
     organizations: list[str] | tuple[str, ...] = (),
     days: int = 365,
+    ips: list[str] | tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, PrivateKey]:
-    """A client certificate: an edge node (CN = node name) or the API server's kubelet client."""
+    """A client certificate: an edge node (CN = node name) or the API server's kubelet client.
+
+    ``ips``: the node's internal IPs as IP SANs. cloudstream then accepts a tunnel from this
+    certificate only when the IP it announces (``SessionInternalIP``) is one of them.
+    """
     b, key = _leaf(ca_cert, ca_key, name(common_name, organizations), days, [ExtendedKeyUsageOID.CLIENT_AUTH])
+    if ips:
+        b = b.add_extension(ip_sans(ips), critical=False)
     return b.sign(ca_key, SIGN_HASH), key

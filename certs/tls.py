@@ -11,6 +11,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from ._x509 import cert_ips
 from .errors import CertificateError
 
 __all__ = ["Identity", "client_context", "peer_identity", "server_context"]
@@ -24,10 +25,12 @@ class _HasPeerCert(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a verified peer certificate names: CN and organizations (Kubernetes groups)."""
+    """Who a verified peer certificate names: CN, organizations (Kubernetes groups) and the
+    IP addresses among its SANs (an edge's internal IPs, canonical strings)."""
 
     common_name: str
     organizations: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
 
 
 def _load_chain(ctx: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
@@ -103,4 +106,4 @@ def peer_identity(peer: bytes | _HasPeerCert) -> Identity:
         raise CertificateError(f"unparsable peer certificate: {exc}") from None
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    return Identity(str(cns[0].value) if cns else "", tuple(str(o.value) for o in orgs))
+    return Identity(str(cns[0].value) if cns else "", tuple(str(o.value) for o in orgs), cert_ips(cert))

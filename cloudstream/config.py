@@ -88,6 +88,12 @@ class CloudConfig:
     max_streams_per_node: int = 10_000
     shutdown_timeout: float = 5 * SECONDS
 
+    # --- misbehaviour budget of a tunnel (issue 15, finding 5) ---
+    tunnel_max_violations: int = 100
+    """Malformed tunnel messages an edge may send per window; one more closes its tunnel (1008)."""
+    tunnel_violation_window: float = 10 * SECONDS
+    """The window of ``tunnel_max_violations``, in seconds."""
+
     def __post_init__(self) -> None:
         for name in ("tunnel_port", "stream_port"):
             port = getattr(self, name)
@@ -124,6 +130,9 @@ class CloudConfig:
             "stream_port": ns.stream_port, "ping_interval": ns.ping_interval, "ping_timeout": ns.ping_timeout,
         }
         settings.update({k: v for k, v in flags.items() if v is not None})
+        # --- misbehaviour budget of a tunnel ---
+        budget = {"tunnel_max_violations": ns.tunnel_max_violations, "tunnel_violation_window": ns.tunnel_violation_window}
+        settings.update({k: v for k, v in budget.items() if v is not None})
         return cls(
             verify_node_identity=not ns.no_verify_node_identity,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
@@ -162,4 +171,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-verify-node-identity",
         action="store_true",
         help="accept an edge certificate whose CN differs from its node name (old keadm certs)",
+    )
+    # --- misbehaviour budget of a tunnel ---
+    parser.add_argument(
+        "--tunnel-max-violations", type=int, metavar="N",
+        help="malformed tunnel messages an edge may send per window before its tunnel is closed (100)",
+    )
+    parser.add_argument(
+        "--tunnel-violation-window", type=float, metavar="SECONDS", help="the window of --tunnel-max-violations (10)"
     )

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from proto.aio import StreamBuffer, TunnelConnection
+from proto.aio import RateLimitedLog, StreamBuffer, TunnelConnection
 from proto.tunnel import (
+    Budget,
     ConnectRequest,
     DataReceived,
     Event,
@@ -34,9 +36,20 @@ from proto.tunnel import (
 
 from .config import CloudConfig
 
-__all__ = ["CloudStream", "EdgeSession"]
+__all__ = ["CloudStream", "EdgeSession", "IPClaim"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IPClaim:
+    """The internal IP a session answers for, and how much we believe it (``registry``)."""
+
+    ip: str
+    announced: bool = True
+    """The edge sent it (``SessionInternalIP``); False: the dial's peer address stands in."""
+    verified: bool = False
+    """The edge certificate carries it as an IP SAN."""
 
 
 class CloudStream:
@@ -119,7 +132,11 @@ class EdgeSession(TunnelConnection):
         features: frozenset[Feature],
         config: CloudConfig,
         next_id: Any,
+        ip_claim: IPClaim | None = None,
+        warnings: RateLimitedLog | None = None,
     ) -> None:
+        """``ip_claim``: how the IP was learnt (default: announced, unproven); ``warnings``:
+        the rate limiter the tunnel server shares across sessions."""
         mux = Mux(
             Role.CLOUD,
             features=features,
@@ -127,9 +144,14 @@ class EdgeSession(TunnelConnection):
             max_payload=config.max_payload,
             next_id=next_id,
         )
-        super().__init__(ws, mux, logging.LoggerAdapter(logger, {"node": node}))
+        super().__init__(
+            ws, mux, logging.LoggerAdapter(logger, {"node": node}),
+            budget=Budget(max_violations=config.tunnel_max_violations, window=config.tunnel_violation_window),
+            warnings=warnings, peer=f"node {node}",
+        )
         self.node = node
         self.internal_ip = internal_ip
+        self.ip_claim = ip_claim if ip_claim is not None else IPClaim(internal_ip)
         self.features = features
         self.config = config
         self.streams: dict[int, CloudStream] = {}

@@ -3,7 +3,9 @@
 Wire facts (spec ``kubeedge-tunnel.md``): the edge sends ``GET /v1/kubeedge/connect`` with
 ``SessionHostNameOverride`` and ``SessionInternalIP``; no subprotocol, no compression; the
 payload of every message is binary in a TEXT frame. KubeEdge never checks that the client
-certificate belongs to the announced node; we do (``verify_node_identity``).
+certificate belongs to the announced node; we do (``verify_node_identity``), and bind the
+node's internal IP to it (``registry``): an IP SAN in the certificate proves it, else the first
+live claim holds it. Every refusal is logged with the peer's address, rate-limited.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from certs import peer_identity
+from proto.aio import RateLimitedLog
+from proto.aio.connection import POLICY_VIOLATION
 from proto.aio.sockets import tune_tunnel_socket
-from proto.tunnel import FEATURES_HEADER, Feature, format_features, negotiate, parse_features
+from proto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
 
 from .config import CloudConfig
-from .edge_session import EdgeSession
-from .registry import SessionRegistry
+from .edge_session import EdgeSession, IPClaim
+from .registry import IPClaimConflict, SessionRegistry, canonical_ip
 
 __all__ = ["SUPPORTED_FEATURES", "start_tunnel_server"]
 
@@ -35,9 +39,26 @@ _NODE_HEADER = "SessionHostNameOverride"
 _IP_HEADER = "SessionInternalIP"
 
 
-def _refuse(connection: ServerConnection, status: http.HTTPStatus, reason: str) -> Response:
-    logger.warning("! refused a tunnel dial from %s: %s", _peer(connection), reason)
-    return connection.respond(status, reason + "\n")
+class _Refusals:
+    """Every refused dial is logged with the peer's address and the reason, rate-limited per
+    (peer, kind): a peer dialling in a loop costs one line per interval, not one per dial."""
+
+    def __init__(self) -> None:
+        self.log = RateLimitedLog(logger)
+
+    def __call__(self, connection: ServerConnection, status: http.HTTPStatus, kind: str, reason: str) -> Response:
+        peer = _peer(connection)
+        connection.kes_refused = True  # type: ignore[attr-defined]
+        self.log.event((peer, kind), "! refused a tunnel dial from %s with %d: %s", peer, status.value, reason)
+        return connection.respond(status, reason + "\n")
+
+    def handshake(self, connection: ServerConnection, response: Response) -> None:
+        """A dial websockets itself rejected after our checks (bad Sec-WebSocket-Key or version, ...)."""
+        peer = _peer(connection)
+        error = connection.protocol.handshake_exc
+        reason = str(error) if error is not None else response.body.decode("utf-8", "replace").strip()[:200]
+        self.log.event((peer, "handshake"), "! refused a tunnel dial from %s with %d: invalid WebSocket handshake: %s",
+                       peer, response.status_code, reason)
 
 
 def _peer(connection: ServerConnection) -> str:
@@ -45,32 +66,67 @@ def _peer(connection: ServerConnection) -> str:
     return str(address[0]) if address else "?"
 
 
-def _check_request(config: CloudConfig, connection: ServerConnection, request: Request) -> Response | None:
+def _check_request(
+    config: CloudConfig, registry: SessionRegistry, refuse: _Refusals, connection: ServerConnection, request: Request
+) -> Response | None:
+    """Refuse what is not a dial of a node by that node; on success leave the node's
+    ``IPClaim`` on the connection (``kes_claim``) for ``handler``."""
     path = request.path.split("?", 1)[0]
     if path not in _PATHS:
-        return _refuse(connection, http.HTTPStatus.NOT_FOUND, f"no tunnel endpoint at {path}; edges dial {_PATHS[0]}")
+        shown = path if len(path) <= 80 else path[:80] + "..."
+        return refuse(connection, http.HTTPStatus.NOT_FOUND, "path",
+                      f"no tunnel endpoint at {shown!r}; edges dial {_PATHS[0]}")
     headers = request.headers
     if "upgrade" not in headers.get("Connection", "").lower():
-        return _refuse(connection, http.HTTPStatus.BAD_REQUEST, "a tunnel dial must be a WebSocket upgrade")
+        return refuse(connection, http.HTTPStatus.BAD_REQUEST, "upgrade", "a tunnel dial must be a WebSocket upgrade")
     node = headers.get(_NODE_HEADER, "").strip()
     if not node:
-        return _refuse(connection, http.HTTPStatus.BAD_REQUEST, f"the dial has no {_NODE_HEADER} header (node name)")
+        return refuse(connection, http.HTTPStatus.BAD_REQUEST, "node",
+                      f"the dial has no {_NODE_HEADER} header (node name)")
     origin = headers.get("Origin")
     if origin is not None and origin.split("://", 1)[-1] != headers.get("Host", ""):
-        return _refuse(connection, http.HTTPStatus.FORBIDDEN, "cross-origin tunnel dial refused")
+        return refuse(connection, http.HTTPStatus.FORBIDDEN, "origin", "cross-origin tunnel dial refused")
+    announced = canonical_ip(headers.get(_IP_HEADER, ""))
+    verified = False
     if config.verify_node_identity:
         ssl_object = connection.transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der is None:
-            return _refuse(connection, http.HTTPStatus.UNAUTHORIZED, "no client certificate")
+            return refuse(connection, http.HTTPStatus.UNAUTHORIZED, "no cert", "no client certificate")
         identity = peer_identity(der)
         if identity.common_name not in (node, f"system:node:{node}"):
-            return _refuse(
+            return refuse(
                 connection,
                 http.HTTPStatus.FORBIDDEN,
+                "cn",
                 f"certificate CN={identity.common_name!r} may not register node {node!r}: "
                 f"issue the edge a certificate with CN={node!r} (streamcerts client --cn {node})",
             )
+        if identity.ips:  # the certificate says which IPs are this node's
+            if announced not in identity.ips:
+                return refuse(
+                    connection,
+                    http.HTTPStatus.FORBIDDEN,
+                    "ip san",
+                    f"node {node!r} announces internal IP {announced or '(none)'} but its certificate lists only "
+                    f"{', '.join(identity.ips)}: set the edge's node IP to one of them (edgecore modules.edged.nodeIP, "
+                    f"edgestream --node-ip), or reissue its certificate with this IP "
+                    f"(streamcerts client --cn {node} --ip {announced or 'IP'})",
+                )
+            verified = True
+    penalty = registry.quarantined(node)
+    if penalty > 0:
+        return refuse(
+            connection, http.HTTPStatus.TOO_MANY_REQUESTS, "quarantine",
+            f"node {node!r} sent too many malformed tunnel messages; its dials are refused for another "
+            f"{penalty:.0f} s: check the edge's software (a Go edgecore or edgestream never sends them)",
+        )
+    claim = IPClaim(announced, verified=verified) if announced else IPClaim(_peer(connection), announced=False)
+    try:
+        registry.check_claim(node, claim)
+    except IPClaimConflict as exc:
+        return refuse(connection, http.HTTPStatus.FORBIDDEN, "ip taken", str(exc))
+    connection.kes_claim = claim  # type: ignore[attr-defined]
     return None
 
 
@@ -81,15 +137,27 @@ async def start_tunnel_server(
     on_session: Callable[[EdgeSession], None] | None = None,
 ) -> Server:
     """Start listening; the returned Server is closed by the caller (app.serve)."""
+    Budget(max_violations=config.tunnel_max_violations, window=config.tunnel_violation_window)  # fail at start
+    refuse = _Refusals()
+    # websockets logs every connection and every rejection at INFO, without the reason: a peer
+    # dialling in a loop would write lines at its pace. Ours say why, rate-limited; keep its
+    # lines for DEBUG runs.
+    websockets_log = logging.getLogger("websockets.server")
+    if not websockets_log.isEnabledFor(logging.DEBUG):
+        websockets_log.setLevel(logging.WARNING)
+    # Shared by every session: an edge that redials after each close still gets one line per interval.
+    warnings = RateLimitedLog(logger)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        refusal = _check_request(config, connection, request)
+        refusal = _check_request(config, registry, refuse, connection, request)
         if refusal is None:
             offered = parse_features(request.headers.get(FEATURES_HEADER))
             connection.kes_features = negotiate(offered, SUPPORTED_FEATURES)  # type: ignore[attr-defined]
         return refusal
 
     def process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
+        if response.status_code != 101 and not getattr(connection, "kes_refused", False):
+            refuse.handshake(connection, response)
         features = getattr(connection, "kes_features", frozenset())
         if response.status_code == 101 and features:
             headers = Headers(response.headers)
@@ -100,15 +168,22 @@ async def start_tunnel_server(
     async def handler(connection: ServerConnection) -> None:
         headers = connection.request.headers if connection.request else Headers()
         node = headers.get(_NODE_HEADER, "").strip()
-        ip = headers.get(_IP_HEADER, "").strip() or _peer(connection)
+        claim: IPClaim = getattr(connection, "kes_claim", None) or IPClaim(_peer(connection), announced=False)
+        ip = claim.ip
         features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
         # Our edges answer pings at once; a Go edge's reader may stall for minutes.
         connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
         tune_tunnel_socket(connection.transport.get_extra_info("socket"))
         session = EdgeSession(
-            connection, node=node, internal_ip=ip, features=features, config=config, next_id=registry.next_id
+            connection, node=node, internal_ip=ip, features=features, config=config, next_id=registry.next_id,
+            ip_claim=claim, warnings=warnings,
         )
-        old = registry.register(session)
+        try:
+            old = registry.register(session)
+        except IPClaimConflict as exc:  # another dial took the IP between the check and now
+            refuse.log.event((_peer(connection), "ip taken"), "! refused a tunnel from %s: %s", _peer(connection), exc)
+            await connection.close(POLICY_VIOLATION, f"internal IP {ip} is held by node {exc.holder}"[:120])
+            return
         if old is not None:
             logger.warning("= node %s dialled again from %s; the previous tunnel is replaced", node, ip)
             await old.close(f"replaced by a new tunnel from node {node} ({ip})")
@@ -121,6 +196,8 @@ async def start_tunnel_server(
             await session.run()
         finally:
             registry.unregister(session)
+            if session.over_budget:
+                registry.quarantine(node, config.tunnel_violation_window)
             logger.info("x tunnel down: node %s (%s): %s", node, ip, session.closed_reason)
 
     return await serve(

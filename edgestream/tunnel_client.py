@@ -108,6 +108,7 @@ async def run_tunnel(
             ws.ping_timeout = config.ping_timeout
         tune_tunnel_socket(ws.transport.get_extra_info("socket"))
         session = AgentSession(ws, config, features, backend)
+        session.peer = f"cloudstream at {config.server}"  # names the other side in misbehaviour warnings
         logger.info(
             "= tunnel up to %s as node %s, features [%s]",
             config.server, config.node_name, format_features(features) or "none: Go cloudcore",

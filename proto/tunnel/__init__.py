@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .backoff import backoff
+from .budget import Budget, ViolationCounter
 from .connect import EDGED_HOST, ConnectRequest
 from .errors import (
     Ambiguous,
@@ -36,6 +37,8 @@ from .messages import GO_MAX_DATA, HEADROOM, FrameBuffer, Message, MessageType, 
 from .mux import Mux, Role, Stream, StreamState
 
 __all__ = [
+    "Budget",
+    "ViolationCounter",
     "EDGED_HOST",
     "FEATURES_HEADER",
     "FLOW_WINDOW",

@@ -23,6 +23,8 @@ from tests.conftest import MS
 from tests.integration.framework import Process, apiserver_tls, kubelet_request, start_cloud, start_edge
 
 NODES = ["victim", "attacker", "bystander"]
+NODE_IPS = {"bystander": "127.0.0.1", "victim": "127.0.1.1", "attacker": "127.0.1.2"}
+"""Each node's internal IP (SessionInternalIP): an IP belongs to one live node (first claim wins)."""
 STATE = re.compile(r"state (.*)$")
 FOLLOW = "/containerLogs/default/demo/app?follow=true"
 
@@ -85,7 +87,8 @@ class Fleet:
     async def edge(self, node: str, *extra: str, wait: bool = True) -> Process:
         """Start an emulated edge for ``node`` (a lab certificate with CN=node)."""
         since = len(self.cloud.lines)
-        proc = await start_edge(self.layout, node, self.tunnel_port, *extra)
+        ip = NODE_IPS.get(node, "127.0.0.1")
+        proc = await start_edge(self.layout, node, self.tunnel_port, "--node-ip", ip, *extra)  # extra may override
         self.edges[node] = proc
         if wait:
             await self.cloud.wait_for_line(rf"tunnel up: node {re.escape(node)} ", since=since)
