@@ -11,6 +11,7 @@ import pytest
 from cloudstream.kubelet_api.http1 import parse_request_head
 from cloudstream.kubelet_api.resolve import local_address, local_node_key, request_node_keys
 from cloudstream.kubelet_api.routes import RouteKind, match_route
+from cloudstream.edge_session import IPClaim
 from cloudstream.registry import SessionRegistry
 
 
@@ -18,12 +19,18 @@ from cloudstream.registry import SessionRegistry
 class _Node:
     node: str
     internal_ip: str
+    closed_reason: str | None = None
+    announced: bool = True
+
+    @property
+    def ip_claim(self) -> IPClaim:
+        return IPClaim(self.internal_ip, announced=self.announced)
 
 
-def _registry(*nodes: tuple[str, str]) -> SessionRegistry:
+def _registry(*nodes: tuple[str, str], unannounced: tuple[str, ...] = ()) -> SessionRegistry:
     registry = SessionRegistry()
     for name, ip in nodes:
-        registry.register(_Node(name, ip))  # type: ignore[arg-type]
+        registry.register(_Node(name, ip, announced=name not in unannounced))  # type: ignore[arg-type]
     return registry
 
 
@@ -74,7 +81,8 @@ def test_names_of_absent_nodes() -> None:
 
 
 def test_local_address_announced_by_several_nodes_is_ambiguous() -> None:
-    registry = _registry(("a", "127.0.0.1"), ("b", "127.0.0.1"))
+    # one node announced it, another dialled from it without announcing an IP (behind one NAT)
+    registry = _registry(("a", "127.0.0.1"), ("b", "127.0.0.1"), unannounced=("b",))
     assert local_node_key(_head("apiserver:6443"), "127.0.0.1", registry) is None
     assert local_node_key(_head("apiserver:6443"), "127.0.0.9", registry) is None  # nobody's
     assert local_node_key(_head("apiserver:6443"), None, registry) is None
