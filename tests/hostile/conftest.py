@@ -23,8 +23,10 @@ from tests.conftest import MS
 from tests.integration.framework import Process, apiserver_tls, kubelet_request, start_cloud, start_edge
 
 NODES = ["victim", "attacker", "bystander"]
-NODE_IPS = {"bystander": "127.0.0.1", "victim": "127.0.1.1", "attacker": "127.0.1.2"}
-"""Each node's internal IP (SessionInternalIP): an IP belongs to one live node (first claim wins)."""
+NODE_IPS = {"bystander": "127.0.1.3", "victim": "127.0.1.1", "attacker": "127.0.1.2"}
+"""Distinct node IPs, none of them 127.0.0.1: that is where clients reach cloudstream, and a
+connection's local address that is a node's IP picks that node (the no-DNAT wiring). An IP
+belongs to one live node (first claim wins), so every node needs its own."""
 STATE = re.compile(r"state (.*)$")
 FOLLOW = "/containerLogs/default/demo/app?follow=true"
 

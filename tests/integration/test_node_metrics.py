@@ -258,10 +258,11 @@ async def test_healthz_says_why_the_runtime_is_not_healthy(lab_pki, tmp_path) ->
     edged = await asyncio.start_server(healthy, "127.0.0.1", 0)
     edges = [
         await start_edge(lab_pki, "edge-1", tunnel_port, "--backend", "kubelet", "--kubelet-address",
-                         f"127.0.0.1:{edged.sockets[0].getsockname()[1]}"),
-        await start_edge(lab_pki, "edge-2", tunnel_port, "--backend", "cri", "--cri-endpoint", dead, "--cri-timeout", "2"),
+                         f"127.0.0.1:{edged.sockets[0].getsockname()[1]}", "--node-ip", "127.0.2.1"),
+        await start_edge(lab_pki, "edge-2", tunnel_port, "--backend", "cri", "--cri-endpoint", dead, "--cri-timeout", "2",
+                         "--node-ip", "127.0.2.2"),
         await start_edge(lab_pki, "edge-3", tunnel_port, "--backend", "kubelet", "--kubelet-address", kubelet,
-                         "--cri-timeout", "1"),
+                         "--cri-timeout", "1", "--node-ip", "127.0.2.3"),  # an IP is one node's
     ]
     tls = apiserver_tls(lab_pki)
     try:
