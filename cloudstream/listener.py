@@ -137,18 +137,58 @@ class Slot:
 
 ProtocolFactory = Callable[[Slot], asyncio.BaseProtocol]
 
-_BIO: contextvars.ContextVar[list[ssl.MemoryBIO]] = contextvars.ContextVar("kes_handshake_bio")
+class _Alert:
+    """Where the alert of one failing handshake goes: a duplicate of the socket's descriptor."""
+
+    __slots__ = ("fd", "outgoing")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.outgoing: ssl.MemoryBIO | None = None
+
+    def send(self) -> None:
+        """Send what OpenSSL left for the peer (the fatal alert): the loop's TLS layer drops
+        it (CPython gh-98078; uvloop drains the BIO in connection_lost)."""
+        if self.fd < 0 or self.outgoing is None:
+            return
+        data = self.outgoing.read()
+        if data:
+            try:
+                os.write(self.fd, data)
+            except OSError:
+                pass
+
+
+_ALERT: contextvars.ContextVar[_Alert] = contextvars.ContextVar("kes_handshake_alert")
+
+
+class _AlertingSSLObject(ssl.SSLObject):
+    _kes_alert: _Alert | None = None
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError:
+            if self._kes_alert is not None:
+                self._kes_alert.send()
+            raise
 
 
 class _AlertingContext(ssl.SSLContext):
-    """Remembers the outgoing BIO of the handshake running in the current task, so that the
-    alert OpenSSL wrote there can still be sent when the event loop's TLS layer gives up."""
+    """Ties each TLS object made for a handshake of ours to its alert descriptor (the loop
+    calls ``wrap_bio`` in a copy of the handshake task's context)."""
+
+    sslobject_class = _AlertingSSLObject
 
     def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        box = _BIO.get(None)
-        if box is not None:
-            box.append(outgoing)
-        return super().wrap_bio(incoming, outgoing, *args, **kwargs)
+        obj = super().wrap_bio(incoming, outgoing, *args, **kwargs)
+        alert = _ALERT.get(None)
+        if alert is not None and isinstance(obj, _AlertingSSLObject):
+            alert.outgoing = outgoing
+            obj._kes_alert = alert
+        return obj
 
 
 class Listener:
@@ -349,7 +389,10 @@ class Listener:
             return
         if head[0] != _TLS_HANDSHAKE:
             if head.startswith(_HTTP_METHODS):
-                try:
+                try:  # read what came first: closing with unread bytes would reset, losing the answer
+                    for _ in range(4):
+                        if len(sock.recv(16 * 1024)) < 16 * 1024:
+                            break
                     sock.send(_HTTP_TO_HTTPS)
                 except OSError:
                     pass
@@ -368,12 +411,11 @@ class Listener:
         loop = self.get_loop()
         sock, slot.sock = slot.sock, None  # from here the handshake (then the transport) owns it
         assert sock is not None
-        bio: list[ssl.MemoryBIO] = []
-        _BIO.set(bio)  # this task's own context: wrap_bio (called under it) fills it
         try:
-            alert_fd = os.dup(sock.fileno())
+            alert = _Alert(os.dup(sock.fileno()))
         except OSError:  # out of descriptors: no alert then
-            alert_fd = -1
+            alert = _Alert(-1)
+        _ALERT.set(alert)  # this task's own context
         protocol = self.protocol_factory(slot)
         try:
             async with asyncio.timeout_at(slot.deadline):
@@ -388,7 +430,6 @@ class Listener:
                        "(--tls-handshake-timeout)")
             return
         except ssl.SSLError as exc:
-            _send_alert(alert_fd, bio)
             kind, reason = _describe(exc, self.ssl_context)
             self._fail(slot, kind, reason)
             return
@@ -399,8 +440,8 @@ class Listener:
                 self._fail(slot, None, f"closed during the TLS handshake ({exc.__class__.__name__})")
             return
         finally:
-            if alert_fd >= 0:
-                os.close(alert_fd)
+            if alert.fd >= 0:
+                os.close(alert.fd)
             slot.task = None
         slot.transport = transport
         if slot.state is State.CLOSED:  # the protocol already ended it
@@ -500,18 +541,6 @@ def _listen(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
-
-
-def _send_alert(fd: int, bio: list[ssl.MemoryBIO]) -> None:
-    """Send what OpenSSL left for the peer (the fatal alert) on our duplicate descriptor."""
-    if fd < 0 or not bio:
-        return
-    data = bio[-1].read()
-    if data:
-        try:
-            os.write(fd, data)
-        except OSError:
-            pass
 
 
 def _describe(exc: ssl.SSLError, context: ssl.SSLContext) -> tuple[str, str]:
