@@ -210,27 +210,28 @@ class Trickle:
 
 @pytest.mark.cloud_args("--max-open-files", "1024")
 async def test_slowloris_from_elsewhere_locks_out_neither_the_api_server_nor_edges(fleet: Fleet) -> None:
-    """With systemd's default 1,024 descriptors, 1,000 trickling connections used to take all of
+    """With systemd's default 1,024 descriptors, 1,100 trickling connections used to take all of
     them: API-server requests and edge dials failed, and nothing was logged."""
     since = len(fleet.cloud.lines)
-    attack = Trickle([fleet.stream_port, fleet.tunnel_port], ["127.0.0.2", "127.0.0.3"], 1000)
+    attack = Trickle([fleet.stream_port, fleet.tunnel_port], ["127.0.0.2", "127.0.0.3"], 1100)
     attack.start()
     try:
         await asyncio.sleep(3)  # every attacking connection has dialled and is trickling
         peak_fds = fleet.fds()
         tls = apiserver_tls(fleet.layout)
-        for i in range(20):
-            async with kubelet_request(
+        for _ in range(20):
+            async with asyncio.timeout(10 * MS), kubelet_request(
                 fleet.stream_port, "/containerLogs/default/demo/app?tailLines=2", host="bystander", tls=tls
             ) as response:
                 assert response.status == 200, response.status
                 assert (await response.body()).count(b"\n") == 2
-            async with kubelet_request(
+            async with asyncio.timeout(10 * MS), kubelet_request(
                 fleet.stream_port, "/containerLogs/default/demo/app", host="absent", tls=tls
             ) as response:
                 assert response.status == 503
                 await response.body()
-        await fleet.edge("victim")  # a new edge dial gets through (the fixture stops it)
+        async with asyncio.timeout(20 * MS):
+            await fleet.edge("victim")  # a new edge dial gets through (the fixture stops it)
         state = await fleet.state()
         peak_fds = max(peak_fds, fleet.fds())
     finally:
