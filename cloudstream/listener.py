@@ -30,6 +30,7 @@ import errno
 import logging
 import os
 import resource
+import select
 import socket
 import ssl
 from collections import OrderedDict
@@ -354,6 +355,8 @@ class Listener:
         """EMFILE: the pending connection queue still holds the peer. Shed the oldest
         unauthenticated connection so the next accept works, or pause accepting briefly
         (the listening socket stays readable, so retrying at once would spin)."""
+        if not select.select([listening], [], [], 0)[0]:
+            return  # accept allocates the descriptor first: nothing was queued after all
         self.counts["emfile"] += 1
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         shed = self._evict_oldest("out of file descriptors")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
+import os
 import re
 import resource
 import socket
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from certs import client_context, create_ca, issue_client_cert, write_pem
+from certs import client_context, create_ca, issue_client_cert, server_context, write_pem
+from cloudstream.listener import Limits, Listener, Slot
 from tests.conftest import MS
 from tests.integration.framework import apiserver_tls, kubelet_request
 
@@ -282,3 +285,82 @@ async def test_flood_without_client_hello_is_shed(fleet: Fleet) -> None:
     evictions = fleet.log_lines(r"kubelet API: closed 127\.0\.1\.\d+:\d+ \(waiting for the ClientHello\) to make room", since)
     assert evictions, "the evictions were not logged"
     assert len(fleet.log_lines(REFUSAL, since)) <= 2 * 30 + 5  # per kind and address at most, in 10 s
+
+
+class _Released(asyncio.Protocol):
+    """The port protocol of the in-process test: gives its slot back when the connection ends."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.slot.release()
+
+
+def _lowest_free_fd() -> int:
+    fd = os.dup(0)
+    os.close(fd)
+    return fd
+
+
+async def test_out_of_descriptors_sheds_the_oldest_pending_or_pauses(no_leaks: None, lab_pki, caplog) -> None:  # type: ignore[no-untyped-def]
+    """EMFILE on accept: with unauthenticated connections around, the oldest makes room; with
+    none, accepting pauses (the listening socket stays readable: retrying at once would spin).
+    Either way one log line, then counted."""
+    caplog.set_level(logging.WARNING, logger="cloudstream.listener")
+    ctx = server_context(lab_pki.stream_cert, lab_pki.stream_key, lab_pki.stream_ca, require_client_cert=False)
+    listener = Listener(
+        name="test port", host="127.0.0.1", port=0, ssl_context=ctx, protocol_factory=_Released,
+        limits=Limits(handshake_timeout=30, max_connections=1000, max_pending=500, max_pending_per_ip=500),
+    )
+    await listener.start()
+    port = listener.sockets[0].getsockname()[1]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    tls = apiserver_tls(lab_pki)
+    authenticated = [await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+                     for _ in range(3)]
+    silent: list[socket.socket] = []
+    queued: list[socket.socket] = []
+    try:
+        for _ in range(20):  # unauthenticated: they never say anything
+            silent.append(socket.create_connection(("127.0.0.1", port)))
+        await asyncio.sleep(0.3)
+        assert listener.pending == 20, listener.pending
+
+        # 1. Ten more queue up while no descriptor is left: each accept sheds the oldest silent one.
+        queued = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_lowest_free_fd(), hard))
+        await asyncio.sleep(0.5)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert listener.counts["emfile"] >= 10 and listener.counts["evicted"] >= 10, listener.counts
+        assert listener.pending == 20 and listener.open_connections == 23, (listener.pending, listener.open_connections)
+        for sock in silent + queued:
+            sock.close()
+        silent = []
+        await asyncio.sleep(0.3)
+        assert listener.pending == 0
+
+        # 2. Nothing to shed (every connection is authenticated): accepting pauses, no spinning.
+        emfile_before, accepted_before = listener.counts["emfile"], listener.counts["accepted"]
+        queued = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_lowest_free_fd(), hard))
+        await asyncio.sleep(1.0)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        retries = listener.counts["emfile"] - emfile_before
+        assert 1 <= retries <= 20, f"{retries} accept attempts in 1 s while out of descriptors"
+        await asyncio.sleep(0.5)  # the pause ends: the queued connections get in
+        assert listener.counts["accepted"] - accepted_before == 5, listener.counts
+    finally:
+        for sock in queued:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for sock in silent:
+            sock.close()
+        for _, writer in authenticated:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
+        await asyncio.sleep(0.2)
+    lines = [r.getMessage() for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert "Too many open files" in lines[0], lines
+    assert len(lines) == 2 and re.search(r"and \d+ more like this", lines[1]), lines  # one, then the count
