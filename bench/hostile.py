@@ -1,6 +1,6 @@
 """Hostile-peer benchmark (issue 15, finding 2): what unauthenticated peers cost the API server.
 
-    python -m bench.hostile [--part latency|memory|all] [--tree DIR] [--hello none|partial]
+    python -m bench.hostile [--part latency|memory|all] [--tree DIR] [--hello none|partial] [--nofile N]
 
 latency: a legitimate API-server request (fresh TLS connection with the kubelet-client
     certificate, ``logs ?tailLines=1`` of an emulated node) timed sequentially, first quiet,
@@ -41,6 +41,10 @@ PARTIAL_HELLO = b"\x16\x03\x01\x02\x00\x01"
 OURS = re.compile(r"(refused|closed) (a connection from )?127\.0\.0\.1:")
 
 
+def hard_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -48,11 +52,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+NOFILE: int | None = None
+"""``--nofile``: run cloudstream under ``prlimit --nofile=N:N`` (systemd's default soft limit is 1,024)."""
+
+
 async def start_cloud(layout: Layout, tree: Path | None, *extra: str) -> tuple[Process, int, int]:
     argv = [sys.executable, "-m", "cloudstream", "--pki-dir", str(layout.root), "--stream-address", "127.0.0.1",
             "--stream-port", "0", "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", *extra]
     if tree is not None:  # another checkout: run from it (cwd comes first on sys.path with -m)
         argv = ["sh", "-c", f'cd "{tree}" && PYTHONPATH="{tree}" exec "$0" "$@"', *argv]
+    if NOFILE is not None:
+        argv = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", *argv]
     cloud = await Process.start("cloudstream", argv, raw=True)
     m = await cloud.wait_for_line(READY)
     return cloud, int(m.group(1)), int(m.group(2))
@@ -181,33 +191,24 @@ def summary(times: list[float]) -> dict[str, float]:
 async def latency(layout: Layout, tree: Path | None, slowloris: int, samples: int) -> dict[str, object]:
     cloud, stream_port, tunnel_port = await start_cloud(layout, tree)
     edge = await start_edge(layout, "bystander", tunnel_port, "--emulate-log-rate", "200")
-    tasks: list[asyncio.Task[None]] = []
-    raw: RawTrickle | None = None
+    attacker: Process | None = None
     try:
         await cloud.wait_for_line(r"tunnel up: node bystander")
         tls = client_context(layout.stream_ca, layout.apiserver_client_cert, layout.apiserver_client_key)
         tls.check_hostname = False
         quiet, quiet_failed = await timed_requests(stream_port, tls, samples)
         since = len(cloud.lines)
-        sources = ["127.0.0.2", "127.0.0.3"]
-        raw = RawTrickle([(sources[i % 2], (stream_port, tunnel_port)[i % 2]) for i in range(slowloris // 2)])
-        anonymous = client_context(layout.stream_ca)
-        anonymous.check_hostname = False
-        tls_reconnects = [0]
-        tasks = [
-            asyncio.create_task(tls_trickler(stream_port, sources[i % 2], anonymous, tls_reconnects))
-            for i in range(slowloris - slowloris // 2)
-        ]
-
-        async def ticking() -> None:
-            while True:
-                raw.tick()  # type: ignore[union-attr]
-                await asyncio.sleep(0.5)
-
-        tasks.append(asyncio.create_task(ticking()))
+        # The attacker runs in its own process: its work must not delay the timed client.
+        attacker = await Process.start("attacker", [
+            "bench.hostile", "--attack", f"{stream_port},{tunnel_port}", "--slowloris", str(slowloris),
+            "--attack-ca", str(layout.stream_ca),
+        ])
+        await attacker.wait_for_line("attacking")
         await asyncio.sleep(5)
         attacked, attacked_failed = await timed_requests(stream_port, tls, samples)
         state = await cloud_state(cloud)
+        await attacker.stop(signal.SIGINT)
+        reconnects = int((await attacker.wait_for_line(r"reconnects (\d+)")).group(1))
         ours = [line for line in cloud.lines[since:] if OURS.search(line)]
         refusal_lines = [line for line in cloud.lines[since:] if re.search(r": (refused|closed) ", line)]
         return {
@@ -216,15 +217,12 @@ async def latency(layout: Layout, tree: Path | None, slowloris: int, samples: in
             "under_attack": summary(attacked) | {"failed": attacked_failed},
             "api_server_refusals_in_log": len(ours),
             "refusal_log_lines": len(refusal_lines),
-            "attacker_reconnects": raw.reconnects + tls_reconnects[0],
+            "attacker_reconnects": reconnects,
             "cloud_fds": state.get("fds"),
         }
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if raw is not None:
-            raw.close()
+        if attacker is not None:
+            await attacker.stop()
         await edge.stop()
         await cloud.stop()
 
@@ -273,6 +271,32 @@ async def memory(layout: Layout, tree: Path | None, connections: int, rounds: in
         await cloud.stop()
 
 
+async def attack(ports: tuple[int, int], slowloris: int, ca: Path) -> None:
+    """The attacker process: half raw ClientHello tricklers on both ports, half TLS-without-
+    certificate head tricklers on 10003, all from 127.0.0.2/127.0.0.3, until interrupted."""
+    stream_port, tunnel_port = ports
+    sources = ["127.0.0.2", "127.0.0.3"]
+    raw = RawTrickle([(sources[i % 2], ports[i % 2]) for i in range(slowloris // 2)])
+    anonymous = client_context(ca)
+    anonymous.check_hostname = False
+    tls_reconnects = [0]
+    tasks = [
+        asyncio.create_task(tls_trickler(stream_port, sources[i % 2], anonymous, tls_reconnects))
+        for i in range(slowloris - slowloris // 2)
+    ]
+    print("attacking", flush=True)
+    try:
+        while True:
+            raw.tick()
+            await asyncio.sleep(0.5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raw.close()
+        print(f"reconnects {raw.reconnects + tls_reconnects[0]}", flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["latency", "memory", "all"], default="all")
@@ -282,13 +306,26 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hello", choices=["none", "partial"], default="none")
+    parser.add_argument("--nofile", type=int, help="cloudstream's open-file limit (prlimit), e.g. 1024")
+    parser.add_argument("--attack", help=argparse.SUPPRESS)  # STREAM,TUNNEL: run as the attacker process
+    parser.add_argument("--attack-ca", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global NOFILE
+    NOFILE = args.nofile
+    if args.attack:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard_limit(), hard_limit()))
+        ports = tuple(int(p) for p in args.attack.split(","))
+        try:
+            await attack((ports[0], ports[1]), args.slowloris, args.attack_ca)
+        except asyncio.CancelledError:
+            pass
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds the attackers' sockets
     layout = init_lab(Path(tempfile.mkdtemp(prefix="bench-hostile-")), ["bystander"])
     result: dict[str, object] = {
         "python": platform.python_version(), "loop": "uvloop (cloudstream default)", "tls": True,
-        "tree": str(args.tree or "."),
+        "tree": str(args.tree or "."), "cloud_nofile": args.nofile or resource.getrlimit(resource.RLIMIT_NOFILE)[1],
     }
     if args.part in ("latency", "all"):
         result["latency"] = await latency(layout, args.tree, args.slowloris, args.samples)
@@ -298,4 +335,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # the attacker process is stopped with SIGINT
+        pass
