@@ -11,7 +11,7 @@ ClientHello, caps nothing and logs no refusal. Here each port accepts for itself
 3. wait, with no TLS state at all, until the first bytes arrive; refuse what is not TLS;
 4. the TLS handshake (``connect_accepted_socket``), the whole of 1-4 within
    ``tls_handshake_timeout``; a failure is logged with its reason and the peer gets OpenSSL's
-   alert (asyncio and uvloop drop it: CPython gh-98078), sent from a duplicate descriptor;
+   alert (asyncio and uvloop drop it: ``tls_alert``);
 5. hand-off to the port's protocol. A connection without a client certificate (possible on
    10003 only) stays "pending" until it closes: it counts against the pending caps.
 
@@ -23,7 +23,6 @@ After bursts of closed TLS connections the C heap is handed back to the system
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import ctypes
 import ctypes.util
 import errno
@@ -42,6 +41,7 @@ from typing import Any
 from proto.aio import RateLimitedLog
 
 from .config import CloudConfig
+from .tls_alert import ALERT, Alert, AlertingContext, describe
 
 __all__ = ["Limits", "Listener", "Slot", "raise_nofile_limit"]
 
@@ -138,60 +138,6 @@ class Slot:
 
 ProtocolFactory = Callable[[Slot], asyncio.BaseProtocol]
 
-class _Alert:
-    """Where the alert of one failing handshake goes: a duplicate of the socket's descriptor."""
-
-    __slots__ = ("fd", "outgoing")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.outgoing: ssl.MemoryBIO | None = None
-
-    def send(self) -> None:
-        """Send what OpenSSL left for the peer (the fatal alert): the loop's TLS layer drops
-        it (CPython gh-98078; uvloop drains the BIO in connection_lost)."""
-        if self.fd < 0 or self.outgoing is None:
-            return
-        data = self.outgoing.read()
-        if data:
-            try:
-                os.write(self.fd, data)
-            except OSError:
-                pass
-
-
-_ALERT: contextvars.ContextVar[_Alert] = contextvars.ContextVar("kes_handshake_alert")
-
-
-class _AlertingSSLObject(ssl.SSLObject):
-    _kes_alert: _Alert | None = None
-
-    def do_handshake(self) -> None:
-        try:
-            super().do_handshake()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise
-        except ssl.SSLError:
-            if self._kes_alert is not None:
-                self._kes_alert.send()
-            raise
-
-
-class _AlertingContext(ssl.SSLContext):
-    """Ties each TLS object made for a handshake of ours to its alert descriptor (the loop
-    calls ``wrap_bio`` in a copy of the handshake task's context)."""
-
-    sslobject_class = _AlertingSSLObject
-
-    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        obj = super().wrap_bio(incoming, outgoing, *args, **kwargs)
-        alert = _ALERT.get(None)
-        if alert is not None and isinstance(obj, _AlertingSSLObject):
-            alert.outgoing = outgoing
-            obj._kes_alert = alert
-        return obj
-
-
 class Listener:
     """One listening port; quacks like ``asyncio.Server`` (websockets' ``Server`` wraps it)."""
 
@@ -205,12 +151,15 @@ class Listener:
         limits: Limits,
         protocol_factory: ProtocolFactory,
         shutdown_timeout: float = 5.0,
+        ca: str = "this port's CA",
     ) -> None:
         self.name = name
+        self.ca = ca
+        """Named in refusals: the CA a client certificate must be signed by, and its flag."""
         self.host = host
         self.port = port
-        if type(ssl_context) is ssl.SSLContext:  # same object, one more method (see _AlertingContext)
-            ssl_context.__class__ = _AlertingContext
+        if type(ssl_context) is ssl.SSLContext:  # same object, one more method (see AlertingContext)
+            ssl_context.__class__ = AlertingContext
         self.ssl_context = ssl_context
         self.requested = limits
         self.limits = limits
@@ -415,10 +364,10 @@ class Listener:
         sock, slot.sock = slot.sock, None  # from here the handshake (then the transport) owns it
         assert sock is not None
         try:
-            alert = _Alert(os.dup(sock.fileno()))
+            alert = Alert(os.dup(sock.fileno()))
         except OSError:  # out of descriptors: no alert then
-            alert = _Alert(-1)
-        _ALERT.set(alert)  # this task's own context
+            alert = Alert(-1)
+        ALERT.set(alert)  # this task's own context
         protocol = self.protocol_factory(slot)
         try:
             async with asyncio.timeout_at(slot.deadline):
@@ -433,7 +382,7 @@ class Listener:
                        "(--tls-handshake-timeout)")
             return
         except ssl.SSLError as exc:
-            kind, reason = _describe(exc, self.ssl_context)
+            kind, reason = describe(exc, self.ca)
             self._fail(slot, kind, reason)
             return
         except OSError as exc:  # reset, or uvloop's own handshake timeout
@@ -544,20 +493,6 @@ def _listen(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
-
-
-def _describe(exc: ssl.SSLError, context: ssl.SSLContext) -> tuple[str, str]:
-    reason = (exc.reason or "").upper()
-    if isinstance(exc, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED":
-        detail = getattr(exc, "verify_message", "") or reason.lower()
-        return "bad-cert", f"client certificate rejected: {detail} (it must be signed by this port's CA)"
-    if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
-        return "no-cert", "no client certificate (this port requires one signed by its CA)"
-    if "ALERT" in reason:
-        return "client-alert", f"the client aborted the TLS handshake ({reason.lower()}): does it trust our certificate?"
-    if reason == "HTTP_REQUEST":
-        return "not-tls", "plain HTTP sent to a TLS port"
-    return "tls-error", f"TLS handshake failed: {(exc.reason or str(exc)).lower()}"
 
 
 class _Trimmer:

@@ -160,6 +160,7 @@ async def start_tunnel_server(
         limits=Limits.from_config(config),
         protocol_factory=factory,
         shutdown_timeout=config.shutdown_timeout,
+        ca=f"the tunnel CA {config.tls_tunnel_ca_file} (--tls-tunnel-ca-file)",
     )
     server.create_server = listener.start  # type: ignore[assignment]
     return await server

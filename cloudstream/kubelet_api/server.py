@@ -66,6 +66,7 @@ class KubeletApiServer:
             limits=Limits.from_config(self.config),
             protocol_factory=factory,
             shutdown_timeout=self.config.shutdown_timeout,
+            ca=f"the cluster CA {self.config.tls_stream_ca_file} (--tls-stream-ca-file)",
         )
         return await self.server.start()
 
