@@ -227,8 +227,10 @@ async def latency(layout: Layout, tree: Path | None, slowloris: int, samples: in
         await cloud.stop()
 
 
-async def memory(layout: Layout, tree: Path | None, connections: int, rounds: int, hello: str) -> dict[str, object]:
-    cloud, stream_port, _ = await start_cloud(layout, tree)
+async def memory(
+    layout: Layout, tree: Path | None, connections: int, rounds: int, hello: str, cloud_args: list[str]
+) -> dict[str, object]:
+    cloud, stream_port, _ = await start_cloud(layout, tree, *cloud_args)
     pid = cloud.proc.pid
     try:
         await asyncio.sleep(1)
@@ -307,6 +309,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hello", choices=["none", "partial"], default="none")
     parser.add_argument("--nofile", type=int, help="cloudstream's open-file limit (prlimit), e.g. 1024")
+    parser.add_argument("--cloud-arg", action="append", default=[], help="an extra cloudstream flag (repeat)")
     parser.add_argument("--attack", help=argparse.SUPPRESS)  # STREAM,TUNNEL: run as the attacker process
     parser.add_argument("--attack-ca", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -330,7 +333,8 @@ async def main() -> None:
     if args.part in ("latency", "all"):
         result["latency"] = await latency(layout, args.tree, args.slowloris, args.samples)
     if args.part in ("memory", "all"):
-        result["memory"] = await memory(layout, args.tree, args.connections, args.rounds, args.hello)
+        result["memory"] = await memory(layout, args.tree, args.connections, args.rounds, args.hello, args.cloud_arg)
+        result["memory"]["cloud_args"] = args.cloud_arg  # type: ignore[index]
     print(json.dumps(result, indent=2))
 
 
