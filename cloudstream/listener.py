@@ -370,12 +370,17 @@ class Listener:
         ALERT.set(alert)  # this task's own context
         protocol = self.protocol_factory(slot)
         try:
-            async with asyncio.timeout_at(slot.deadline):
-                transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol, sock, ssl=self.ssl_context,
-                    ssl_handshake_timeout=max(0.1, slot.deadline - loop.time()) + 1.0,
-                    ssl_shutdown_timeout=self.shutdown_timeout,
-                )
+            try:
+                async with asyncio.timeout_at(slot.deadline):
+                    transport, _ = await loop.connect_accepted_socket(
+                        lambda: protocol, sock, ssl=self.ssl_context,
+                        ssl_handshake_timeout=max(0.1, slot.deadline - loop.time()) + 1.0,
+                        ssl_shutdown_timeout=self.shutdown_timeout,
+                    )
+            finally:  # before the handlers below: _fail must not cancel this very task
+                slot.task = None
+                if alert.fd >= 0:
+                    os.close(alert.fd)
         except TimeoutError:
             self.counts["timeouts"] += 1
             self._fail(slot, "timeout", f"TLS handshake not finished within {self.limits.handshake_timeout:g} s "
@@ -391,10 +396,6 @@ class Listener:
             else:
                 self._fail(slot, None, f"closed during the TLS handshake ({exc.__class__.__name__})")
             return
-        finally:
-            if alert.fd >= 0:
-                os.close(alert.fd)
-            slot.task = None
         slot.transport = transport
         if slot.state is State.CLOSED:  # the protocol already ended it
             return
