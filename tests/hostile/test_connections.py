@@ -15,6 +15,7 @@ import re
 import resource
 import socket
 import ssl
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pytest
 from certs import client_context, create_ca, issue_client_cert, server_context, write_pem
 from cloudstream.listener import Limits, Listener, Slot
 from tests.conftest import MS
-from tests.integration.framework import apiserver_tls, kubelet_request
+from tests.integration.framework import READY, Process, apiserver_tls, kubelet_request
 
 from .conftest import Fleet
 
@@ -364,3 +365,33 @@ async def test_out_of_descriptors_sheds_the_oldest_pending_or_pauses(no_leaks: N
     lines = [r.getMessage() for r in caplog.records if "cannot accept" in r.getMessage()]
     assert "Too many open files" in lines[0], lines
     assert len(lines) == 2 and re.search(r"and \d+ more like this", lines[1]), lines  # one, then the count
+
+
+def _nofile(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-file limit in /proc")
+
+
+async def test_open_file_limit_is_raised_to_the_hard_limit(hostile_pki) -> None:  # type: ignore[no-untyped-def]
+    """Started with systemd's default soft limit (here 256 of 4,096), both daemons raise it."""
+    prlimit = ["prlimit", "--nofile=256:4096", sys.executable, "-m"]
+    cloud = await Process.start("cloudstream", prlimit + [
+        "cloudstream", "--pki-dir", str(hostile_pki.root), "--stream-address", "127.0.0.1", "--stream-port", "0",
+        "--tunnel-address", "127.0.0.1", "--tunnel-port", "0"], raw=True)
+    edge: Process | None = None
+    try:
+        m = await cloud.wait_for_line(READY)
+        assert _nofile(cloud.proc.pid) == (4096, 4096)
+        await cloud.wait_for_line(r"open-file limit 4096 \(hard 4096\)")
+        edge = await Process.start("edgestream", prlimit + [
+            "edgestream", "--pki-dir", str(hostile_pki.root), "--node-name", "victim", "--server",
+            f"localhost:{m.group(2)}", "--node-ip", "127.0.0.1", "--backend", "emulator"], raw=True)
+        await cloud.wait_for_line(r"tunnel up: node victim ")
+        assert _nofile(edge.proc.pid) == (4096, 4096)
+    finally:
+        if edge is not None:
+            await edge.stop()
+        await cloud.stop()
