@@ -14,6 +14,21 @@ memory: cloudstream's RSS at start and after each of three rounds of 10,000 TCP 
 
 ``--tree DIR`` runs cloudstream from another checkout (``git worktree add /tmp/base main`` for
 the before numbers). Real processes on loopback, uvloop (cloudstream's default loop).
+
+Results (2026-11-29, Python 3.11.7, uvloop 0.23, 2 shared cores, 100 sequential requests):
+
+=====================================  ===========================  ==========================
+                                       before (main 73b8ca2)        after (accept layer)
+=====================================  ===========================  ==========================
+1,000 slowloris, nofile 1,024          p50 7.3 ms, 0 failed         p50 7.0 / p95 24 / max 30 ms
+1,100 slowloris, nofile 1,024          98 of 100 requests failed    p50 9.2 / p95 34 / max 81 ms
+1,000 slowloris, nofile = hard limit   --                           p50 6.6-10.7, p95 17-59 ms
+RSS, 3 x 10,000 silent connections     39 -> 246, 484, 738 MB       40 -> 40.7, 40.8, 40.8 MB
+RSS, 3 x 10,000 partial ClientHellos   --                           40 -> 46.6, 46.7, 46.9 MB
+same, caps raised (~5,000 handshakes)  --                           +25.6 MB; without malloc_trim +546 MB
+=====================================  ===========================  ==========================
+
+No refusal of the API server's own connections in any run; about 11 refusal lines per attack.
 """
 
 from __future__ import annotations
