@@ -11,6 +11,7 @@ from proto.tunnel.errors import ConfigError, TunnelError
 
 from . import app
 from .config import CloudConfig, add_arguments
+from .listener import raise_nofile_limit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,8 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    parser.add_argument(
+        "--max-open-files", type=int, metavar="N",
+        help="set the open-file limit to N (default: raise it to the hard limit; connection caps follow it)",
+    )
     ns = parser.parse_args(argv)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    soft, hard = raise_nofile_limit(ns.max_open_files)
+    logging.getLogger("cloudstream").info("open-file limit %d (hard %d)", soft, hard)
     # websockets' DEBUG lines show frame payloads, which can carry request headers: never.
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     try:

@@ -13,6 +13,7 @@ from certs import server_context
 
 from .config import CloudConfig
 from .kubelet_api.server import KubeletApiServer
+from .listener import Listener
 from .registry import SessionRegistry
 from .tunnel_server import start_tunnel_server
 
@@ -31,7 +32,9 @@ class Running:
     stop: asyncio.Event
 
 
-def state(registry: SessionRegistry, api: KubeletApiServer | None = None) -> dict[str, int]:
+def state(
+    registry: SessionRegistry, api: KubeletApiServer | None = None, tunnel_listener: Listener | None = None
+) -> dict[str, int]:
     """What this process holds right now: what an operator (and every leak test) asks first."""
     try:
         fds = len(os.listdir("/proc/self/fd"))
@@ -43,14 +46,18 @@ def state(registry: SessionRegistry, api: KubeletApiServer | None = None) -> dic
         "streams": sum(len(s.streams) for s in sessions),
         "mux_streams": sum(len(s.mux.streams) for s in sessions),
         "api_connections": len(api.connections) if api is not None else 0,
+        "api_pending": api.server.pending if api is not None and api.server is not None else 0,
+        "tunnel_pending": tunnel_listener.pending if tunnel_listener is not None else 0,
         "tasks": len(asyncio.all_tasks()),
         "fds": fds,
     }
 
 
-def log_state(registry: SessionRegistry, api: KubeletApiServer | None = None) -> None:
+def log_state(
+    registry: SessionRegistry, api: KubeletApiServer | None = None, tunnel_listener: Listener | None = None
+) -> None:
     """SIGUSR1: one line with the process's tunnels, streams, connections, tasks and descriptors."""
-    logger.info("state %s", " ".join(f"{k}={v}" for k, v in state(registry, api).items()))
+    logger.info("state %s", " ".join(f"{k}={v}" for k, v in state(registry, api, tunnel_listener).items()))
 
 
 def _port(server: object) -> int:
@@ -65,8 +72,10 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     installed = []
     registry = SessionRegistry()
     kubelet_api: KubeletApiServer | None = None
+    tunnel_listener: Listener | None = None
     handlers: dict[int, Callable[[], None]] = {
-        signal.SIGINT: stop.set, signal.SIGTERM: stop.set, signal.SIGUSR1: lambda: log_state(registry, kubelet_api),
+        signal.SIGINT: stop.set, signal.SIGTERM: stop.set,
+        signal.SIGUSR1: lambda: log_state(registry, kubelet_api, tunnel_listener),
     }
     for sig, handler in handlers.items():
         try:
@@ -85,6 +94,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     )
     kubelet_api = KubeletApiServer(config, registry, stream_tls)
     tunnel = await start_tunnel_server(config, registry, tunnel_tls)
+    tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
     try:
         api = await kubelet_api.start()
         running = Running(_port(tunnel), _port(api), registry, stop)

@@ -87,6 +87,17 @@ class CloudConfig:
     max_payload: int = 64 * KiB
     max_streams_per_node: int = 10_000
     shutdown_timeout: float = 5 * SECONDS
+    # -- connection hygiene on both ports (the accept layer, cloudstream/listener.py) --
+    tls_handshake_timeout: float = 5 * SECONDS
+    """From TCP accept to a finished TLS handshake, ClientHello included; then the peer is closed."""
+    max_connections: int = 10_000
+    """Open connections per port (10003 and 10004 each), pending ones included; more are refused.
+    Lowered at start to what the open-file limit can hold (logged)."""
+    max_pending_handshakes: int = 1_000
+    """Unauthenticated connections per port (TLS handshake not done, or no client certificate on
+    10003); when a new one comes at this cap, the oldest is closed."""
+    max_pending_per_ip: int = 100
+    """Unauthenticated connections per port from one source address; more from it are refused."""
 
     # --- misbehaviour budget of a tunnel (issue 15, finding 5) ---
     tunnel_max_violations: int = 100
@@ -101,6 +112,13 @@ class CloudConfig:
                 raise ConfigError(f"{name} {port} is not a TCP port")
         if not 0 < self.max_payload < 1 << 20:
             raise ConfigError("max_payload must stay below KubeEdge's 1 MiB message limit")
+        if self.tls_handshake_timeout <= 0:
+            raise ConfigError(f"tls_handshake_timeout {self.tls_handshake_timeout} must be positive")
+        if not 0 < self.max_pending_per_ip <= self.max_pending_handshakes < self.max_connections:
+            raise ConfigError(
+                f"connection caps must satisfy 0 < max_pending_per_ip ({self.max_pending_per_ip}) <= "
+                f"max_pending_handshakes ({self.max_pending_handshakes}) < max_connections ({self.max_connections})"
+            )
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> CloudConfig:
@@ -133,6 +151,7 @@ class CloudConfig:
         # --- misbehaviour budget of a tunnel ---
         budget = {"tunnel_max_violations": ns.tunnel_max_violations, "tunnel_violation_window": ns.tunnel_violation_window}
         settings.update({k: v for k, v in budget.items() if v is not None})
+        settings.update({k: getattr(ns, k) for k in _HYGIENE_FIELDS if getattr(ns, k, None) is not None})
         return cls(
             verify_node_identity=not ns.no_verify_node_identity,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
@@ -150,7 +169,20 @@ _PATH_FIELDS = (
 )
 
 
+_HYGIENE_FIELDS = ("tls_handshake_timeout", "max_connections", "max_pending_handshakes", "max_pending_per_ip")
+
+
+def _add_hygiene_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-handshake-timeout", type=float, help="seconds from accept to a finished TLS handshake (5)")
+    parser.add_argument("--max-connections", type=int, help="open connections per port (10000; fitted to the open-file limit)")
+    parser.add_argument(
+        "--max-pending-handshakes", type=int, help="unauthenticated connections per port; the oldest goes first (1000)"
+    )
+    parser.add_argument("--max-pending-per-ip", type=int, help="unauthenticated connections per port and source address (100)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_hygiene_arguments(parser)
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
     parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
     parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")

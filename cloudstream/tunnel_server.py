@@ -14,10 +14,12 @@ import http
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from certs import peer_identity
 from proto.aio import RateLimitedLog
@@ -27,6 +29,7 @@ from proto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, nego
 
 from .config import CloudConfig
 from .edge_session import EdgeSession, IPClaim
+from .listener import Limits, Listener, Slot
 from .registry import IPClaimConflict, SessionRegistry, canonical_ip
 
 __all__ = ["SUPPORTED_FEATURES", "start_tunnel_server"]
@@ -200,21 +203,54 @@ async def start_tunnel_server(
                 registry.quarantine(node, config.tunnel_violation_window)
             logger.info("x tunnel down: node %s (%s): %s", node, ip, session.closed_reason)
 
-    return await serve(
-        handler,
-        config.tunnel_address,
-        config.tunnel_port,
-        ssl=ssl_context,
-        process_request=process_request,
-        process_response=process_response,
-        compression=None,
-        max_size=2 << 20,  # a Go peer's message is at most 1 MiB of data plus the header
-        max_queue=64,
+    # websockets' serve() would accept through loop.create_server; our accept layer accepts
+    # instead (caps, handshake timeout, refusals logged) and builds each connection object
+    # as serve() does, with the same settings, through websockets' public classes.
+    connection_settings: dict[str, Any] = dict(
         ping_interval=config.ping_interval,
         ping_timeout=config.ping_timeout_go,
         close_timeout=2,
+        max_queue=64,
+    )
+    max_size = 2 << 20  # a Go peer's message is at most 1 MiB of data plus the header
+    server = serve(
+        handler,
+        process_request=process_request,
+        process_response=process_response,
+        compression=None,
+        max_size=max_size,
         server_header=None,
         open_timeout=10,
+        **connection_settings,
     )
 
+    def factory(slot: Slot) -> ServerConnection:
+        connection = _TrackedConnection(ServerProtocol(max_size=max_size), server, **connection_settings)
+        connection.slot = slot
+        return connection
 
+    listener = Listener(
+        name="tunnel",
+        host=config.tunnel_address,
+        port=config.tunnel_port,
+        ssl_context=ssl_context,
+        limits=Limits.from_config(config),
+        protocol_factory=factory,
+        shutdown_timeout=config.shutdown_timeout,
+        ca=f"the tunnel CA {config.tls_tunnel_ca_file} (--tls-tunnel-ca-file)",
+    )
+    server.create_server = listener.start  # type: ignore[assignment]
+    return await server
+
+
+class _TrackedConnection(ServerConnection):
+    """Gives the accept layer its slot back when the TCP connection is gone."""
+
+    slot: Slot | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            if self.slot is not None:
+                self.slot.release()

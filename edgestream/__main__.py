@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 
 from proto.aio.runner import run
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     ns = parser.parse_args(argv)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _raise_nofile_limit()
     # websockets' DEBUG lines show frame payloads, which can carry request headers: never.
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
@@ -36,6 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0
 
+
+def _raise_nofile_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is 1,024): every
+    stream holds a backend socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("edgestream").warning("! cannot raise the open-file limit %d to %d: %s", soft, hard, exc)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from certs import Identity, peer_identity
 from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
 
 from ..config import CloudConfig
+from ..listener import Limits, Listener, Slot
 from ..edge_session import CloudStream, EdgeSession
 from ..registry import SessionRegistry
 from .relay import HandoffReader, ToEdgeProtocol
@@ -43,23 +44,31 @@ class KubeletApiServer:
         self.registry = registry
         self.ssl_context = ssl_context
         self.connections: set[asyncio.Task[None]] = set()
-        self.server: asyncio.Server | None = None
+        self.server: Listener | None = None
 
-    async def start(self) -> asyncio.Server:
+    async def start(self) -> Listener:
+        """Listen on 10003 through the accept layer (caps, handshake timeout, refusals logged)."""
+        if self.ssl_context is None:
+            raise ValueError("the kubelet API (10003) serves TLS only: no TLS context was given")
         loop = asyncio.get_running_loop()
 
-        def factory() -> asyncio.StreamReaderProtocol:
+        def factory(slot: Slot) -> asyncio.StreamReaderProtocol:
             reader = HandoffReader(limit=64 * 1024, loop=loop)
-            return asyncio.StreamReaderProtocol(reader, self._on_connection, loop=loop)
+            return asyncio.StreamReaderProtocol(
+                reader, lambda r, w: self._on_connection(r, w, slot), loop=loop  # type: ignore[misc]
+            )
 
-        self.server = await loop.create_server(
-            factory,
-            self.config.stream_address,
-            self.config.stream_port,
-            ssl=self.ssl_context,
-            ssl_handshake_timeout=10,
+        self.server = Listener(
+            name="kubelet API",
+            host=self.config.stream_address,
+            port=self.config.stream_port,
+            ssl_context=self.ssl_context,
+            limits=Limits.from_config(self.config),
+            protocol_factory=factory,
+            shutdown_timeout=self.config.shutdown_timeout,
+            ca=f"the cluster CA {self.config.tls_stream_ca_file} (--tls-stream-ca-file)",
         )
-        return self.server
+        return await self.server.start()
 
     async def close(self) -> None:
         if self.server is not None:
@@ -68,8 +77,10 @@ class KubeletApiServer:
             task.cancel()
         if self.connections:
             await asyncio.wait(self.connections, timeout=self.config.shutdown_timeout)
+        if self.server is not None:
+            await self.server.wait_closed()
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
@@ -87,6 +98,9 @@ class KubeletApiServer:
                     await writer.wait_closed()
             except (TimeoutError, ConnectionError, ssl.SSLError):
                 writer.transport.abort()
+            finally:
+                if slot is not None:
+                    slot.release()
 
 
 class Connection:
