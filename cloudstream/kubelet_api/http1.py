@@ -130,8 +130,13 @@ class RequestReader:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
         self.head: RequestHead | None = None
         self.body_left = 0
+        self._fed = 0
         if initial:
-            self._conn.receive_data(initial)
+            self._receive(initial)
+
+    def _receive(self, data: bytes) -> None:
+        self._fed += len(data)
+        self._conn.receive_data(data)
 
     @property
     def started(self) -> bool:
@@ -141,7 +146,7 @@ class RequestReader:
 
     def feed(self, data: bytes) -> RequestHead | None:
         """Add bytes (``b""`` at EOF); return the head once it is complete."""
-        self._conn.receive_data(data)
+        self._receive(data)
         return self.next_head()
 
     def next_head(self) -> RequestHead | None:
@@ -158,6 +163,10 @@ class RequestReader:
         if isinstance(event, h11.ConnectionClosed):
             raise EOFError("the client closed the connection")
         assert isinstance(event, h11.Request), event
+        # h11 bounds only an incomplete head; one that arrives whole in a big read is measured here.
+        size = self._fed - len(self._conn.trailing_data[0])
+        if size > self.limits.max_head:
+            raise HttpError(431, f"request head of {size} bytes; at most {self.limits.max_head} are accepted")
         self.head = _check(event, self.limits)
         self.body_left = self.head.content_length
         return self.head
@@ -165,7 +174,7 @@ class RequestReader:
     def discard_body(self, data: bytes = b"") -> bool:
         """Feed body bytes; return True once the whole body has been read (and dropped)."""
         if data:
-            self._conn.receive_data(data)
+            self._receive(data)
         while True:
             try:
                 event = self._conn.next_event()

@@ -61,6 +61,10 @@ class KubeletApiServer:
             await Connection(self, reader, writer).serve()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() (shutdown) cancelled it. End normally: nobody awaits this task, and 3.11's
+            # StreamReaderProtocol logs a cancelled handler task as an ERROR with a traceback.
+            pass
         except Exception:  # a bug: log it, end this connection, keep serving the others
             logger.exception("! kubelet API connection from %s failed", writer.get_extra_info("peername"))
         finally:
