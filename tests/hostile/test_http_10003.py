@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import h11
 import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
+from websockets.uri import parse_uri
 
 from certs import client_context
 from tests.conftest import MS
@@ -335,3 +338,43 @@ async def test_sigterm_during_logs_follow_logs_no_traceback(fleet: Fleet) -> Non
         await cloud.stop()
     output = "\n".join(cloud.lines)
     assert "Traceback" not in output and "CancelledError" not in output, output[-3000:]
+
+
+def _masked_binary_frame(payload: bytes) -> bytes:
+    mask = b"\x11\x22\x33\x44"
+    assert len(payload) < 126
+    return bytes([0x82, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_bytes_right_behind_an_upgrade_head_reach_the_container(fleet: Fleet) -> None:
+    """The client's first WebSocket frames in the same write as the head: h11's trailing data
+    goes to the edge first, then the zero-copy handoff carries the rest."""
+    client = ClientProtocol(
+        parse_uri("wss://bystander/exec/default/demo/app?command=cat&input=1&output=1"),
+        subprotocols=["v5.channel.k8s.io"],  # type: ignore[list-item]
+    )
+    client.send_request(client.connect())
+    request = b"".join(client.data_to_send())
+    early = _masked_binary_frame(b"\x00early-bird\n")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", fleet.stream_port, ssl=apiserver_tls(fleet.layout), server_hostname="localhost"
+    )
+    stdout = b""
+    try:
+        writer.write(request + early)  # one write: the frame rides right behind the head
+        await writer.drain()
+        async with asyncio.timeout(15 * MS):
+            while b"early-bird" not in stdout:
+                data = await reader.read(65536)
+                assert data, f"closed early; got {stdout!r}"
+                client.receive_data(data)
+                for event in client.events_received():
+                    if getattr(event, "opcode", None) is Opcode.BINARY and event.data[:1] == b"\x01":
+                        stdout += event.data[1:]
+            writer.write(_masked_binary_frame(b"\xff\x00"))  # v5: close stdin, cat exits
+            await writer.drain()
+            while await reader.read(65536):
+                pass
+    finally:
+        writer.close()
+    assert stdout == b"early-bird\n"
