@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from certs import Identity, peer_identity
@@ -32,6 +33,8 @@ __all__ = ["Connection"]
 logger = logging.getLogger(__name__)
 
 _READ = 64 * 1024
+_LINGER = 0.5
+"""Seconds a refused connection keeps reading before it closes."""
 _MAX_REQUESTS = 100_000
 """Requests per keep-alive connection; then we close and the client dials again (bounds the loop)."""
 _refusals: RateLimitedLog | None = None
@@ -205,3 +208,17 @@ class Connection:
             message[:500],
         )
         await self.reply_error(status, message, headers, close=close)
+        if close:
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """Before closing on a refusal, read (and drop) what the client is still sending, for a
+        moment: closing with unread bytes sends a reset, which can destroy our answer in
+        flight (Go's net/http does the same ``closeWriteAndWait``)."""
+        total = 0
+        try:
+            async with asyncio.timeout(_LINGER):
+                while total < _READ and (data := await self.reader.read(_READ)):
+                    total += len(data)
+        except (TimeoutError, ConnectionError, ssl.SSLError):
+            pass

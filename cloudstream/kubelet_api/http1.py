@@ -127,22 +127,25 @@ class RequestReader:
 
     def __init__(self, limits: HeadLimits = HeadLimits(), initial: bytes = b"") -> None:
         self.limits = limits
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self._conn: h11.Connection | None = None
+        """Made with the first byte: an idle keep-alive or pre-head connection holds none."""
         self.head: RequestHead | None = None
         self.body_left = 0
         self._fed = 0
         if initial:
             self._receive(initial)
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes) -> h11.Connection:
+        if self._conn is None:
+            self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
         self._fed += len(data)
         self._conn.receive_data(data)
+        return self._conn
 
     @property
     def started(self) -> bool:
         """Whether any byte of this request has arrived (the idle clock becomes the head clock)."""
-        data, closed = self._conn.trailing_data
-        return bool(data) or self.head is not None
+        return self._fed > 0
 
     def feed(self, data: bytes) -> RequestHead | None:
         """Add bytes (``b""`` at EOF); return the head once it is complete."""
@@ -152,10 +155,13 @@ class RequestReader:
     def next_head(self) -> RequestHead | None:
         if self.head is not None:
             return self.head
+        conn = self._conn
+        if conn is None:
+            return None
         try:
-            event = self._conn.next_event()
+            event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            if self._conn.their_state is h11.CLOSED or "unexpectedly closed" in str(exc):
+            if "unexpectedly closed" in str(exc):
                 raise EOFError("the client closed the connection inside a request head") from exc
             raise HttpError(exc.error_status_hint, f"malformed request: {exc}") from None
         if event is h11.NEED_DATA:
@@ -164,7 +170,7 @@ class RequestReader:
             raise EOFError("the client closed the connection")
         assert isinstance(event, h11.Request), event
         # h11 bounds only an incomplete head; one that arrives whole in a big read is measured here.
-        size = self._fed - len(self._conn.trailing_data[0])
+        size = self._fed - len(conn.trailing_data[0])
         if size > self.limits.max_head:
             raise HttpError(431, f"request head of {size} bytes; at most {self.limits.max_head} are accepted")
         self.head = _check(event, self.limits)
@@ -173,11 +179,11 @@ class RequestReader:
 
     def discard_body(self, data: bytes = b"") -> bool:
         """Feed body bytes; return True once the whole body has been read (and dropped)."""
-        if data:
-            self._receive(data)
+        conn = self._receive(data) if data else self._conn
+        assert conn is not None, "discard_body() before the head"
         while True:
             try:
-                event = self._conn.next_event()
+                event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 raise EOFError(f"the request body was cut off: {exc}") from None
             if event is h11.NEED_DATA:
@@ -191,7 +197,7 @@ class RequestReader:
     @property
     def leftover(self) -> bytes:
         """What arrived after the head (upgrade) or after the body (the next request)."""
-        return bytes(self._conn.trailing_data[0])
+        return bytes(self._conn.trailing_data[0]) if self._conn is not None else b""
 
 
 def _check(event: h11.Request, limits: HeadLimits) -> RequestHead:
