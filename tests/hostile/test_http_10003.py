@@ -74,7 +74,7 @@ def _parse(data: bytes) -> tuple[int, dict[str, str], bytes, bytes]:
     return status, headers, body, bytes(client.trailing_data[0])
 
 
-async def exchange(port: int, data: bytes, tls: ssl.SSLContext, *, timeout: float = 15.0, linger: float = 0.5) -> Answer:
+async def exchange(port: int, data: bytes, tls: ssl.SSLContext, *, timeout: float = 15.0, linger: float = 2.0) -> Answer:
     """Send ``data`` raw over TLS, read until the server closes (or ``linger`` after a first answer)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
     started = time.monotonic()
