@@ -20,7 +20,7 @@ from proto.aio.ratelog import RateLimitedLog
 from .authz import NO_CERTIFICATE, authorize
 from .forward import relay_response, relay_upgrade
 from .http1 import HeadLimits, HttpError, RequestHead, RequestReader
-from .resolve import original_destination, request_node_keys
+from .resolve import local_address, original_destination, request_node_keys
 from .routes import match_route
 from .status import error_response
 
@@ -59,6 +59,7 @@ class Connection:
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.dnat_ip = original_destination(writer.get_extra_info("socket"))
+        self.local_ip = local_address(writer.get_extra_info("socket"))
         self.identity: Identity | None = None
         self.limits = HeadLimits(
             max_head=self.config.max_request_head,
@@ -158,7 +159,7 @@ class Connection:
 
     def _find_session(self, head: RequestHead) -> tuple[EdgeSession | None, str]:
         registry = self.server.registry
-        keys = request_node_keys(head, self.dnat_ip)
+        keys = request_node_keys(head, self.dnat_ip, self.local_ip, registry)
         for kind, value in keys:
             session = registry.get_by_ip(value) if kind == "ip" else registry.get(value)
             if session is not None:
@@ -192,10 +193,9 @@ class Connection:
     # ------------------------------------------------------------------ answers
 
     async def reply_error(
-        self, status: int, message: str, headers: list[tuple[str, str]] | None = None, close: bool = False,
-        reason: str = "",
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None, close: bool = False
     ) -> None:
-        self.writer.write(error_response(status, message, headers or (), close=close, reason=reason))
+        self.writer.write(error_response(status, message, headers or (), close=close))
         await self.writer.drain()
 
     async def refuse(

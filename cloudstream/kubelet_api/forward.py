@@ -67,8 +67,7 @@ async def relay_response(conn: Connection, head: RequestHead, route: Route, sess
             await conn.reply_error(502, f"node {session.node}: {exc}")
             return await _keep_watched(conn, watcher)
         if code != 200:
-            text, reason = edge_message(message)
-            await conn.reply_error(code, f"node {session.node}: {text}", reason=reason)
+            await conn.reply_error(code, f"node {session.node}: {edge_message(message)}")
             return await _keep_watched(conn, watcher)
         content_type = "text/plain" if route.kind is RouteKind.LOGS else "text/plain; charset=utf-8"
         if route.kind is RouteKind.METRICS and route.path.startswith("/stats"):

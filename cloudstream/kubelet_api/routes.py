@@ -2,10 +2,11 @@
 
 KubeEdge's stream server routes (spec §6) plus port-forward, which KubeEdge lacks.
 
-Names in the path are percent-decoded once, here: ``p1%2Fx`` is refused (an encoded ``/``
-is never a pod name), as are ``.``, ``..``, empty names and control characters. What is
-routed, audited and forwarded (``Route.path``, re-encoded from the decoded names) is what the
-edge serves: the edge decodes the forwarded path once and gets the same names.
+Names in a pod path are percent-decoded once by ``proto.kubelet_path``, the function the edge
+calls too: ``p1%2Fx`` is refused (an encoded ``/`` is never a pod name), as are ``.``, ``..``,
+empty names and control characters. What is routed, audited and forwarded (``Route.path``,
+re-encoded from the decoded names) is what the edge serves: it decodes the forwarded path
+once and gets the same names.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
+from proto.kubelet_path import BadPath, decode_segment, parse_pod_path
 from proto.tunnel import MessageType
 
 from .http1 import HttpError
 
-__all__ = ["Route", "RouteKind", "decode_segment", "match_route"]
+__all__ = ["Route", "RouteKind", "match_route"]
 
 
 class RouteKind(enum.Enum):
@@ -58,42 +60,26 @@ class Route:
         return self.kind in (RouteKind.EXEC, RouteKind.ATTACH, RouteKind.PORTFORWARD)
 
 
-# A shape is the literal first segment(s) then named segments; "" names a segment we check
-# and forward but do not keep (a pod UID).
-_SHAPES: list[tuple[tuple[str, ...], tuple[str, ...], RouteKind, tuple[str, ...]]] = [
-    (("containerLogs",), ("namespace", "pod", "container"), RouteKind.LOGS, ("GET",)),
-    (("exec",), ("namespace", "pod", "container"), RouteKind.EXEC, ("GET", "POST")),
-    (("exec",), ("namespace", "pod", "", "container"), RouteKind.EXEC, ("GET", "POST")),
-    (("attach",), ("namespace", "pod", "container"), RouteKind.ATTACH, ("GET", "POST")),
-    (("attach",), ("namespace", "pod", "", "container"), RouteKind.ATTACH, ("GET", "POST")),
-    (("portForward",), ("namespace", "pod"), RouteKind.PORTFORWARD, ("GET", "POST")),
-    (("portForward",), ("namespace", "pod", ""), RouteKind.PORTFORWARD, ("GET", "POST")),
-    (("stats",), ("pod", "container"), RouteKind.METRICS, ("GET",)),
-    (("stats",), ("namespace", "pod", "", "container"), RouteKind.METRICS, ("GET",)),
-]
-_FIXED_METRICS = re.compile(r"^/(stats|stats/summary|stats/container|metrics|metrics/cadvisor|metrics/probes|metrics/resource)/?$")
+_POD_ROUTES = {
+    "containerLogs": (RouteKind.LOGS, ("GET",)),
+    "exec": (RouteKind.EXEC, ("GET", "POST")),
+    "attach": (RouteKind.ATTACH, ("GET", "POST")),
+    "portForward": (RouteKind.PORTFORWARD, ("GET", "POST")),
+}
+_FIXED_METRICS = re.compile(
+    r"^/(stats|stats/summary|stats/container|metrics|metrics/cadvisor|metrics/probes|metrics/resource)/?$"
+    # The kubelet's health checks (/healthz, /healthz/ping|log|syncloop), answered by the edge
+    # from its own state; under the "metrics" access rule, as a node-proxy read.
+    r"|^/healthz(?:/[^/]+)?$"
+)
+_STATS_LAYOUTS = {2: ("pod", "container"), 4: ("namespace", "pod", "uid", "container")}
+"""``/stats/{pod}/{container}`` and ``/stats/{namespace}/{pod}/{uid}/{container}``."""
 _PCHAR_SAFE = "!$&'()*+,;=:@-._~"
 """RFC 3986 pchar characters kept as they are when re-encoding a name."""
-_SEGMENT_LABEL = {"namespace": "namespace", "pod": "pod name", "container": "container name", "": "pod UID"}
 
 
-def decode_segment(raw: str, label: str) -> str:
-    """Percent-decode one path segment once; refuse what no Kubernetes name can be (400)."""
-    if "%" in raw and re.search(r"%(?![0-9A-Fa-f]{2})", raw):
-        raise HttpError(400, f"{label} {raw!r}: malformed percent-encoding")
-    try:
-        name = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        raise HttpError(400, f"{label} {raw!r} is not UTF-8 once decoded") from None
-    if not name:
-        raise HttpError(400, f"{label} is empty")
-    if "/" in name:
-        raise HttpError(400, f"{label} {raw!r} contains an encoded '/' (refused: no Kubernetes name has one)")
-    if name in (".", ".."):
-        raise HttpError(400, f"{label} {raw!r} is {name!r}, not a name")
-    if not name.isprintable() or any(c.isspace() for c in name):
-        raise HttpError(400, f"{label} {raw!r} contains a control or space character")
-    return name
+def _encode(*segments: str) -> str:
+    return "/" + "/".join(quote(s, safe=_PCHAR_SAFE) for s in segments)
 
 
 def match_route(path: str) -> Route | None:
@@ -103,19 +89,26 @@ def match_route(path: str) -> Route | None:
     """
     if _FIXED_METRICS.match(path):
         return Route(RouteKind.METRICS, ("GET",), path=path)
-    segments = path.split("/")
-    if len(segments) < 2 or segments[0] != "":
-        return None
-    segments = segments[1:]
-    for literals, names, kind, methods in _SHAPES:
-        if len(segments) != len(literals) + len(names) or tuple(segments[: len(literals)]) != literals:
-            continue
-        fields: dict[str, str] = {}
-        encoded = list(literals)
-        for name, raw in zip(names, segments[len(literals):], strict=True):
-            value = decode_segment(raw, _SEGMENT_LABEL[name])
-            if name and kind is not RouteKind.METRICS:
-                fields[name] = value
-            encoded.append(quote(value, safe=_PCHAR_SAFE))
-        return Route(kind, methods, path="/" + "/".join(encoded), **fields)
+    try:
+        pod_path = parse_pod_path(path)
+        if pod_path is not None:
+            kind, methods = _POD_ROUTES[pod_path.route]
+            names = [pod_path.namespace, pod_path.pod]
+            if pod_path.uid is not None:
+                names.append(pod_path.uid)
+            if pod_path.container is not None:
+                names.append(pod_path.container)
+            return Route(
+                kind, methods, namespace=pod_path.namespace, pod=pod_path.pod, container=pod_path.container or "",
+                path=_encode(pod_path.route, *names),
+            )
+        parts = path.split("/")
+        if len(parts) >= 2 and parts[:2] == ["", "stats"] and (layout := _STATS_LAYOUTS.get(len(parts) - 2)):
+            if any(not p for p in parts[2:]):
+                return None  # as the kubelet's router: an empty segment matches no route
+            return Route(RouteKind.METRICS, ("GET",), path=_encode("stats", *(
+                decode_segment(raw, what) for what, raw in zip(layout, parts[2:], strict=True)
+            )))
+    except BadPath as exc:
+        raise HttpError(400, str(exc)) from None
     return None

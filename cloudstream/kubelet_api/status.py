@@ -1,69 +1,28 @@
 """Error answers of the kubelet API as ``metav1.Status`` JSON, as the kubelet writes them.
 
 A text body is not enough: client-go decodes a refused upgrade's body with its universal
-decoder, which also reads YAML, so ``cloudstream: node x: container "c" not found`` (a YAML
-mapping, because of ``": "``) became an empty Status and kubectl 1.27-1.29 printed
-``Error from server: `` and nothing else. JSON with our message keeps the words.
+decoder, which also reads YAML, so a text body with one ``": "`` became an empty Status and
+kubectl 1.27-1.29 printed ``error upgrading connection: `` and nothing else. The body comes
+from ``proto.kube_status`` (the edge writes its Status bodies with it too); this module adds
+the response head we need on 10003 (keep-alive or close, extra headers such as ``Allow``).
 """
 
 from __future__ import annotations
 
 import json
 
+from proto.kube_status import reason_for_code, status_json
+
 from .http1 import response_head
 
-__all__ = ["REASONS", "edge_message", "error_response", "reason_for", "status_body"]
-
-# apimachinery's StatusReason for each code (k8s.io/apimachinery/pkg/api/errors
-# NewGenericServerResponse); codes it has no reason for get the nearest one.
-REASONS: dict[int, str] = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    406: "NotAcceptable",
-    409: "Conflict",
-    410: "Gone",
-    413: "RequestEntityTooLarge",
-    415: "UnsupportedMediaType",
-    422: "Invalid",
-    429: "TooManyRequests",
-    500: "InternalError",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-}
-
-
-def reason_for(code: int) -> str:
-    if code in REASONS:
-        return REASONS[code]
-    if code >= 500:
-        return "InternalError"  # 501, 502, 505: apimachinery's choice for other 5xx
-    return "BadRequest"  # 431 and other 4xx: the request was at fault
-
-
-def status_body(code: int, message: str, reason: str = "") -> bytes:
-    return json.dumps(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason or reason_for(code),
-            "code": code,
-        },
-        ensure_ascii=False,
-    ).encode()
+__all__ = ["edge_message", "error_response", "reason_for_code", "status_json"]
 
 
 def error_response(
     code: int, message: str, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (), close: bool = False,
-    reason: str = "",
 ) -> bytes:
-    """A complete HTTP/1.1 response carrying ``message`` as a Status."""
-    body = status_body(code, f"cloudstream: {message}", reason)
+    """A complete HTTP/1.1 response carrying ``cloudstream: message`` as a Status."""
+    body = status_json(code, f"cloudstream: {message}")
     all_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     if close:
         all_headers.append(("Connection", "close"))
@@ -71,15 +30,14 @@ def error_response(
     return response_head(code, all_headers) + body
 
 
-def edge_message(message: str) -> tuple[str, str]:
-    """The edge's STATUS text, and its reason if the edge already sent a Status object."""
+def edge_message(message: str) -> str:
+    """The words of the edge's STATUS answer (unwrapped if the edge already sent a Status)."""
     text = message.strip()
     if text.startswith("{"):
         try:
             obj = json.loads(text)
         except ValueError:
-            return text, ""
+            return text
         if isinstance(obj, dict) and obj.get("kind") == "Status" and isinstance(obj.get("message"), str):
-            reason = obj.get("reason")
-            return obj["message"], reason if isinstance(reason, str) else ""
-    return text, ""
+            return obj["message"].strip()
+    return text

@@ -224,14 +224,14 @@ async def test_oversized_heads_get_431(fleet: Fleet) -> None:
 @pytest.mark.parametrize(
     ("path", "segment"),
     [
-        ("/containerLogs/default/demo%2Fx/app", "pod name"),
-        ("/containerLogs/default/demo%2fx/app", "pod name"),
+        ("/containerLogs/default/demo%2Fx/app", "pod"),
+        ("/containerLogs/default/demo%2fx/app", "pod"),
         ("/containerLogs/%2E%2E/demo/app", "namespace"),
-        ("/containerLogs/default/./app", "pod name"),
+        ("/containerLogs/default/./app", "pod"),
         ("/containerLogs//demo/app", "namespace"),
-        ("/containerLogs/default/demo/%00app", "container name"),
-        ("/exec/default/demo%2F..%2Fother/app?command=ls", "pod name"),
-        ("/containerLogs/default/demo/ap%zz", "container name"),
+        ("/containerLogs/default/demo/%00app", "container"),
+        ("/exec/default/demo%2F..%2Fother/app?command=ls", "pod"),
+        ("/containerLogs/default/demo/ap%zz", "container"),
     ],
 )
 async def test_names_are_decoded_once_and_refused_when_odd(fleet: Fleet, path: str, segment: str) -> None:
@@ -239,7 +239,7 @@ async def test_names_are_decoded_once_and_refused_when_odd(fleet: Fleet, path: s
     answer = await exchange(fleet.stream_port, head(path), apiserver_tls(fleet.layout))
     assert answer.status == 400, answer
     message = answer.status_object["message"]
-    assert message.split(": ", 2)[-1].startswith(segment), message
+    assert f"{segment} name" in message and answer.status_object["reason"] == "BadRequest", message
     assert served(fleet, since) == []
     assert fleet.log_lines(r"refused 400", since), "the refusal was not logged"
 
@@ -286,12 +286,12 @@ async def test_errors_are_status_json_with_reasons(fleet: Fleet) -> None:
         (head(LOGS, host="absent"), 503, "ServiceUnavailable", "absent"),
         (b"DELETE " + LOGS.encode() + b" HTTP/1.1\r\nHost: bystander\r\n\r\n", 405, "MethodNotAllowed", "DELETE"),
         (head("/containerLogs/default/demo/nosuch"), 404, "NotFound", "nosuch"),  # the edge's STATUS, rendered here
-        (b"GET / HTTP/2.0\r\nHost: bystander\r\n\r\n", 505, "InternalError", "HTTP/2.0"),
+        (b"GET / HTTP/2.0\r\nHost: bystander\r\n\r\n", 505, None, "HTTP/2.0"),  # no apimachinery reason
     ]
     for data, status, reason, words in cases:
         answer = await exchange(fleet.stream_port, data, tls)
         obj = answer.status_object
-        assert (answer.status, obj["reason"]) == (status, reason), obj
+        assert (answer.status, obj.get("reason")) == (status, reason), obj
         assert words in obj["message"] and obj["message"].startswith("cloudstream: "), obj
 
 
