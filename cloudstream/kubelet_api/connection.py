@@ -67,6 +67,9 @@ class Connection:
             max_body=self.config.max_request_body,
         )
         self.leftover = b""
+        self.errors_as_status = True
+        """Errors of the current request as Status JSON (upgrades, and before any head) or as
+        plain text (logs, stats, metrics: what the kubelet writes there)."""
         """Bytes already read that belong to the next request (pipelining, the gone-watcher's byte)."""
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -89,6 +92,7 @@ class Connection:
         for _ in range(_MAX_REQUESTS):
             request = RequestReader(self.limits, self.leftover)
             self.leftover = b""
+            self.errors_as_status = True
             try:
                 head = await self._read_head(request, first)
             except HttpError as exc:
@@ -129,6 +133,7 @@ class Connection:
             route, bad_path = match_route(head.path), None
         except HttpError as exc:
             route, bad_path = None, exc
+        self.errors_as_status = route.upgrade if route is not None else head.is_upgrade
         denied = authorize(self.identity, route, self.config.access)
         if denied is not None:
             status, message = denied
@@ -195,7 +200,7 @@ class Connection:
     async def reply_error(
         self, status: int, message: str, headers: list[tuple[str, str]] | None = None, close: bool = False
     ) -> None:
-        self.writer.write(error_response(status, message, headers or (), close=close))
+        self.writer.write(error_response(status, message, headers or (), close=close, as_status=self.errors_as_status))
         await self.writer.drain()
 
     async def refuse(

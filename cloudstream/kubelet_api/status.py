@@ -20,10 +20,22 @@ __all__ = ["edge_message", "error_response", "reason_for_code", "status_json"]
 
 def error_response(
     code: int, message: str, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (), close: bool = False,
+    as_status: bool = True,
 ) -> bytes:
-    """A complete HTTP/1.1 response carrying ``cloudstream: message`` as a Status."""
-    body = status_json(code, f"cloudstream: {message}")
-    all_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    """A complete HTTP/1.1 response carrying ``cloudstream: message``.
+
+    ``as_status``: a Status JSON body, as the kubelet's streaming server refuses an upgrade
+    (exec/attach/port-forward: client-go decodes that body). Otherwise plain text, as the
+    kubelet's go-restful handlers answer logs/stats errors: the API server quotes that text in
+    its own Status (``Error from server (NotFound): cloudstream: ...``), where a JSON body
+    would show up as raw JSON.
+    """
+    text = f"cloudstream: {message}"
+    if as_status:
+        body, content_type = status_json(code, text), "application/json"
+    else:
+        body, content_type = (text.rstrip("\n") + "\n").encode(), "text/plain; charset=utf-8"
+    all_headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
     if close:
         all_headers.append(("Connection", "close"))
     all_headers.extend(headers)

@@ -22,6 +22,7 @@ from websockets.frames import Opcode
 from websockets.uri import parse_uri
 
 from certs import client_context
+from proto.kube_status import reason_for_code
 from tests.conftest import MS
 from tests.integration.framework import apiserver_tls, kubelet_request, start_cloud, start_edge
 from tests.integration.k8s_ws import open_ws, run_exec
@@ -45,6 +46,12 @@ class Answer:
 
     @property
     def status_object(self) -> dict:
+        """The error as a Status: the JSON body of an upgrade's refusal, or the plain text of a
+        logs/stats error (what the kubelet writes there) in the same shape."""
+        if self.headers.get("content-type", "").startswith("text/plain"):
+            text = self.body.decode()
+            assert text.startswith("cloudstream: ") and text.endswith("\n"), text
+            return {"message": text.strip(), "code": self.status, "reason": reason_for_code(self.status)}
         assert self.headers.get("content-type") == "application/json", self.headers
         obj = json.loads(self.body)
         assert obj["kind"] == "Status" and obj["apiVersion"] == "v1" and obj["status"] == "Failure", obj
@@ -385,3 +392,22 @@ async def test_bytes_right_behind_an_upgrade_head_reach_the_container(fleet: Fle
     finally:
         writer.close()
     assert stdout == b"early-bird\n"
+
+
+async def test_error_bodies_are_what_the_kubelet_writes_for_each_kind_of_request(fleet: Fleet) -> None:
+    """logs/stats errors are plain text (the kubelet's go-restful handlers; the API server quotes
+    the text in its own Status), upgrade refusals a Status JSON (the kubelet's streaming server;
+    client-go decodes that body, and text with ': ' decoded as YAML printed nothing)."""
+    tls = apiserver_tls(fleet.layout)
+    logs = await exchange(fleet.stream_port, head("/containerLogs/default/nope/app"), tls)
+    assert logs.status == 404 and logs.headers["content-type"].startswith("text/plain"), logs
+    assert logs.body.decode().startswith("cloudstream: node bystander: ") and "nope" in logs.body.decode()
+    absent = await exchange(fleet.stream_port, head("/stats/summary", host="absent"), tls)
+    assert absent.status == 503 and absent.headers["content-type"].startswith("text/plain"), absent
+    upgrade = head("/exec/default/nope/app?command=true&output=1", "Connection: Upgrade", "Upgrade: SPDY/3.1",
+                   "X-Stream-Protocol-Version: v4.channel.k8s.io", host="absent").replace(b"GET ", b"POST ", 1)
+    refused = await exchange(fleet.stream_port, upgrade, tls)
+    assert refused.status == 503 and refused.headers["content-type"] == "application/json", refused
+    obj = json.loads(refused.body)
+    assert (obj["kind"], obj["reason"], obj["code"]) == ("Status", "ServiceUnavailable", 503)
+    assert obj["message"].startswith("cloudstream: no edge node with node absent"), obj
