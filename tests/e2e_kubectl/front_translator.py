@@ -279,7 +279,9 @@ class _Session:
                         break
                     resize = bytearray(text[end:].encode())
                     if isinstance(size, dict):
-                        line = go_json({"Width": int(size.get("Width", 0)), "Height": int(size.get("Height", 0))})
+                        width, height = int(size.get("Width", 0)), int(size.get("Height", 0))
+                        self.owner.note(f"kubelet resize {width}x{height}")
+                        line = go_json({"Width": width, "Height": height})
                         with contextlib.suppress(StreamClosed):
                             await self.streams["resize"].write(line + b"\n")
             elif channel == CLOSE and data[:1] == bytes([STDIN]):
