@@ -16,7 +16,8 @@ import asyncio
 import json
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from proto.tunnel import NotFound
@@ -26,7 +27,10 @@ from ..logs_options import BadLogOptions, LogOptions
 from ..stream import EdgeStream
 from .base import BaseBackend
 from .emulator_shell import ProcessIO, run_command
-from .ws_channels import refuse, serve_port_forward, serve_remotecommand
+from .kube_http import refuse
+from .spdy_exec import ExecOptions, serve_spdy_remotecommand
+from .spdy_portforward import TUNNEL_PROTOCOL, serve_spdy_port_forward, serve_tunnelled_port_forward
+from .ws_channels import serve_port_forward, serve_remotecommand
 
 __all__ = ["EmulatorBackend", "EmulatedContainer"]
 
@@ -42,6 +46,24 @@ class EmulatedContainer:
     t0: float
     """Wall-clock time of line 0."""
     line_size: int = 0
+    restarts: int = 0
+    previous: tuple[float, int] | None = None
+    """(t0, lines written) of the instance before the last restart: ``--previous`` logs."""
+    cap: int | None = None
+    """Lines this timeline ends at (a previous instance's)."""
+
+    def restart(self, now: float, history: int) -> None:
+        """The main process died: the kubelet starts a new instance, numbering lines anew
+        (at rate 0 the old instance leaves ``history`` lines)."""
+        self.previous = (self.t0, self.written(now) if self.rate > 0 else history)
+        self.t0 = now
+        self.restarts += 1
+
+    def previous_timeline(self) -> EmulatedContainer | None:
+        if self.previous is None:
+            return None
+        t0, end = self.previous
+        return replace(self, t0=t0, cap=end, previous=None)
 
     def line(self, i: int) -> bytes:
         text = f"{self.namespace}/{self.pod}/{self.name} line {i}"
@@ -52,8 +74,9 @@ class EmulatedContainer:
     def written(self, now: float) -> int:
         """How many lines exist at wall-clock ``now``."""
         if self.rate <= 0:
-            return 1 << 62
-        return max(0, math.floor((now - self.t0) * self.rate) + 1)
+            return 1 << 62 if self.cap is None else self.cap
+        count = max(0, math.floor((now - self.t0) * self.rate) + 1)
+        return count if self.cap is None else min(count, self.cap)
 
     def time_of(self, i: int) -> float:
         return self.t0 + (i / self.rate if self.rate > 0 else 0.0)
@@ -90,7 +113,10 @@ class EmulatorBackend(BaseBackend):
     async def logs(self, stream: EdgeStream, ns: str, pod: str, container: str, options: LogOptions) -> None:
         ctr = self.find(ns, pod, container)
         if options.previous:
-            raise BadLogOptions(f'previous terminated container "{container}" in pod "{ns}/{pod}" not found')
+            previous = ctr.previous_timeline()
+            if previous is None:
+                raise BadLogOptions(f'previous terminated container "{container}" in pod "{ns}/{pod}" not found')
+            ctr, options = previous, replace(options, follow=False)  # a dead instance writes no more
         await stream.answer(200)
         if options.stream == "Stderr":
             return  # emulated containers write to stdout only
@@ -99,13 +125,13 @@ class EmulatorBackend(BaseBackend):
         if ctr.rate > 0:
             end = ctr.written(now)
         else:
-            end = 1 << 62 if options.follow else self.config.history
+            end = 1 << 62 if options.follow else (ctr.cap if ctr.cap is not None else self.config.history)
         first = 0
         if options.since_seconds is not None or options.since_time is not None:
             since = options.since_time.timestamp() if options.since_time else now - (options.since_seconds or 0)
             first = max(0, math.ceil((since - ctr.t0) * ctr.rate)) if ctr.rate > 0 else 0
         if options.tail_lines is not None:
-            existing = end if ctr.rate > 0 else self.config.history
+            existing = end if ctr.rate > 0 or ctr.cap is not None else self.config.history
             first = max(first, existing - options.tail_lines)
         budget = options.limit_bytes if options.limit_bytes is not None else -1
         i = first
@@ -140,7 +166,9 @@ class EmulatorBackend(BaseBackend):
 
     async def metrics(self, stream: EdgeStream, path: str) -> None:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if path.rstrip("/") in ("/stats/summary", "/stats"):
+        if path.rstrip("/") == "/pods":
+            await stream.send(json.dumps(self._pods(), indent=2).encode())
+        elif path.rstrip("/") in ("/stats/summary", "/stats"):
             await stream.send(json.dumps(self._summary(now), indent=2).encode())
         elif path.startswith("/metrics"):
             lines = ["# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed (emulated)",
@@ -153,6 +181,23 @@ class EmulatorBackend(BaseBackend):
             await stream.send(("\n".join(lines) + "\n").encode())
         else:
             raise NotFound(f"the emulator serves no {path}")
+
+    def _pods(self) -> dict[str, object]:
+        """The kubelet's ``/pods``: a PodList whose container statuses carry the restart counts."""
+        pods: dict[tuple[str, str], list[EmulatedContainer]] = {}
+        for c in self.containers.values():
+            pods.setdefault((c.namespace, c.pod), []).append(c)
+
+        def started(c: EmulatedContainer) -> str:
+            return datetime.fromtimestamp(max(c.t0, self.started), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+            {"metadata": {"name": pod, "namespace": ns, "uid": f"emulated-{ns}-{pod}"},
+             "spec": {"containers": [{"name": c.name, "image": "emulated"} for c in ctrs]},
+             "status": {"phase": "Running", "containerStatuses": [
+                 {"name": c.name, "ready": True, "restartCount": c.restarts, "image": "emulated", "imageID": "",
+                  "state": {"running": {"startedAt": started(c)}}} for c in ctrs]}}
+            for (ns, pod), ctrs in pods.items()]}
 
     def _summary(self, now: str) -> dict[str, object]:
         pods: dict[tuple[str, str], list[dict[str, object]]] = {}
@@ -185,43 +230,65 @@ class EmulatorBackend(BaseBackend):
     # ------------------------------------------------------------------ exec / attach / port-forward
 
     async def exec(self, stream: EdgeStream, ns: str, pod: str, container: str, *, attach: bool) -> None:
+        """SPDY/3.1 (what a kube-apiserver sends) or WebSocket v5/v4 (passed through), as the kubelet."""
         try:
             ctr = self.find(ns, pod, container)
         except NotFound as exc:
             await refuse(stream, 404, str(exc))
             return
-        if attach:
-            await serve_remotecommand(stream, lambda io: self._attached(ctr, io), pod)
-            return
-        argv = stream.query().get("command", [])
-        if not argv:
+        spdy = (stream.request.header("Upgrade") or "").lower() != "websocket"
+        query = stream.query()
+        argv = query.get("command", [])
+        if not attach and not argv:
             await refuse(stream, 400, "exec needs at least one command= parameter")
             return
-        await serve_remotecommand(stream, lambda io: run_command(argv, io), pod)
+        opts = ExecOptions.from_query(query)
+        if opts is None:
+            await refuse(stream, 400, "you must specify at least 1 of stdin, stdout, stderr")
+            return
+
+        def run(io: ProcessIO) -> Awaitable[int]:
+            io.restart = lambda: ctr.restart(time.time(), self.config.history)
+            return self._attached(ctr, io) if attach else run_command(argv, io)
+
+        if spdy:
+            await serve_spdy_remotecommand(stream, run, pod, opts)
+        else:
+            await serve_remotecommand(stream, run, pod)
 
     async def _attached(self, ctr: EmulatedContainer, io: ProcessIO) -> int:
-        """Attach: the container's live output; typed input is echoed back (a `cat` main process)."""
+        """Attach: the container's live output until the client leaves; typed input is echoed
+        back (a `cat` main process), and its end (stdin EOF) ends the attach."""
 
         async def echo_stdin() -> None:
             while (data := await io.read_stdin()) is not None:
                 await io.write_stdout(data)
 
-        echo = asyncio.create_task(echo_stdin())
+        echo = asyncio.create_task(echo_stdin()) if io.stdin else None
         try:
             i = ctr.written(time.time()) if ctr.rate > 0 else 0
             while True:
                 await asyncio.sleep(max(0.0, ctr.time_of(i) - time.time()) if ctr.rate > 0 else 0.1)
                 end = ctr.written(time.time()) if ctr.rate > 0 else i + 1
+                if end < i:  # restarted meanwhile: the new instance's lines
+                    i = 0
                 if end > i:
                     await io.write_stdout(b"".join(ctr.line(n) for n in range(i, end)))
                     i = end
-                if echo.done():
+                if echo is not None and echo.done():
                     return 0
         finally:
-            echo.cancel()
+            if echo is not None:
+                echo.cancel()
 
     async def port_forward(self, stream: EdgeStream, ns: str, pod: str) -> None:
         if not any(k[0] == ns and k[1] == pod for k in self.containers):
             await refuse(stream, 404, f'pod "{ns}/{pod}" is not on this node (emulator)')
             return
-        await serve_port_forward(stream)
+        if (stream.request.header("Upgrade") or "").lower() != "websocket":
+            await serve_spdy_port_forward(stream)
+        elif any(TUNNEL_PROTOCOL == p.strip() for line in stream.request.header_values("Sec-WebSocket-Protocol")
+                 for p in line.split(",")):
+            await serve_tunnelled_port_forward(stream)
+        else:
+            await serve_port_forward(stream)

@@ -1,7 +1,7 @@
 """A tiny shell for emulated containers: enough for exec/attach tests and labs.
 
 Commands: ``echo``, ``printf`` (text and ``\\n``), ``cat`` (stdin to stdout until EOF),
-``exit N``, ``sleep S``, ``stty size``, ``seq N``, ``hostname``, ``true``, ``false``,
+``exit N``, ``kill 1`` (restarts the container), ``sleep S``, ``stty size``, ``seq N``, ``hostname``, ``true``, ``false``,
 ``sh -c 'a; b && c'``, ``cmd >&2``, and ``sh`` read-eval loops on stdin (with tty echo).
 Unknown commands fail with 127, as a shell does.
 """
@@ -28,6 +28,10 @@ class ProcessIO:
     size: tuple[int, int] = (24, 80)
     """(rows, columns), updated by resize events."""
     hostname: str = "emulated"
+    stdin: bool = True
+    """False when the client sent no stdin (attach without -i runs until the client leaves)."""
+    restart: Callable[[], None] | None = None
+    """Restarts the container (``kill 1``): a new instance, the old one's logs become ``--previous``."""
     _pending: bytearray = field(default_factory=bytearray)
 
     async def readline(self) -> bytes | None:
@@ -99,7 +103,8 @@ async def _interactive(io: ProcessIO) -> int:
             return int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else code
         if io.tty:
             out = _crlf(io)
-            code = await _simple(argv, ProcessIO(out, out, io.read_stdin, io.tty, io.size, io.hostname))
+            code = await _simple(argv, ProcessIO(out, out, io.read_stdin, io.tty, io.size, io.hostname, io.stdin,
+                                                 io.restart))
         else:
             code = await _simple(argv, io)
 
@@ -137,6 +142,11 @@ async def _simple(argv: list[str], io: ProcessIO) -> int:
     elif name == "true":
         return 0
     elif name == "false":
+        return 1
+    elif name == "kill" and args and args[-1] == "1" and io.restart is not None:
+        io.restart()  # the main process dies: the kubelet starts the container again
+    elif name == "kill":
+        await io.write_stderr(f"sh: can't kill pid {args[-1] if args else ''}: No such process\n".encode())
         return 1
     elif name == "exit":
         return int(args[0]) if args and args[0].isdigit() else 0

@@ -7,8 +7,9 @@ framing with channels 2i (data) and 2i+1 (error) per requested port, the first m
 carrying the port as two little-endian bytes.
 
 The WebSocket itself is websockets' sans-I/O ``ServerProtocol``; bytes come from and go to
-the tunnel stream. SPDY upgrades are answered 403, which makes kubectl >= 1.30 fall back... to
-SPDY, so the emulator serves kubectl's WebSocket path only (real containerd serves both).
+the tunnel stream. This is the form an API server passes through (kubectl >= 1.30 exec/attach
+when the node declares ``ExtendWebSocketsToKubelet``, or an API server < 1.30); SPDY, what an
+API server sends by default, is in ``spdy_exec`` / ``spdy_portforward``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from websockets.server import ServerProtocol
 from proto.aio import StreamBuffer
 
 from ..stream import EdgeStream
+from . import kube_http
 from .emulator_shell import ProcessIO
 
 __all__ = ["EXEC_PROTOCOLS", "accept_websocket", "refuse", "serve_port_forward", "serve_remotecommand"]
@@ -35,8 +37,8 @@ STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
 
 async def refuse(stream: EdgeStream, status: int, message: str) -> None:
-    """An HTTP error answer to an upgrade (relayed to the client as is)."""
-    await stream.answer(status, message)
+    """An HTTP error answer to an upgrade (a metav1.Status, relayed to the client as is)."""
+    await kube_http.refuse(stream, status, message)
 
 
 class WsChannel:
@@ -82,27 +84,32 @@ class WsChannel:
 async def accept_websocket(stream: EdgeStream, protocols: list[str]) -> WsChannel | None:
     request = stream.request
     if (request.header("Upgrade") or "").lower() != "websocket":
-        await refuse(
-            stream, 403,
-            f"the edgestream emulator serves {request.header('Upgrade') or 'plain'} requests only over WebSocket "
-            f"({', '.join(protocols)}); run the cri backend for SPDY",
-        )
+        await refuse(stream, 400, f"expected a WebSocket upgrade ({', '.join(protocols)}), got "
+                     f"{request.header('Upgrade') or 'a plain request'}")
         return None
-    protocol = ServerProtocol(subprotocols=protocols)  # type: ignore[arg-type]
+    offered = [p.strip() for line in request.header_values("Sec-WebSocket-Protocol") for p in line.split(",")]
+    # websockets parses subprotocols as RFC 7230 tokens, and "SPDY/3.1+portforward.k8s.io" is not
+    # one ("/"); Go accepts it. Such a protocol is negotiated here and the header kept from the parser.
+    verbatim = next((p for p in protocols if "/" in p and p in offered), None)
+    protocol = ServerProtocol(subprotocols=None if verbatim else protocols)  # type: ignore[arg-type]
     # Feed the forwarded request head through the protocol's own parser, so that its
     # state machine moves on to WebSocket frames for the bytes that follow.
     lines = [f"GET {request.target} HTTP/1.1"]
     if request.header("Host") is None:
         lines.append(f"Host: {request.host}")
-    lines += [f"{name}: {value}" for name, value in request.headers]
+    lines += [f"{name}: {value}" for name, value in request.headers
+              if not (verbatim and name.lower() == "sec-websocket-protocol")]
     protocol.receive_data(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     parsed = [event for event in protocol.events_received() if isinstance(event, Request)]
     if not parsed:
         await refuse(stream, 400, "malformed WebSocket upgrade request")
         return None
     response = protocol.accept(parsed[0])
+    if verbatim and response.status_code == 101:
+        response.headers["Sec-WebSocket-Protocol"] = verbatim
     protocol.send_response(response)
     channel = WsChannel(stream, protocol)
+    channel.subprotocol = verbatim or channel.subprotocol
     await channel.flush()
     return channel if response.status_code == 101 else None
 
@@ -144,7 +151,7 @@ async def serve_remotecommand(
         chunk = await stdin.read()
         return None if chunk is None else bytes(chunk)
 
-    io = ProcessIO(write_out, write_err, read_in, tty=tty, hostname=hostname)
+    io = ProcessIO(write_out, write_err, read_in, tty=tty, hostname=hostname, stdin=want_stdin)
     if not want_stdin:
         stdin.feed_eof()
 
@@ -167,16 +174,17 @@ async def serve_remotecommand(
         stdin.feed_eof()
 
     reader = asyncio.create_task(pump_client())
+    process = asyncio.create_task(run(io))
     try:
-        code = await run(io)
-        await channel.send(STATUS, _status(code))
+        await asyncio.wait((process, reader), return_when=asyncio.FIRST_COMPLETED)
+        if not process.done():  # the client left (attach without stdin ends only so)
+            return
+        await channel.send(STATUS, _status(process.result()))
         await channel.close()
     finally:
-        reader.cancel()
-        try:
-            await reader
-        except (asyncio.CancelledError, Exception):
-            pass
+        for task in (process, reader):
+            task.cancel()
+        await asyncio.gather(process, reader, return_exceptions=True)
 
 
 async def serve_port_forward(stream: EdgeStream, echo_prefix: bytes = b"") -> None:

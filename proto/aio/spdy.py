@@ -15,7 +15,14 @@ does (its data channel is unbuffered): the peer is held back by TCP, memory stay
             await stream.reply()                             # SYN_REPLY
             data = await stream.read()                       # None at the peer's FIN or a reset
             await stream.write(b"out"); await stream.close() # DATA, then FIN
-    # client role: stream = await conn.open_stream([("streamtype", "error")]); await stream.wait_reply()
+    # client role: answer = await upgrade(reader, writer, "/exec/ns/pod/c?command=ls&output=1", host=...,
+    #   protocols=["v5.channel.k8s.io", ...]); conn = answer.conn (None when refused: answer.status/.body)
+    #   stream = await conn.open_stream([("streamtype", "error")]); await stream.wait_reply()
+
+Backpressure and windows: a stream's buffer (``buffer``) over its high mark pauses the reader.
+With ``SendFlow.AUTO`` toward a Go peer no window binds (Go never sends WINDOW_UPDATE); toward a
+peer that does flow control, ``write`` waits for WINDOW_UPDATE. Keep ``buffer`` above the
+64 KiB window, so that a window-respecting peer never makes the reader pause.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from proto.spdy import (
     DataReceived,
@@ -46,7 +54,7 @@ from proto.tunnel.errors import StreamClosed
 
 from .buffer import StreamBuffer
 
-__all__ = ["SpdyConnection", "SpdyStream"]
+__all__ = ["SpdyConnection", "SpdyStream", "UpgradeAnswer", "upgrade"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +109,11 @@ class SpdyStream:
                 return
 
     async def close(self) -> None:
-        """Half-close: our FIN (no-op when already ended or reset)."""
-        await self.conn._command(lambda s: s.end_stream(self.id))
+        """Half-close: our FIN (no-op when already ended or reset, or the connection is gone)."""
+        try:
+            await self.conn._command(lambda s: s.end_stream(self.id))
+        except ConnectionError:
+            pass  # the peer closed the connection: nothing left to end
         self.conn.forget(self)
 
     async def reset(self, status: RstStatus = RstStatus.CANCEL) -> None:
@@ -110,8 +121,11 @@ class SpdyStream:
             self.reset_status = int(status)
             self.inbound.feed_eof()
             self.replied.set()
-            await self.conn._command(lambda s: s.reset(self.id, status))
             self.conn.streams.pop(self.id, None)
+            try:
+                await self.conn._command(lambda s: s.reset(self.id, status))
+            except ConnectionError:
+                pass  # a Go server closes the connection right after the result (the kubelet does)
 
 
 class SpdyConnection:
@@ -254,3 +268,66 @@ class SpdyConnection:
         """Drop our handle once both sides are done (the session forgets on its own)."""
         if stream.id not in self.session.streams:
             self.streams.pop(stream.id, None)
+
+
+@dataclass(slots=True)
+class UpgradeAnswer:
+    """What the server answered to a SPDY upgrade: ``conn`` is set (not yet running) on 101."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    conn: SpdyConnection | None = None
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, *, host: str,
+                  protocols: list[str], headers: list[tuple[str, str]] | None = None, method: str = "POST",
+                  config: SessionConfig | None = None, max_head: int = 64 * 1024,
+                  max_body: int = 1 << 20) -> UpgradeAnswer:
+    """Client: send the upgrade request as client-go does (``Connection: Upgrade``, ``Upgrade:
+    SPDY/3.1``, one ``X-Stream-Protocol-Version`` line per protocol) and read the answer; on
+    ``101`` the bytes that follow belong to the returned ``SpdyConnection`` (start its ``run``).
+    A refusal's body is read (bounded) so its text can be shown to the user."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Content-Length: 0", "Connection: Upgrade",
+             "Upgrade: SPDY/3.1"]
+    lines += [f"{k}: {v}" for k, v in headers or []]
+    lines += [f"X-Stream-Protocol-Version: {p}" for p in protocols]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise StreamClosed(0, "SPDY upgrade answer head too long") from None
+    except asyncio.IncompleteReadError:
+        raise ConnectionError("the server closed the connection before answering the upgrade") from None
+    if len(head) > max_head:
+        raise StreamClosed(0, "SPDY upgrade answer head too long")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise StreamClosed(0, f"not an HTTP answer to the SPDY upgrade: {status_line[:80]!r}")
+    answer = UpgradeAnswer(int(parts[1]), [(k.strip(), v.strip()) for k, _, v in
+                                           (line.partition(":") for line in header_lines if line)])
+    if answer.status == 101:
+
+        async def read() -> bytes | None:
+            return await reader.read(65536) or None
+
+        async def write(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        answer.conn = SpdyConnection(Role.CLIENT, read, write, config)
+        return answer
+    length = answer.header("Content-Length")
+    try:
+        if length is not None and length.isdigit():
+            answer.body = await reader.readexactly(min(int(length), max_body))
+        else:
+            answer.body = await reader.read(max_body)
+    except asyncio.IncompleteReadError as exc:
+        answer.body = exc.partial
+    return answer

@@ -517,7 +517,7 @@ class Session:
         if stream.local_closed:
             raise StreamClosed(sid, "we already ended this stream")
         size = len(data)
-        if self.flow_enforced and size > min(stream.send_window, self.session_send_window):
+        if self.flow_enforced and size and size > min(stream.send_window, self.session_send_window):
             raise LimitExceeded(f"stream {sid}: {size} bytes exceed its send window", remote=False)
         stream.send_window -= size
         self.session_send_window -= size

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from proto.aio.spdy import SpdyConnection, SpdyStream
-from proto.spdy import Role, RstStatus
+from proto.aio.spdy import SpdyConnection, SpdyStream, upgrade
+from proto.spdy import RstStatus
 from tests.realstack.cri import RealStack
 
 pytestmark = pytest.mark.containerd
@@ -39,24 +39,11 @@ def box(realstack: RealStack) -> Iterator[tuple[str, str]]:
 async def dial(url: str, protocols: list[str]) -> tuple[SpdyConnection, str, asyncio.Task[None], asyncio.StreamWriter]:
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    head = [f"POST {parts.path}?{parts.query} HTTP/1.1" if parts.query else f"POST {parts.path} HTTP/1.1",
-            f"Host: {parts.netloc}", "Connection: Upgrade", "Upgrade: SPDY/3.1", "Content-Length: 0"]
-    head += [f"X-Stream-Protocol-Version: {p}" for p in protocols]
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
-    answer = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
-    assert answer.startswith("HTTP/1.1 101 "), answer
-    chosen = next(line.split(":", 1)[1].strip() for line in answer.split("\r\n")
-                  if line.lower().startswith("x-stream-protocol-version:"))
-
-    async def read() -> bytes | None:
-        return await reader.read(65536) or None
-
-    async def write(data: bytes) -> None:
-        writer.write(data)
-        await writer.drain()
-
-    conn = SpdyConnection(Role.CLIENT, read, write)
-    return conn, chosen, asyncio.create_task(conn.run()), writer
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    answer = await asyncio.wait_for(upgrade(reader, writer, target, host=parts.netloc, protocols=protocols), 10)
+    assert answer.status == 101 and answer.conn is not None, (answer.status, answer.body)
+    chosen = answer.header("X-Stream-Protocol-Version") or ""
+    return answer.conn, chosen, asyncio.create_task(answer.conn.run()), writer
 
 
 async def read_all(stream: SpdyStream) -> bytes:
@@ -137,3 +124,17 @@ async def test_port_forward_pairs_on_one_session(realstack: RealStack, box, clos
         message = await asyncio.wait_for(read_all(error), 20)
         assert b"port 1" in message or b"connection refused" in message, message
         await data.reset()
+
+
+async def test_refusal_comes_back_with_its_text(realstack: RealStack, box) -> None:
+    """A Go server's refusal of the negotiation (403 and its reason), read by ``upgrade``."""
+    parts = urlsplit(realstack.exec_url(box[1], ["true"]))
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        answer = await asyncio.wait_for(upgrade(reader, writer, parts.path, host=parts.netloc,
+                                                protocols=["v9.channel.k8s.io"]), 10)
+    finally:
+        writer.close()
+    assert answer.status == 403 and answer.conn is None
+    assert b"unable to negotiate protocol" in answer.body, answer.body
+    assert answer.header("X-Accepted-Stream-Protocol-Versions")

@@ -1,17 +1,18 @@
-"""Every kubectl from 1.27 to 1.33 against the emulator backend.
+"""Every kubectl from 1.27 to 1.33 against the emulator backend, through ``ApiServerFront``.
 
-The emulator speaks Kubernetes' WebSocket stream protocols only (v5/v4.channel.k8s.io), so
-exec works for kubectl >= 1.30, which offers WebSocket v5 first; kubectl <= 1.29 offers SPDY,
-which the emulator refuses with a 403 whose text kubectl shows (SPDY is served by the real
-containerd: test_kubectl_containerd.py). Port-forward from kubectl >= 1.31 tunnels SPDY inside
-WebSocket (``SPDY/3.1+portforward.k8s.io``), which the emulator does not speak either, so
-port-forward is proved against containerd only.
+kubectl <= 1.29 speaks SPDY/3.1 itself, and the front passes it through unchanged, so the
+emulator's SPDY server (``spdy_exec`` / ``spdy_portforward``, as a kubelet) answers real
+client-go: exec, exec -i to EOF, exit codes, tty, attach, attach -i/-it, port-forward with
+several connections in one session. kubectl >= 1.30 sends WebSocket v5 for exec/attach
+(served by ``ws_channels``) and >= 1.31 tunnels SPDY inside WebSocket for port-forward
+(``SPDY/3.1+portforward.k8s.io``), which the front passes through as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 
 import pytest
 import pytest_asyncio
@@ -25,12 +26,16 @@ from .conftest import VERSIONS, make_kubectl
 pytestmark = [pytest.mark.kubectl, pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.asyncio(loop_scope="module")]
 
+needs_script = pytest.mark.skipif(shutil.which("script") is None, reason="`script` (util-linux) gives kubectl a terminal")
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def front(lab_pki, tmp_path_factory):
     cloud, stream_port, tunnel_port = await start_cloud(lab_pki)
-    edge = await start_edge(lab_pki, "edge-1", tunnel_port, "--emulate", "default/demo/app", "--emulate-log-rate", "20")
-    front = ApiServerFront(stream_port, apiserver_tls(lab_pki), [FrontPod("default", "demo", "edge-1", ("app",))])
+    edge = await start_edge(lab_pki, "edge-1", tunnel_port, "--emulate", "default/demo/app",
+                            "--emulate", "default/crash/app", "--emulate-log-rate", "20")
+    front = ApiServerFront(stream_port, apiserver_tls(lab_pki), [FrontPod("default", "demo", "edge-1", ("app",)),
+                                                                FrontPod("default", "crash", "edge-1", ("app",))])
     port = await front.start()
     try:
         await cloud.wait_for_line("tunnel up: node edge-1")
@@ -75,15 +80,136 @@ async def test_logs_follow(front, version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_exec(front, version: str) -> None:
-    port, tmp, _ = front
+    port, tmp, front_server = front
     kubectl = make_kubectl(version, tmp, port)
-    if kubectl.version < (1, 30):
-        rc, out, err = await kubectl.run("exec", "demo", "--", "echo", "hi")
-        assert rc != 0 and b"WebSocket" in err, err.decode()  # the emulator's refusal, relayed
-        return
+    since = len(front_server.requests)
     rc, out, err = await kubectl.run("exec", "demo", "--", "echo", "hi")
     assert (rc, out) == (0, b"hi\n"), err.decode()
+    if kubectl.version < (1, 30):  # SPDY end to end: kubectl itself against the emulator's SPDY server
+        exec_requests = [r for r in front_server.requests[since:] if "/exec" in r]
+        assert ["upgrade=SPDY/3.1" in r for r in exec_requests] == [True], exec_requests
     rc, out, err = await kubectl.run("exec", "-i", "demo", "--", "cat", input=b"line one\nline two\n")
     assert (rc, out) == (0, b"line one\nline two\n"), err.decode()
     rc, out, err = await kubectl.run("exec", "demo", "--", "sh", "-c", "echo to-stderr >&2; exit 3")
     assert rc == 3 and b"to-stderr" in err, err.decode()
+    rc, out, err = await kubectl.run("exec", "demo", "-c", "nosuch", "--", "true")
+    assert rc != 0
+
+
+@needs_script
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_exec_tty_with_an_exit_code(front, version: str) -> None:
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    command = f"{kubectl.binary} --kubeconfig {kubectl.kubeconfig} exec -it demo -- sh -c 'stty size; exit 4'"
+    proc = await asyncio.create_subprocess_exec(
+        "script", "-qec", command, "/dev/null", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=kubectl.env())
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 4, (out, err)
+    assert re.search(rb"\d+ \d+", out), out  # the terminal size came through the resize stream
+
+
+async def _attached_lines(proc: asyncio.subprocess.Process, count: int) -> list[bytes]:
+    assert proc.stdout is not None
+    seen: list[bytes] = []
+    async with asyncio.timeout(30 * MS):
+        while len(seen) < count:
+            line = await proc.stdout.readline()
+            assert line, "attach ended early"
+            if re.search(rb"default/demo/app line \d+", line):
+                seen.append(line)
+    return seen
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_attach_streams_until_the_client_leaves(front, version: str) -> None:
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    proc = await kubectl.start("attach", "demo")
+    try:
+        lines = await _attached_lines(proc, 4)
+        numbers = [int(line.split()[-1]) for line in lines]
+        assert numbers == list(range(numbers[0], numbers[0] + 4))
+        assert proc.returncode is None
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_attach_with_stdin(front, version: str) -> None:
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    rc, out, err = await kubectl.run("attach", "-i", "demo", input=b"typed-into-attach\n", timeout=60)
+    assert b"typed-into-attach" in out, (rc, out, err)
+
+
+@needs_script
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_attach_tty(front, version: str) -> None:
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    command = f"{kubectl.binary} --kubeconfig {kubectl.kubeconfig} attach -it demo"
+    proc = await asyncio.create_subprocess_exec(
+        "script", "-qfc", command, "/dev/null", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=kubectl.env())
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        await _attached_lines(proc, 2)
+        proc.stdin.write(b"typed-on-a-tty\r")
+        await proc.stdin.drain()
+        buffer = b""
+        async with asyncio.timeout(30 * MS):
+            while b"typed-on-a-tty" not in buffer:
+                chunk = await proc.stdout.read(4096)
+                assert chunk, buffer[-500:]
+                buffer += chunk
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def _echo_through(local: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+    writer.write(payload)
+    await writer.drain()
+    writer.write_eof()  # kubectl half-closes the data stream; the echo ends and FINs back
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_port_forward_two_connections(front, version: str) -> None:
+    port, tmp, front_server = front
+    kubectl = make_kubectl(version, tmp, port)
+    since = len(front_server.requests)
+    proc = await kubectl.start("port-forward", "pod/demo", ":8080")
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30 * MS):
+            line = (await proc.stdout.readline()).decode()
+            local = int(re.search(r"127\.0\.0\.1:(\d+) -> 8080", line).group(1))  # type: ignore[union-attr]
+            one, two = await asyncio.gather(_echo_through(local, b"first connection\n"),
+                                            _echo_through(local, b"second " * 20000))
+            assert one == b"first connection\n" and two == b"second " * 20000
+            assert await _echo_through(local, b"third, after the others") == b"third, after the others"
+    finally:
+        proc.kill()
+        await proc.wait()
+    asked = front_server.requests[since:]
+    assert len([r for r in asked if "/portforward" in r]) == 1, asked  # one session carried every connection
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+async def test_restart_and_previous_logs(front, version: str) -> None:
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    rc, out, err = await kubectl.run("logs", "crash", "--previous")
+    if b"not found" not in err:  # the other version's run restarted it already
+        assert rc == 0
+    rc, _, err = await kubectl.run("exec", "crash", "--", "kill", "1")
+    assert rc == 0, err.decode()
+    rc, out, err = await kubectl.run("logs", "crash", "--previous")
+    assert rc == 0 and re.fullmatch(rb"(default/crash/app line \d+\n)+", out), (out, err)

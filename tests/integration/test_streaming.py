@@ -119,15 +119,79 @@ async def test_port_forward_over_websocket(chain, lab_pki) -> None:
 
 
 async def test_spdy_refusal_is_relayed_unchanged(chain, lab_pki) -> None:
-    """The edge's own answer to an upgrade (here a 403) reaches the client as is."""
+    """The edge's own answer to an upgrade (here the kubelet's 403 for no common protocol, a
+    metav1.Status) reaches the client as is."""
     _, _, port, _ = chain
     tls = apiserver_tls(lab_pki)
     async with kubelet_request(
         port, "/exec/default/demo/app?command=ls&output=1", host="edge-1", tls=tls, method="POST",
-        headers={"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": "v4.channel.k8s.io", "Content-Length": "0"},
+        headers={"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": "v9.channel.k8s.io", "Content-Length": "0"},
     ) as resp:
         assert resp.status == 403
-        assert b"WebSocket" in await resp.body()
+        status = json.loads(await resp.body())
+        assert status["kind"] == "Status" and "unable to negotiate protocol" in status["message"]
+        assert resp.headers["x-accepted-stream-protocol-versions"] == "channel.k8s.io"  # the last of five lines
+
+
+async def test_spdy_exec_and_port_forward_through_the_chain(chain, lab_pki) -> None:
+    """SPDY/3.1, what a kube-apiserver sends, through 10003 -> tunnel -> emulator: 101, then
+    our SPDY client (proven against containerd) runs exec with stdin and a port-forward pair."""
+    from proto.aio.spdy import SpdyConnection
+    from proto.spdy import Role
+
+    _, _, port, _ = chain
+    tls = apiserver_tls(lab_pki)
+    spdy = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "Content-Length": "0"}
+
+    async def session(resp):
+        async def read():
+            return await resp.reader.read(65536) or None
+
+        async def write(data):
+            resp.writer.write(data)
+            await resp.writer.drain()
+
+        conn = SpdyConnection(Role.CLIENT, read, write)
+        return conn, asyncio.create_task(conn.run())
+
+    async def read_all(stream):
+        out = []
+        while (chunk := await stream.read()) is not None:
+            out.append(chunk)
+        return b"".join(out)
+
+    path = "/exec/default/demo/app?" + q("cat", input="1", output="1", error="1")
+    async with kubelet_request(port, path, host="edge-1", tls=tls, method="POST",
+                               headers=spdy | {"X-Stream-Protocol-Version": "v5.channel.k8s.io"}) as resp:
+        assert resp.status == 101 and resp.headers["x-stream-protocol-version"] == "v5.channel.k8s.io"
+        conn, task = await session(resp)
+        streams = {t: await conn.open_stream([("streamtype", t)]) for t in ("error", "stdin", "stdout", "stderr")}
+        async with asyncio.timeout(20 * MS):
+            for s in streams.values():
+                await s.wait_reply()
+            payload = os.urandom(200_000)
+            await streams["stdin"].write(payload)
+            await streams["stdin"].close()
+            out, status = await asyncio.gather(read_all(streams["stdout"]), read_all(streams["error"]))
+        assert (len(out), status) == (len(payload), b'{"metadata": {}, "status": "Success"}'), chain[1].output[-3000:]
+        assert out == payload
+        await conn.goaway()
+        task.cancel()
+
+    async with kubelet_request(port, "/portForward/default/web", host="edge-1", tls=tls, method="POST",
+                               headers=spdy | {"X-Stream-Protocol-Version": "portforward.k8s.io"}) as resp:
+        assert resp.status == 101
+        conn, task = await session(resp)
+        async with asyncio.timeout(20 * MS):
+            for request in ("0", "1"):
+                error = await conn.open_stream([("streamtype", "error"), ("port", "80"), ("requestid", request)], fin=True)
+                data = await conn.open_stream([("streamtype", "data"), ("port", "80"), ("requestid", request)])
+                await data.write(f"ping {request}".encode())
+                await data.close()
+                assert await read_all(data) == f"ping {request}".encode()
+                assert await read_all(error) == b""
+        await conn.goaway()
+        task.cancel()
 
 
 async def test_exec_errors_and_authorization(chain, lab_pki) -> None:

@@ -108,3 +108,18 @@ def test_golden_data_frames() -> None:
     s.consumed(sid, 40000)  # half the 64 KiB window: credit goes back, session first
     out = s.data_to_send()
     assert out.endswith(bytes.fromhex("80030009 00000008 00000000 00009c40 80030009 00000008 00000001 00009c40"))
+
+
+def test_spdy_core_imports_without_io_modules() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\n"
+            "for name in ('asyncio', 'socket', 'ssl', 'grpc', 'selectors'):\n"
+            "    sys.modules[name] = None\n"
+            "from proto.spdy import Session, Role\n"
+            "print('ok')\n")
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -161,6 +161,20 @@ def test_auto_flow_binds_only_for_peers_that_do_flow_control() -> None:
     assert server.flow_enforced and server.send_window(sid) == 65536  # 64 KiB - 200 000 + 200 000
 
 
+def test_fin_needs_no_window() -> None:
+    """Enforcement can start while a window is overdrawn (AUTO): an empty FIN still goes out."""
+    client, server = Session(Role.CLIENT), Session(Role.SERVER)
+    sid = client.open_stream([("streamtype", "stdout")])
+    pump(client, server)
+    server.reply(sid)
+    server.send_data(sid, bytes(100_000))
+    client.send_settings({7: 65536})  # the peer shows it does flow control: windows bind, overdrawn
+    pump(client, server)
+    assert server.flow_enforced and server.send_window(sid) == 0
+    server.end_stream(sid)
+    assert StreamEnded(sid) in pump(server, client)
+
+
 def test_receive_window_enforcement_is_optional() -> None:
     client = Session(Role.CLIENT, SessionConfig(send_flow=SendFlow.OFF))
     server = Session(Role.SERVER, SessionConfig(enforce_receive_window=True))
