@@ -211,7 +211,7 @@ async def test_kubelet_refusal_reaches_the_user(front, version: str) -> None:
 
 @pytest.mark.parametrize("version", ["1.27", "1.33"])
 async def test_node_proxy(front, version: str) -> None:
-    """`kubectl get --raw /api/v1/nodes/<node>/proxy/...`: healthz, stats/summary (CRI stats),
+    """`kubectl get --raw /api/v1/nodes/<node>/proxy/...`: stats/summary (CRI stats) and
     metrics/resource; the node is found from X-Forwarded-Uri (Host names the API server)."""
     import json
 
@@ -223,6 +223,13 @@ async def test_node_proxy(front, version: str) -> None:
     assert pods["web"]["podRef"]["uid"] == "uid-kubectl-web"
     rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-2/proxy/metrics/resource")
     assert rc == 0 and b"container_cpu_usage_seconds_total" in out, err.decode()
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+async def test_node_proxy_healthz(front, version: str) -> None:
+    """The node proxy's /healthz, answered from the edge's state (issue 16)."""
+    port, tmp = front[:2]
+    kubectl = make_kubectl(version, tmp, port)
     rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-2/proxy/healthz")
     assert (rc, out) == (0, b"ok"), (out, err.decode())
 
