@@ -132,6 +132,14 @@ class ApiServerFront:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return int(self._server.sockets[0].getsockname()[1])
 
+    async def wait_idle(self, timeout: float = 10.0) -> int:
+        """Wait until every kubectl connection ended; the number still alive (0 = no leak)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._tasks:
+                    await asyncio.wait(set(self._tasks))
+        return len(self._tasks)
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
