@@ -168,4 +168,4 @@ async def test_port_forward_refused_by_the_kubelet(front, version: str) -> None:
     asked = [r for r in server.requests[since:] if "/portforward" in r]
     expected = ["SPDY/3.1+portforward.k8s.io", "upgrade=SPDY/3.1"] if kubectl.version >= (1, 31) else \
         ["upgrade=SPDY/3.1"]
-    assert len(asked) == len(expected) and all(e in r for e, r in zip(expected, asked)), asked
+    assert len(asked) == len(expected) and all(e in r for e, r in zip(expected, asked, strict=True)), asked
