@@ -278,7 +278,9 @@ class ApiServerFront:
             url = f"https://{node.address}:{node.port}{target}"
             return await self._json(client, 500, status_body(message=f'Get "{url}": {exc}', code=500))
         try:
-            await upstream.send(h11.Request(method="GET", target=target, headers=headers), h11.EndOfMessage())
+            request = h11.Request(method="GET", target=target, headers=headers)
+            self.dial.record(request)
+            await upstream.send(request, h11.EndOfMessage())
             response = await upstream.next_event(30.0)
             if not isinstance(response, h11.Response):
                 raise ConnectionError(f"the kubelet endpoint answered {response!r}")

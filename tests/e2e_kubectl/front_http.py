@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h11
 
@@ -156,6 +156,12 @@ class KubeletDial:
 
     tls: ssl.SSLContext
     tls_upgrade: ssl.SSLContext
+    heads: list[tuple[str, str, list[tuple[str, str]]]] = field(default_factory=list)
+    """Every request head sent to a kubelet endpoint: (method, target, headers in wire order)."""
+
+    def record(self, request: h11.Request) -> None:
+        self.heads.append((request.method.decode(), request.target.decode("latin-1"),
+                           [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()]))
 
     async def open(self, address: str, port: int, upgrade: bool, timeout: float = 10.0) -> HttpStream:
         ctx = self.tls_upgrade if upgrade else self.tls
@@ -171,6 +177,7 @@ class KubeletDial:
     async def upgrade(self, address: str, port: int, request: h11.Request) -> Upstream:
         """Send an upgrade request; return the 101 (the stream is switched, ``trailing()`` holds
         the first protocol bytes) or the refusal with its whole body (bounded)."""
+        self.record(request)
         stream = await self.open(address, port, upgrade=True)
         try:
             await stream.send(request, h11.EndOfMessage())

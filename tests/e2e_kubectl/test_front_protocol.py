@@ -169,3 +169,56 @@ async def test_port_forward_refused_by_the_kubelet(front, version: str) -> None:
     expected = ["SPDY/3.1+portforward.k8s.io", "upgrade=SPDY/3.1"] if kubectl.version >= (1, 31) else \
         ["upgrade=SPDY/3.1"]
     assert len(asked) == len(expected) and all(e in r for e, r in zip(expected, asked, strict=True)), asked
+
+
+SPEC_HEADS = {  # header names in wire order, apiserver-observed.md section 2
+    "exec passthrough": ["Host", "User-Agent", "Content-Length", "Connection", "Kubectl-Command", "Kubectl-Session",
+                         "Upgrade", "X-Forwarded-For"] + ["X-Stream-Protocol-Version"] * 4,
+    "exec translated": ["Host", "User-Agent", "Content-Length", "Connection", "Upgrade"]
+    + ["X-Stream-Protocol-Version"] * 5,
+    "portForward": ["Host", "User-Agent", "Content-Length", "Connection", "Kubectl-Command", "Kubectl-Session",
+                    "Upgrade", "X-Forwarded-For", "X-Stream-Protocol-Version"],
+    "containerLogs": ["Host", "User-Agent", "Accept-Encoding"],
+}
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+async def test_kubelet_endpoint_sees_the_spec_heads(front, version: str) -> None:
+    server, port, tmp = front[0], front[1], front[4]
+    kubectl = make_kubectl(version, tmp, port)
+    since = len(server.dial.heads)
+    rc, _, err = await kubectl.run("exec", "demo", "--", "echo", "hi")
+    assert rc == 0, err.decode()
+    rc, _, err = await kubectl.run("logs", "demo", "--tail=1")
+    assert rc == 0, err.decode()
+    proc = await kubectl.start("port-forward", "pod/demo", ":8080")
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30 * MS):
+            line = (await proc.stdout.readline()).decode()
+            local = int(re.search(r"127\.0\.0\.1:(\d+) -> 8080", line).group(1))  # type: ignore[union-attr]
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"x\n")
+            assert await reader.readexactly(2) == b"x\n"
+            writer.close()
+    finally:
+        proc.kill()
+        await proc.wait()
+    heads = {target.split("/")[1]: (method, target, headers) for method, target, headers in server.dial.heads[since:]}
+    method, target, headers = heads["exec"]
+    names = [k for k, _ in headers]
+    values = dict(headers)
+    assert (method, target) == ("POST", "/exec/default/demo/app?command=echo&command=hi&error=1&output=1")
+    if kubectl.version >= (1, 30):
+        assert names == SPEC_HEADS["exec translated"] and values["Host"] == f"127.0.0.1:{front[0].stream_port}"
+        assert values["User-Agent"] == "Go-http-client/1.1"
+    else:
+        assert names == SPEC_HEADS["exec passthrough"] and values["Host"] == f"127.0.0.1:{port}"  # the API server
+        assert values["User-Agent"].startswith(f"kubectl.{version}/") and values["Kubectl-Command"] == "kubectl exec"
+    method, target, headers = heads["portForward"]
+    assert (method, target, [k for k, _ in headers]) == ("POST", "/portForward/default/demo", SPEC_HEADS["portForward"])
+    assert dict(headers)["X-Stream-Protocol-Version"] == "portforward.k8s.io"
+    assert dict(headers)["Kubectl-Command"] == "kubectl port-forward"
+    method, target, headers = heads["containerLogs"]
+    assert (method, target, [k for k, _ in headers]) == ("GET", "/containerLogs/default/demo/app?tailLines=1",
+                                                         SPEC_HEADS["containerLogs"])
