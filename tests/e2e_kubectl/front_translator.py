@@ -110,6 +110,8 @@ class StreamTranslator:
         self.finish_timeout = finish_timeout
         self.status: dict | None = None
         """What went out on the error channel (None: kubectl left first)."""
+        self.pings = 0
+        """PINGs the kubelet answered."""
 
     async def run(self) -> None:
         lowest = STDOUT if self.options.stdout else STDERR if self.options.stderr else ERROR
@@ -229,6 +231,7 @@ class _Session:
             await asyncio.sleep(PING_PERIOD)
             with contextlib.suppress(StreamClosed, ConnectionError, TimeoutError):
                 await asyncio.wait_for(self.conn.ping(), PING_PERIOD)
+                self.owner.pings += 1
 
     @staticmethod
     async def _read_all(stream: SpdyStream, limit: int = 1 << 20) -> bytes:

@@ -8,6 +8,7 @@ with the front holding no connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 
@@ -222,3 +223,20 @@ async def test_kubelet_endpoint_sees_the_spec_heads(front, version: str) -> None
     method, target, headers = heads["containerLogs"]
     assert (method, target, [k for k, _ in headers]) == ("GET", "/containerLogs/default/demo/app?tailLines=1",
                                                          SPEC_HEADS["containerLogs"])
+
+
+async def test_long_attach_is_pinged_and_ends_when_the_client_leaves(front) -> None:
+    """The translator PINGs its SPDY connection every 5 s (the kubelet answers); kubectl
+    leaving mid-session tears the SPDY side down (the fixture checks no connection is left)."""
+    server, port = front[:2]
+    before = len(server.translators)
+    url = f"ws://127.0.0.1:{port}/api/v1/namespaces/default/pods/demo/attach?container=app&stdout=true"
+    async with connect(url, subprotocols=[V5]) as ws:
+        first = await ws.recv(decode=False)
+        assert first == b"\x01"
+        translator = server.translators[before]
+        async with asyncio.timeout(20 * MS):
+            while translator.pings == 0:  # bounded by the timeout: a PING is due after 5 s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.recv(decode=False), 1)
+    assert translator.pings >= 1 and translator.status is None  # no status: the client left first
