@@ -28,6 +28,7 @@ import contextlib
 import json
 import ssl
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -104,6 +105,33 @@ def _header(request: h11.Request, name: bytes) -> str:
 def _offered(request: h11.Request) -> list[str]:
     return [p.strip() for k, v in request.headers if k == b"sec-websocket-protocol"
             for p in v.decode("latin-1").split(",") if p.strip()]
+
+
+async def _until_client_leaves(client: HttpStream, upstream: HttpStream) -> AsyncIterator[h11.Data]:
+    """The body's Data events; stops (ConnectionError) as soon as kubectl closes, even while the
+    kubelet sends nothing (an idle ``logs -f``), as the request context ends in Go."""
+    watch: asyncio.Future[bytes] | None = asyncio.ensure_future(client.reader.read(65536))
+    try:
+        while True:
+            step = asyncio.ensure_future(upstream.next_event())
+            waiting = {step} if watch is None else {step, watch}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if watch is not None and watch.done():
+                data = watch.result()
+                if not data:
+                    step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+                    raise ConnectionError("the client left")
+                client.h11.receive_data(data)  # a pipelined next request: h11 keeps it
+                watch = None
+            event = await step
+            if not isinstance(event, h11.Data):
+                return
+            yield event
+    finally:
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
 
 
 class ApiServerFront:
@@ -299,10 +327,11 @@ class ApiServerFront:
             else:
                 answer = [(k, v) for k, v in answer if k.lower() not in _HOP]
             await client.send(h11.Response(status_code=response.status_code, headers=answer))
-            while isinstance(event := await upstream.next_event(), h11.Data):
-                data = inflate.decompress(event.data) if inflate else event.data
-                if data:
-                    await client.send(h11.Data(data=data))  # flushed per chunk: logs -f streams
+            async with contextlib.aclosing(_until_client_leaves(client, upstream)) as events:
+                async for event in events:
+                    data = inflate.decompress(event.data) if inflate else event.data
+                    if data:
+                        await client.send(h11.Data(data=data))  # flushed per chunk: logs -f streams
             await client.send(h11.EndOfMessage())
         finally:
             upstream.close()

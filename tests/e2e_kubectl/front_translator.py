@@ -120,10 +120,10 @@ class StreamTranslator:
             self.status = await self._execute()
         except ConnectionError:
             self.status = None
-        if self.status is not None:
-            with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError):
+            if self.status is not None:
                 await self.ws.send_binary(bytes([ERROR]) + go_json(self.status))
-                await self.ws.close()
+            await self.ws.close()  # no-op when kubectl closed first
         await self.ws.wait_closed(self.finish_timeout)
 
     def _request(self) -> h11.Request:
@@ -243,8 +243,9 @@ class _Session:
 
     async def _output(self, stream: SpdyStream, channel: int) -> None:
         prefix = bytes([channel])
-        while (chunk := await stream.read()) is not None:
-            await self.ws.send_binary(prefix + chunk)
+        with contextlib.suppress(ConnectionError):  # kubectl gone: io.Copy ends, as in Go
+            while (chunk := await stream.read()) is not None:
+                await self.ws.send_binary(prefix + chunk)
 
     async def _close_stdin(self) -> None:
         if not self.stdin_closed and "stdin" in self.streams:
@@ -270,8 +271,10 @@ class _Session:
                     continue
                 channel, data = data[0], data[1:]
             if channel == STDIN and "stdin" in self.streams and not self.stdin_closed:
-                with contextlib.suppress(StreamClosed):
+                try:
                     await self.streams["stdin"].write(data)
+                except (StreamClosed, ConnectionError):
+                    self.stdin_closed = True  # the kubelet side is gone: io.Copy ends, later input dropped
             elif channel == RESIZE and "resize" in self.streams:
                 resize += data
                 while resize:  # one JSON value per size (json.Decoder on a stream)
@@ -285,7 +288,7 @@ class _Session:
                         width, height = int(size.get("Width", 0)), int(size.get("Height", 0))
                         self.owner.note(f"kubelet resize {width}x{height}")
                         line = go_json({"Width": width, "Height": height})
-                        with contextlib.suppress(StreamClosed):
+                        with contextlib.suppress(StreamClosed, ConnectionError):
                             await self.streams["resize"].write(line + b"\n")
             elif channel == CLOSE and data[:1] == bytes([STDIN]):
                 await self._close_stdin()
