@@ -112,6 +112,8 @@ class StreamTranslator:
         """What went out on the error channel (None: kubectl left first)."""
         self.pings = 0
         """PINGs the kubelet answered."""
+        self.relayed: dict[int, int] = {}
+        """Bytes relayed per channel (both directions)."""
 
     async def run(self) -> None:
         lowest = STDOUT if self.options.stdout else STDERR if self.options.stderr else ERROR
@@ -146,24 +148,40 @@ class StreamTranslator:
         protocol = upstream.header("x-stream-protocol-version") or "channel.k8s.io"
         self.note(f"kubelet 101 protocol={protocol}")
         stream = upstream.stream
-        pending = [stream.trailing()]
+        # Read the kubelet eagerly (bounded): a Go kubelet closes right after its result, and a
+        # write of ours landing after that (credit, RST, GOAWAY) is answered with a TCP RST that
+        # discards what we had not read yet. Go's client never writes then; we stop writing as
+        # soon as the kubelet's EOF is seen, which needs the EOF seen while the streams drain.
+        incoming: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=128)  # x 64 KiB: 8 MiB at most
+        peer_closed = asyncio.Event()
+
+        async def pump() -> None:
+            try:
+                if first := stream.trailing():
+                    await incoming.put(first)
+                while data := await stream.reader.read(65536):
+                    await incoming.put(data)
+            except (ConnectionError, OSError):
+                pass
+            peer_closed.set()
+            await incoming.put(None)
 
         async def read() -> bytes | None:
-            if pending:
-                first = pending.pop()
-                if first:
-                    return first
-            return await stream.reader.read(65536) or None
+            return await incoming.get()
 
         async def write(data: bytes) -> None:
-            stream.writer.write(data)
-            await stream.writer.drain()
+            if not peer_closed.is_set():
+                stream.writer.write(data)
+                await stream.writer.drain()
 
         conn = SpdyConnection(Role.CLIENT, read, write)
         session = _Session(self, conn, protocol)
+        reader = asyncio.ensure_future(pump())
         try:
             return await session.run()
         finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
             stream.close()
 
 
@@ -246,6 +264,7 @@ class _Session:
         with contextlib.suppress(ConnectionError):  # kubectl gone: io.Copy ends, as in Go
             while (chunk := await stream.read()) is not None:
                 await self.ws.send_binary(prefix + chunk)
+                self.owner.relayed[channel] = self.owner.relayed.get(channel, 0) + len(chunk)
 
     async def _close_stdin(self) -> None:
         if not self.stdin_closed and "stdin" in self.streams:

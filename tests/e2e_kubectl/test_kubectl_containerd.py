@@ -252,4 +252,5 @@ async def test_cp_into_and_out_of_the_pod(front, version: str, tmp_path) -> None
     assert rc == 0 and out.split()[0].decode() == hashlib.md5(payload).hexdigest(), (out, err)
     back = tmp_path / "back.bin"
     rc, _, err = await kubectl.run("cp", "-c", "loop", f"web:/tmp/blob-{version}.bin", str(back))
-    assert rc == 0 and back.read_bytes() == payload, err.decode()
+    translated = [(t.target, t.relayed, t.status) for t in front[2].translators[-1:]]
+    assert rc == 0 and back.read_bytes() == payload, (err.decode(), translated)
