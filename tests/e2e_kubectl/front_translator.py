@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import h11
 
 from proto.aio.spdy import SpdyConnection, SpdyStream
-from proto.spdy import Role, RstStatus
+from proto.spdy import Role, RstStatus, SessionConfig
 from proto.tunnel.errors import StreamClosed
 
 from .front_http import KubeletDial, internal_error, status_body
@@ -44,6 +44,9 @@ SPDY_EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s
                        "channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 CREATE_STREAM_TIMEOUT = 30.0
+GO_CLIENT = SessionConfig(initial_window=(1 << 31) - 1)
+"""client-go's spdystream hands no credit back (no WINDOW_UPDATE): a window this large means
+we send none either, so nothing of ours reaches a kubelet that closed after its result."""
 PING_PERIOD = 5.0
 
 
@@ -174,7 +177,7 @@ class StreamTranslator:
                 stream.writer.write(data)
                 await stream.writer.drain()
 
-        conn = SpdyConnection(Role.CLIENT, read, write)
+        conn = SpdyConnection(Role.CLIENT, read, write, GO_CLIENT)
         session = _Session(self, conn, protocol)
         reader = asyncio.ensure_future(pump())
         try:
