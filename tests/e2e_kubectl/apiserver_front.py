@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import h11
 
-from .front_http import HttpStream, KubeletDial, bad_request, server_response_error, status_body
+from .front_http import DialError, HttpStream, KubeletDial, bad_request, server_response_error, status_body
 from .front_translator import ExecOptions, StreamTranslator
 from .front_tunnel import TUNNEL_PREFIX, forward_headers, passthrough, tunnel_port_forward
 from .front_ws import WsServer, accept_key
@@ -302,9 +302,10 @@ class ApiServerFront:
         the API server's Status. Node proxy: status, headers and body relayed as they are."""
         try:
             upstream = await self.dial.open(node.address, node.port, upgrade=False)
-        except (OSError, TimeoutError) as exc:
+        except DialError as exc:  # Go's url.Error for a logs GET; the proxy's transport error for the node proxy
             url = f"https://{node.address}:{node.port}{target}"
-            return await self._json(client, 500, status_body(message=f'Get "{url}": {exc}', code=500))
+            return await self._json(client, 500, status_body(message=f'Get "{url}": {exc}' if pod else str(exc),
+                                                             code=500))
         try:
             request = h11.Request(method="GET", target=target, headers=headers)
             self.dial.record(request)

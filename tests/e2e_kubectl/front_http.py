@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import h11
 
 __all__ = [
+    "DialError",
     "HttpStream",
     "KubeletDial",
     "Upstream",
@@ -147,6 +148,10 @@ class Upstream:
         return next((v for k, v in self.headers if k == name), "")
 
 
+class DialError(ConnectionError):
+    """The kubelet endpoint could not be reached; ``str()`` reads as Go's net error."""
+
+
 @dataclass(frozen=True)
 class KubeletDial:
     """How the API server dials a node's kubelet endpoint: ``https://address:port``, the
@@ -163,10 +168,19 @@ class KubeletDial:
         self.heads.append((request.method.decode(), request.target.decode("latin-1"),
                            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()]))
 
-    async def open(self, address: str, port: int, upgrade: bool, timeout: float = 10.0) -> HttpStream:
+    async def open(self, address: str, port: int, upgrade: bool) -> HttpStream:
+        """Raises ``DialError`` (Go's wording). Plain requests give up on a TLS handshake after
+        10 s; upgrades have no timeout at all and hang with the connection (spec section 3)."""
         ctx = self.tls_upgrade if upgrade else self.tls
-        async with asyncio.timeout(timeout):  # Go's TLS handshake timeout (10 s)
-            reader, writer = await asyncio.open_connection(address, port, ssl=ctx, server_hostname=address)
+        try:
+            async with asyncio.timeout(None if upgrade else 10.0):
+                reader, writer = await asyncio.open_connection(address, port, ssl=ctx, server_hostname=address)
+        except TimeoutError as exc:
+            raise DialError("net/http: TLS handshake timeout") from exc
+        except ConnectionRefusedError as exc:
+            raise DialError(f"dial tcp {address}:{port}: connect: connection refused") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise DialError(f"dial tcp {address}:{port}: {exc.strerror or exc}") from exc
         chosen = writer.get_extra_info("ssl_object").selected_alpn_protocol()
         if chosen not in (None, "http/1.1"):
             writer.close()

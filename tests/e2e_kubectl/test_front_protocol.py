@@ -123,7 +123,8 @@ async def test_unreachable_node(front) -> None:
     status = json.loads(got[-1][1:])
     assert status["code"] == 500 and status["reason"] == "InternalError", status
     assert re.match(r'Internal error occurred: error sending request: Post "https://127\.0\.0\.1:\d+/exec/default/'
-                    r'far/app\?command=true&output=1": ', status["message"]), status
+                    r'far/app\?command=true&output=1": dial tcp 127\.0\.0\.1:\d+: connect: connection refused$',
+                    status["message"]), status
 
 
 async def test_websocket_passthrough_for_a_node_that_declares_it(front) -> None:
@@ -240,3 +241,16 @@ async def test_long_attach_is_pinged_and_ends_when_the_client_leaves(front) -> N
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ws.recv(decode=False), 1)
     assert translator.pings >= 1 and translator.status is None  # no status: the client left first
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+async def test_unreachable_node_as_kubectl_shows_it(front, version: str) -> None:
+    """Connection refused, worded as the spec's table shows for logs and port-forward."""
+    port, tmp = front[1], front[4]
+    kubectl = make_kubectl(version, tmp, port)
+    rc, _, err = await kubectl.run("logs", "far")
+    assert rc != 0 and re.match(rb'Error from server: Get "https://127\.0\.0\.1:\d+/containerLogs/default/far/app": '
+                                rb"dial tcp 127\.0\.0\.1:\d+: connect: connection refused", err), err
+    rc, _, err = await kubectl.run("port-forward", "pod/far", ":8080", timeout=30 * MS)
+    assert rc != 0 and re.search(rb"error upgrading connection: error dialing backend: dial tcp 127\.0\.0\.1:\d+: "
+                                 rb"connect: connection refused", err), err
