@@ -52,6 +52,8 @@ async def front(realstack, lab_pki, tmp_path_factory):
     try:
         await cloud.wait_for_line("tunnel up: node edge-2")
         yield port, tmp_path_factory.mktemp("kubectl-ctd"), front, ws_port, ws_front
+        for server in (front, ws_front):  # every kubectl is gone: no session may be left behind
+            assert await server.wait_idle(10 * MS) == 0, "the front kept a kubectl connection (leak)"
     finally:
         await ws_front.close()
         await front.close()
