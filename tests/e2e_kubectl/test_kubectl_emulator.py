@@ -3,9 +3,11 @@
 kubectl <= 1.29 speaks SPDY/3.1 itself, and the front passes it through unchanged, so the
 emulator's SPDY server (``spdy_exec`` / ``spdy_portforward``, as a kubelet) answers real
 client-go: exec, exec -i to EOF, exit codes, tty, attach, attach -i/-it, port-forward with
-several connections in one session. kubectl >= 1.30 sends WebSocket v5 for exec/attach
-(served by ``ws_channels``) and >= 1.31 tunnels SPDY inside WebSocket for port-forward
-(``SPDY/3.1+portforward.k8s.io``), which the front passes through as well.
+several connections in one session. kubectl >= 1.30 sends WebSocket v5 for exec/attach, which
+the front translates into a new SPDY connection to the kubelet as a real API server does
+(``front_translator``), and >= 1.31 tunnels SPDY inside WebSocket for port-forward
+(``SPDY/3.1+portforward.k8s.io``), which the front unwraps: the emulator sees SPDY either way,
+as a kubelet behind a real API server does (``apiserver-observed.md``).
 """
 
 from __future__ import annotations
