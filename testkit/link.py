@@ -3,9 +3,11 @@
 Kernel netem is absent on these machines, so this TCP proxy on 127.0.0.1 emulates the link the application
 sees. Each direction is a model of a bottleneck followed by a wire:
 
-- a chunk read at time ``t`` leaves the bottleneck at ``depart = max(t, previous depart) + len / rate`` (FIFO,
-  paced; reads are cut into slices of a few milliseconds of the rate so pacing is smooth) and is written to the
-  other side at ``depart + one_way_delay``. Timestamps are absolute, so the delay does not add up per read and
+- the bottleneck (rate and queue) of a direction is shared by every connection through the proxy, as on one
+  real link; the delay applies to each. A chunk read at time ``t`` leaves the bottleneck at
+  ``depart = max(t, previous depart) + len / rate`` (FIFO, paced; reads are cut into slices of a few
+  milliseconds of the rate so pacing is smooth) and is written to the other side at
+  ``depart + one_way_delay``. Timestamps are absolute, so the delay does not add up per read and
   throughput is the rate, not chunk / delay. Without a rate a chunk is written at ``t + one_way_delay``.
 - the bottleneck queue (bytes not yet departed) is bounded by ``profile.buffer``: when it is full the proxy
   stops reading that side (``pause_reading``), so the sender sees TCP backpressure. The bytes on the wire
@@ -13,7 +15,8 @@ sees. Each direction is a model of a bottleneck followed by a wire:
   bytes pile up in the proxy and reading stops once ``buffer + rate * one_way_delay`` are held. Without a rate
   everything held counts against ``buffer`` (throughput is then at most ``buffer / one_way_delay``).
   Memory per direction per connection: at most that, plus one read (``READ_SIZE``) and the outgoing
-  transport's write buffer (``WRITE_HIGH`` plus one batch of at most ``READ_SIZE``).
+  transport's write buffer (``WRITE_HIGH`` plus one batch of at most ``READ_SIZE``); the shared queue can
+  overshoot ``buffer`` by one read per connection (each stops after the read that filled it).
 
 Residual kernel queueing, outside the emulated buffer: the proxy's own sockets get ``SO_RCVBUF`` and
 ``SO_SNDBUF`` of ``sock_buffer`` (the kernel doubles the value it is given; setting it also turns autotuning
@@ -126,10 +129,13 @@ class LinkStats:
     resets: int  # connections reset by reset_all()
 
 
-class _Counters:
-    __slots__ = ("bytes_in", "bytes_out", "max_held", "max_queue", "full")
+class _Direction:
+    """One direction of the link, shared by every connection through it: the bottleneck's clock and counters."""
+
+    __slots__ = ("last_depart", "bytes_in", "bytes_out", "max_held", "max_queue", "full")
 
     def __init__(self) -> None:
+        self.last_depart = 0.0  # when the last byte queued at the bottleneck leaves it
         self.bytes_in = self.bytes_out = self.max_held = self.max_queue = self.full = 0
 
 
@@ -150,13 +156,14 @@ def _rst(transport: asyncio.BaseTransport | None) -> None:
 
 
 class _Pipe:
-    """One direction of one connection: the bottleneck queue, the wire, and delivery on time."""
+    """One direction of one connection: its chunks in order with their delivery times, and delivery on time.
+    The bottleneck's clock is the direction's (``_Direction``), shared by every connection, as on a real link."""
 
-    def __init__(self, link: LinkProxy, counters: _Counters, src: _Side, dst: _Side) -> None:
-        self.link, self.counters, self.src, self.dst = link, counters, src, dst
+    def __init__(self, link: LinkProxy, direction: _Direction, src: _Side, dst: _Side) -> None:
+        self.link, self.dir, self.src, self.dst = link, direction, src, dst
         self.queue: collections.deque[tuple[float, object]] = collections.deque()
         self.held = 0
-        self.last_depart = self.last_deliver = 0.0
+        self.last_deliver = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.resume_timer: asyncio.TimerHandle | None = None
         self.full = False
@@ -164,13 +171,13 @@ class _Pipe:
 
     def queue_bytes(self, now: float) -> int:
         rate = self.link.profile.rate
-        return int((self.last_depart - now) * rate) if rate and self.last_depart > now else 0
+        return int((self.dir.last_depart - now) * rate) if rate and self.dir.last_depart > now else 0
 
     def feed(self, data: bytes) -> None:
         loop, p = self.link.loop, self.link.profile
         now = loop.time()
         n = len(data)
-        self.counters.bytes_in += n
+        self.dir.bytes_in += n
         if self.dst.gone:
             return
         if p.rate:
@@ -178,12 +185,12 @@ class _Pipe:
             view = memoryview(data)
             for i in range(0, n, step):
                 piece = view[i : i + step]
-                self.last_depart = max(now, self.last_depart) + len(piece) / p.rate
-                self._append(self.last_depart + p.one_way_delay, piece)
+                self.dir.last_depart = max(now, self.dir.last_depart) + len(piece) / p.rate
+                self._append(self.dir.last_depart + p.one_way_delay, piece)
         else:
             self._append(now + p.one_way_delay, data)
         self.held += n
-        c = self.counters
+        c = self.dir
         c.max_held = max(c.max_held, self.held)
         c.max_queue = max(c.max_queue, self.queue_bytes(now))
         self._check_full(now)
@@ -211,7 +218,7 @@ class _Pipe:
         buffer, hold = self._limits()
         if not self.full and (self.queue_bytes(now) >= buffer or self.held >= hold):
             self.full = True
-            self.counters.full += 1
+            self.dir.full += 1
             self.src.pause("full")
         if self.full:
             self._maybe_resume(now)
@@ -226,7 +233,7 @@ class _Pipe:
             return
         rate = self.link.profile.rate
         if queued > buffer - slack and rate and self.resume_timer is None:  # the queue drains on its own
-            at = self.last_depart - (buffer - slack) / rate
+            at = self.dir.last_depart - (buffer - slack) / rate
             self.resume_timer = self.link.loop.call_at(at, self._on_resume_timer)
 
     def _on_resume_timer(self) -> None:
@@ -260,7 +267,7 @@ class _Pipe:
             if batch:
                 transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
                 self.held -= size
-                self.counters.bytes_out += size
+                self.dir.bytes_out += size
                 continue
             _, marker = queue.popleft()
             if marker is _EOF:
@@ -450,7 +457,7 @@ class LinkProxy:
         self.connect_timeout = connect_timeout
         self.blackholed = False
         self.accepted = self.refused = self.failed = self.resets = 0
-        self._up, self._down = _Counters(), _Counters()
+        self._up, self._down = _Direction(), _Direction()
         self._conns: set[_Conn] = set()
         self._server: asyncio.Server | None = None
         self._open = asyncio.Event()
@@ -539,7 +546,7 @@ class LinkProxy:
         self.resets += len(conns)
         return len(conns)
 
-    def _direction(self, c: _Counters, pipes: list[_Pipe]) -> DirectionStats:
+    def _direction(self, c: _Direction, pipes: list[_Pipe]) -> DirectionStats:
         return DirectionStats(
             c.bytes_in, c.bytes_out, sum(p.held for p in pipes), c.max_held, c.max_queue, c.full,
             sum(1 for p in pipes if p.full),

@@ -317,3 +317,29 @@ def test_under_uvloop_as_benchmarks_run_it() -> None:
     before = _open_fds()
     uvloop.run(scenario())
     assert not _open_fds() - before, sorted(_open_fds() - before)
+
+
+@no_leaks
+async def test_connections_share_the_bottleneck() -> None:
+    """The rate is the link's, per direction, not each connection's."""
+    rate, each = 2_000_000, 1_200_000
+    profile = LinkProfile("t", one_way_delay=0.005, rate=rate, buffer=64 * 1024)
+    async with Upstream() as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
+        pairs = []
+        for _ in range(2):
+            _, c_writer = await dial(link)
+            s_reader, s_writer = await asyncio.wait_for(up.accepted.get(), 5)
+            pairs.append((c_writer, s_reader, s_writer))
+
+        async def flow(c_writer: asyncio.StreamWriter, s_reader: asyncio.StreamReader) -> float:
+            c_writer.write(b"b" * each)
+            await s_reader.readexactly(each)
+            return time.perf_counter()
+
+        t0 = time.perf_counter()
+        async with asyncio.timeout(20):
+            ends = await asyncio.gather(*(flow(c, r) for c, r, _ in pairs))
+        total_rate = 2 * each / (max(ends) - t0)
+        await close(*(w for c, _, s in pairs for w in (c, s)))
+    assert 0.75 * rate <= total_rate <= 1.1 * rate, total_rate
+    assert max(ends) - min(ends) < 0.25 * (max(ends) - t0), ends  # both got a share, neither waited for the other
