@@ -23,8 +23,11 @@ Residual kernel queueing, outside the emulated buffer: the proxy's own sockets g
 off), so about 2 × ``sock_buffer`` can wait in the proxy's receive buffer before the proxy reads it, and as much
 in its send buffer toward the receiver. The endpoints' own socket buffers (the sender's send buffer, the
 receiver's receive buffer) are theirs to size (the tunnel bounds its unsent bytes with TCP_NOTSENT_LOWAT). When
-the emulated queue is full, the bytes waiting in the proxy's receive buffer add ``2 * sock_buffer / rate`` of
-queueing delay (about 10 ms at 12.5 MB/s with the default 64 KiB); with the link not saturated they add none.
+the emulated queue is full, the bytes waiting in the proxy's receive buffer add up to ``2 * sock_buffer / rate``
+of queueing delay (at most about 10 ms at 12.5 MB/s with the default 64 KiB; measured on wan-50ms-100mbit: a
+ping beside a saturating bulk connection took 104.5 ms = 50 ms RTT + 50 ms full emulated queue + 4.5 ms); with
+the link not saturated they add none. Below 48 KiB the loopback's 64 KiB MSS stalls the sender on a window
+smaller than one segment (32 KiB carried 3.5 MB/s of a 12.5 MB/s link), so smaller values are refused.
 
 The proxy splits TCP: it emulates application round trips (what credit windows see), not TCP's own congestion
 window on a long path. Run it as its own process for benchmarks so its CPU does not share the measuring one::
@@ -449,6 +452,8 @@ class LinkProxy:
         sock_buffer: int | None = SOCK_BUFFER,
         connect_timeout: float = 10.0,
     ) -> None:
+        if sock_buffer is not None and sock_buffer < 48 * 1024:
+            raise ValueError(f"sock_buffer {sock_buffer} B: below 48 KiB loopback's 64 KiB segments stall")
         self.upstream = upstream
         self.profile = profile or PROFILES["lan"]
         self.listen = listen
