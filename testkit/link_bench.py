@@ -1,20 +1,20 @@
 """What the link emulator itself costs: ``python -m testkit.link_bench [--seconds 4] [--rounds 3]``.
 
-Runs ``python -m testkit.link`` as its own process between a blocking-socket sender and sink (threads here), one
-bulk direction, and reports per profile the throughput through it and the proxy process's CPU (user + system
-from /proc/PID/stat over the transfer). ``lan`` shows its ceiling; a rate-limited profile shows its cost at that
+Runs ``python -m testkit.link`` as its own process between a blocking-socket sender (here) and sink (a forked
+process), one bulk direction, and reports per profile the throughput through it and the proxy process's CPU
+(user + system from /proc/PID/stat over the transfer). ``lan`` shows its ceiling; a rate-limited profile shows its cost at that
 rate. Rounds are interleaved across profiles/loops; medians and ranges are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,24 +27,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def _sink(server: socket.socket, result: dict, stop: threading.Event) -> None:
+def _sink(server: socket.socket, results: multiprocessing.Queue) -> None:
+    """In its own process, so the sender and the sink do not share one GIL."""
     conn, _ = server.accept()
     buf = bytearray(CHUNK)
     got, t_first, t_last = 0, 0.0, 0.0
     with conn:
-        conn.settimeout(2)
-        while not stop.is_set():
-            try:
-                n = conn.recv_into(buf)
-            except TimeoutError:
-                continue
-            if not n:
-                break
+        conn.settimeout(60)
+        while n := conn.recv_into(buf):
             if not got:
                 t_first = time.perf_counter()
             got += n
             t_last = time.perf_counter()
-    result.update(got=got, t_first=t_first, t_last=t_last)
+    results.put((got, t_first, t_last))
 
 
 def run_once(profile: str, seconds: float, uvloop: bool) -> tuple[float, float]:
@@ -54,29 +49,29 @@ def run_once(profile: str, seconds: float, uvloop: bool) -> tuple[float, float]:
            "--profile", profile] + ([] if uvloop else ["--no-uvloop"])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    result: dict = {}
-    stop = threading.Event()
+    results: multiprocessing.Queue = multiprocessing.Queue()
+    sink = multiprocessing.get_context("fork").Process(target=_sink, args=(server, results))
+    sink.start()
     try:
         line = proc.stdout.readline().decode()  # type: ignore[union-attr]
         port = int(line.rsplit(":", 1)[1])
-        sink = threading.Thread(target=_sink, args=(server, result, stop))
-        sink.start()
         data = os.urandom(CHUNK)
         with socket.create_connection(("127.0.0.1", port)) as s:
             cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
             while time.perf_counter() - t0 < seconds:
                 s.sendall(data)
             s.shutdown(socket.SHUT_WR)
-            sink.join(seconds + 30)
+            got, t_first, t_last = results.get(timeout=seconds + 30)
             cpu = _cpu_seconds(proc.pid) - cpu0
             wall = time.perf_counter() - t0
     finally:
-        stop.set()
         proc.terminate()
         proc.wait(10)
+        sink.join(5)
+        if sink.is_alive():
+            sink.kill()
         server.close()
-    rate = result["got"] / (result["t_last"] - result["t_first"]) / 1e6
-    return rate, 100 * cpu / wall
+    return got / (t_last - t_first) / 1e6, 100 * cpu / wall
 
 
 def main(argv: list[str] | None = None) -> int:
