@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import statistics
+import struct
 import sys
 import time
 from pathlib import Path
@@ -343,3 +344,33 @@ async def test_connections_share_the_bottleneck() -> None:
         await close(*(w for c, _, s in pairs for w in (c, s)))
     assert 0.75 * rate <= total_rate <= 1.1 * rate, total_rate
     assert max(ends) - min(ends) < 0.25 * (max(ends) - t0), ends  # both got a share, neither waited for the other
+
+
+@no_leaks
+async def test_a_reset_crosses_a_full_link_one_delay_later() -> None:
+    """An RST is not flow-controlled: it reaches a receiver that reads nothing, past the queued bytes."""
+    profile = LinkProfile("t", one_way_delay=0.05, rate=4e6, buffer=64 * 1024)
+    async with Upstream() as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
+        c_reader, c_writer = await dial(link)
+        s_reader, s_writer = await asyncio.wait_for(up.accepted.get(), 5)
+        c_writer.write(b"q" * 4_000_000)  # the upstream reads nothing: the link fills up to it
+        last, stable_since = -1, time.monotonic()
+        async with asyncio.timeout(10):
+            while time.monotonic() - stable_since < 0.3 or not link.stats.up.paused:
+                await asyncio.sleep(0.02)
+                if link.stats.up.bytes_out != last:
+                    last, stable_since = link.stats.up.bytes_out, time.monotonic()
+        assert link.stats.up.held > 0
+        t0 = time.perf_counter()
+        linger0 = struct.pack("ii", 1, 0)
+        c_writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        c_writer.transport.abort()
+        async with asyncio.timeout(5):
+            while link.stats.connections:
+                await asyncio.sleep(0.005)
+        assert time.perf_counter() - t0 >= 0.045
+        with pytest.raises(ConnectionResetError):
+            async with asyncio.timeout(5):
+                while await s_reader.read(1 << 20):
+                    pass
+        await close(s_writer)
