@@ -177,7 +177,9 @@ class _Pipe:
             self._maybe_resume(self.link.loop.time())
 
     def arm(self) -> None:
-        if self.timer is None and self.queue and not self.dst.write_paused and not self.link.blackholed:
+        dst = self.dst  # one still connecting has no transport yet: its connection_made delivers
+        ready = dst.transport is not None and not dst.write_paused and not self.link.blackholed
+        if self.timer is None and self.queue and ready:
             self.timer = self.link.loop.call_at(self.queue[0][0], self.deliver)
 
     def deliver(self) -> None:
