@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     for (profile, uv), rs in results.items():
         mbs = [r[0] for r in rs]
         cpu = [r[1] for r in rs]
-        print(f"{profile:24} {'uvloop ' if uv else 'asyncio'}  {statistics.median(mbs):8.1f} MB/s "
-              f"({min(mbs):.1f}-{max(mbs):.1f})  proxy CPU {statistics.median(cpu):5.1f} % "
+        print(f"{profile:24} {'uvloop ' if uv else 'asyncio'}  {statistics.median(mbs):8.2f} MB/s "
+              f"({min(mbs):.2f}-{max(mbs):.2f})  proxy CPU {statistics.median(cpu):5.1f} % "
               f"({min(cpu):.1f}-{max(cpu):.1f})")
     return 0
 
