@@ -13,6 +13,7 @@ as a kubelet behind a real API server does (``apiserver-observed.md``).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 
@@ -215,3 +216,23 @@ async def test_restart_and_previous_logs(front, version: str) -> None:
     assert rc == 0, err.decode()
     rc, out, err = await kubectl.run("logs", "crash", "--previous")
     assert rc == 0 and re.fullmatch(rb"(default/crash/app line \d+\n)+", out), (out, err)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_node_proxy(front, version: str) -> None:
+    """`kubectl get --raw /api/v1/nodes/edge-1/proxy/...`: healthz, stats/summary (node figures from
+    the host, emulated pods) and metrics/resource, the node found from X-Forwarded-Uri."""
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-1/proxy/healthz")
+    assert (rc, out) == (0, b"ok"), (out, err.decode())
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-1/proxy/stats/summary")
+    assert rc == 0, err.decode()
+    summary = json.loads(out)
+    assert summary["node"]["nodeName"] == "edge-1" and summary["node"]["memory"]["workingSetBytes"] > 0
+    assert {p["podRef"]["name"] for p in summary["pods"]} == {"demo", "crash"}
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-1/proxy/metrics/resource")
+    assert rc == 0, err.decode()
+    text = out.decode()
+    assert re.search(r"^node_cpu_usage_seconds_total \S+ \d+$", text, re.M), text[:500]
+    assert re.search(r'^container_memory_working_set_bytes\{container="app",namespace="default",pod="demo"\} ', text, re.M)
