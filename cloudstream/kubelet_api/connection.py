@@ -170,7 +170,8 @@ class Connection:
             if session is not None:
                 return session, ""
         wanted = " or ".join(f"{'IP' if k == 'ip' else 'node'} {v}" for k, v in keys) or "(no Host header)"
-        if self.local_ip and ("ip", self.local_ip) not in keys and self.dnat_ip is None:
+        if (self.local_ip and ("ip", self.local_ip) not in keys and self.dnat_ip is None
+                and self.local_ip != self.config.stream_address):
             # Without DNAT the address the API server dialled is the node's IP (no-DNAT wiring).
             wanted += f" (this connection reached cloudstream on {self.local_ip})"
         sessions = registry.sessions()
