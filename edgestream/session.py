@@ -12,6 +12,7 @@ from proto.aio import TunnelConnection
 from proto.tunnel import (
     CloseRequested,
     DataReceived,
+    FLOW_WINDOW,
     Event,
     Feature,
     MessageIgnored,
@@ -41,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 class AgentSession(TunnelConnection):
     def __init__(self, ws: ClientConnection, config: EdgeConfig, features: frozenset[Feature], backend: Backend) -> None:
-        mux = Mux(Role.EDGE, features=features, max_payload=config.max_payload)
+        # A window never outgrows a stream's inbound buffer (EdgeStream: 16 payloads).
+        mux = Mux(Role.EDGE, features=features, max_payload=config.max_payload,
+                  stream_window_max=max(FLOW_WINDOW, config.max_payload * 16))
         super().__init__(ws, mux, logging.LoggerAdapter(logger, {"node": config.node_name}))
         self.config = config
         self.features = features
