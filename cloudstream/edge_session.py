@@ -194,6 +194,18 @@ class EdgeSession(TunnelConnection):
         # We do not wait for the edge's echo: forget the state now (Go clouds leak it).
         self.mux.forget(stream.connect_id)
 
+    def data_nowait(self, connect_id: int, payload: memoryview) -> bool:
+        stream = self.streams.get(connect_id)
+        if stream is None:
+            return False
+        buffer = stream.buffer
+        if buffer.size + len(payload) > buffer.high:
+            return False  # the reader task waits for the client (stall policy)
+        if not stream.status.done():
+            stream._resolve_status(200, "")
+        buffer.feed(payload)
+        return True
+
     async def handle_event(self, event: Event) -> None:
         match event:
             case DataReceived(connect_id=cid, data=data):

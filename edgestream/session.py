@@ -79,6 +79,16 @@ class AgentSession(TunnelConnection):
             except TunnelError:
                 pass
 
+    def data_nowait(self, connect_id: int, payload: memoryview) -> bool:
+        stream = self.streams.get(connect_id)
+        if stream is None:
+            return False
+        inbound = stream.inbound
+        if inbound.size + len(payload) > inbound.high:
+            return False  # the reader task waits for the backend (stall policy)
+        inbound.feed(payload)
+        return True
+
     async def handle_event(self, event: Event) -> None:
         match event:
             case StreamOpened(connect_id=cid, kind=kind, request=request):

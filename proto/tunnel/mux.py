@@ -157,6 +157,17 @@ class Mux:
         else:
             self._events.append(MessageIgnored(cid, kind, "unknown message type"))
 
+    def open_data_stream(self, data: bytes | memoryview) -> Stream | None:
+        """The fast path's test, without side effects: the stream a well-formed DATA message
+        with a one-byte header goes to when that stream is open, else None (then feed the
+        message to ``receive_message``). The caller takes ``data[2:]`` and adds its length
+        to ``bytes_in`` once the payload has been delivered."""
+        if len(data) >= 2 and data[1] == 3 and data[0] < 0x80:  # 3: MessageType.DATA
+            stream = self.streams.get(data[0])
+            if stream is not None and stream.state is StreamState.OPEN:
+                return stream
+        return None
+
     def _peer_removed(self, cid: int) -> None:
         stream = self.streams.get(cid)
         if stream is None or stream.state is StreamState.REMOTE_CLOSED:
