@@ -40,6 +40,7 @@ from ..tunnel.features import FLOW_WINDOW, Feature
 from ..tunnel.messages import MessageType
 from ..tunnel.mux import Mux
 from ..tunnel.sched import SendQueue
+from .fastframes import FastFrames
 from .ratelog import RateLimitedLog
 
 __all__ = ["POLICY_VIOLATION", "TunnelConnection"]
@@ -90,8 +91,10 @@ class TunnelConnection:
         self._slow = False
         """Messages wait in websockets' queue for the reader: the fast path must not overtake them."""
         self._ws_process_event = getattr(ws, "process_event", None)
+        self._fast: FastFrames | None = None
         if self._ws_process_event is not None:  # (unit tests build sessions without a socket)
             ws.process_event = self._process_event  # type: ignore[method-assign]
+            self._fast = FastFrames(ws, self._deliver_now, lambda: not self._slow)
 
     # ------------------------------------------------------------------ receiving, fast path
 
@@ -99,6 +102,22 @@ class TunnelConnection:
         """Deliver one DATA payload now if that needs no waiting (room in the stream's
         buffer); False sends the message the slow way, through the reader task."""
         return False
+
+    def _deliver_now(self, data: bytes | memoryview) -> bool:
+        """One tunnel message from ``FastFrames``: True when it was delivered at once."""
+        if self._slow:
+            return False
+        stream = self.mux.open_data_stream(data)
+        if stream is None:
+            return False
+        payload = memoryview(data)[2:]
+        if not self.data_nowait(stream.connect_id, payload):
+            return False
+        stream.bytes_in += len(payload)
+        self.messages_in += 1
+        if self._bdp is not None:
+            self._probe(self._bdp, len(data))
+        return True
 
     def _process_event(self, event: Frame) -> None:
         """websockets hands every received frame here, inside ``data_received``. A complete
@@ -255,8 +274,10 @@ class TunnelConnection:
                     elif isinstance(event, StreamRemoved):
                         self._wake(event.connect_id)
                     await self.handle_event(event)
-                if not ws.recv_messages.frames:  # caught up: the fast path may deliver again
+                if not ws.recv_messages.frames:  # caught up: the fast paths may deliver again
                     self._slow = False
+                    if self._fast is not None:
+                        self._fast.maybe_resume()
         except ConnectionClosed as exc:
             self.closed_reason = _describe_close(exc)
         finally:
