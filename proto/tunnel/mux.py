@@ -24,7 +24,8 @@ its consumer drains. A Go peer never negotiates it: its streams have unlimited c
 
 Adaptive windows (receiver side only, nothing new on the wire): ``window_target`` (set from
 the tunnel's BDP estimate, ``bdp.py``) raises a stream's receive window above ``FLOW_WINDOW``
-the next time its consumer takes bytes, by granting the difference in the usual WINDOW. A
+the next time its consumer takes bytes, by granting the difference in the usual WINDOW (and
+lowers it again, never below FLOW_WINDOW, by keeping consumed bytes back). A
 stream grows only while somebody reads it, up to ``stream_window_max``, and all growth of a
 tunnel together stays within ``window_budget``: N stalled streams pin at most
 N x FLOW_WINDOW + window_budget. A closed stream gives its growth back.
@@ -283,19 +284,22 @@ class Mux:
         if Feature.FLOW not in self.features or stream is None or stream.state is not StreamState.OPEN:
             return None
         stream.unacked += length
-        if stream.recv_window < self.window_target:
-            self._grow(stream)
+        if stream.recv_window != self.window_target:
+            self._resize(stream)
         if stream.unacked < stream.recv_window // 4:
             return None
         grant, stream.unacked = stream.unacked, 0
         return encode(cid, MessageType.WINDOW, encode_uvarint(grant))
 
-    def _grow(self, stream: Stream) -> None:
-        want = min(self.window_target, self.stream_window_max) - stream.recv_window
-        delta = min(want, self.window_budget - self.window_extra)
-        if delta > 0:
+    def _resize(self, stream: Stream) -> None:
+        want = max(min(self.window_target, self.stream_window_max), FLOW_WINDOW) - stream.recv_window
+        if want > 0:  # grow: grant the difference with the next WINDOW, as if consumed
+            delta = min(want, self.window_budget - self.window_extra)
+        else:  # shrink: keep back consumed bytes instead of granting them
+            delta = max(want, -stream.unacked)
+        if delta:
             stream.recv_window += delta
-            stream.unacked += delta  # granted with the next WINDOW, as if consumed
+            stream.unacked += delta
             self.window_extra += delta
 
     def status(self, cid: int, code: int, message: str = "") -> bytes | None:
