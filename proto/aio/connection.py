@@ -194,7 +194,11 @@ class TunnelConnection:
                     message, done = entry
                     if message is None or done.done():
                         continue
-                    self._write(message)
+                    try:
+                        self._write(message)
+                    except TunnelClosed as exc:
+                        done.set_exception(exc)
+                        raise
                     done.set_result(None)
         except (ConnectionClosed, OSError, TunnelClosed) as exc:
             self.closed_reason = self.closed_reason or f"tunnel write failed: {exc}"
