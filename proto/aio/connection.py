@@ -305,7 +305,7 @@ class TunnelConnection:
         pong = self._pong
         if pong is not None and pong.done():
             self._pong = None
-            target = bdp.acknowledged(now) if not pong.cancelled() and pong.exception() is None else None
+            target = bdp.acknowledged(now, self.mux.waiting()) if not pong.cancelled() and pong.exception() is None else None
             if target is not None:
                 self.mux.window_target = target
         if bdp.received(length, now):

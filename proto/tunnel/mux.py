@@ -88,6 +88,8 @@ class Stream:
     """Bytes we may still send (flow feature; unlimited without it, as with a Go peer)."""
     unacked: int = 0
     """Bytes our side consumed and has not granted back yet."""
+    consumed: int = 0
+    """Bytes our consumer took (flow feature): ``bytes_in - consumed`` wait in our buffer."""
     recv_window: int = FLOW_WINDOW
     """What the peer may have outstanding towards us (flow feature); grows, see the module doc."""
 
@@ -284,12 +286,17 @@ class Mux:
         if Feature.FLOW not in self.features or stream is None or stream.state is not StreamState.OPEN:
             return None
         stream.unacked += length
+        stream.consumed += length
         if stream.recv_window != self.window_target:
             self._resize(stream)
         if stream.unacked < stream.recv_window // 4:
             return None
         grant, stream.unacked = stream.unacked, 0
         return encode(cid, MessageType.WINDOW, encode_uvarint(grant))
+
+    def waiting(self) -> int:
+        """Bytes received on all streams that their consumers have not taken yet."""
+        return sum(s.bytes_in - s.consumed for s in self.streams.values() if s.state is StreamState.OPEN)
 
     def _resize(self, stream: Stream) -> None:
         want = max(min(self.window_target, self.stream_window_max), FLOW_WINDOW) - stream.recv_window

@@ -38,3 +38,19 @@ def test_probes_are_spaced_and_one_at_a_time() -> None:
     assert est.received(100, 0.02)
     est.abandon()
     assert est.acknowledged(0.03) is None
+
+
+def test_a_backlog_read_at_memory_speed_on_a_short_path_does_not_grow_the_window() -> None:
+    """Loopback: each probe sees a window's worth arrive within 0.3 ms (a backlog in the
+    socket buffer), but over time only 370 MB/s get through: 256 KiB already covers that
+    rate times the 0.25 ms round trip many times over, so the estimate stays put."""
+    est = BdpEstimator(estimate=256 * 1024, limit=1 << 20)
+    now = 0.0
+    for _ in range(20):
+        assert est.received(1, now)
+        est.received(256 * 1024, now + 0.0002)
+        assert est.acknowledged(now + 0.0003) is None
+        idle_until = now + 0.0003 + 0.0105  # the rest of the interval: the usual flow
+        est.received(int(370e6 * 0.0105), idle_until - 0.0001)
+        now = idle_until
+    assert est.estimate == 256 * 1024 and est.rate_max < 400e6
