@@ -7,7 +7,9 @@ When a sample reaches 2/3 of the current estimate and the bandwidth it implies i
 highest seen, the window is too small to fill the path: the estimate becomes twice the
 sample. Estimates only grow, up to ``limit``.
 
-One gate added to gRPC's rule: no growth while the estimate is already ``_GATE`` times the
+Departures from gRPC's rule. gRPC also wants the sample's bandwidth to be the highest seen;
+a steady window-limited stream on a satellite link never beat the burst of its first sample
+and stalled at the initial window (measured), so the gate below replaces that test: no growth while the estimate is already ``_GATE`` times the
 highest delivery rate seen (bytes over the whole time between two acks, at least
 ``min_interval``, not over one probe, whose bytes may be a backlog read at memory speed)
 times the lowest round trip seen: a BBR-style BDP. Without it, on loopback the queue a window
@@ -34,7 +36,7 @@ _GAMMA = 2
 _ALPHA = 0.9
 """Weight of a new RTT sample in the moving average."""
 _GATE = 2.0
-"""Growth stops once the estimate reaches this many times bw_max x rtt_min."""
+"""Growth stops once the estimate reaches this many times rate_max x rtt_min."""
 
 
 @dataclass(slots=True)
@@ -94,11 +96,11 @@ class BdpEstimator:
         bw = self.sample / max(self.rtt, 1e-6)
         if bw > self.bw_max:
             self.bw_max = bw
-        if self.sample < _BETA * self.estimate or bw < self.bw_max:
+        if self.sample < _BETA * self.estimate:
             return None
         if self.estimate >= _GATE * self.rate_max * self.rtt_min:
             return None  # the window already covers the path: more would only queue
-        if waiting > self.estimate // 4:
+        if waiting > self.estimate // 2:
             return None  # data waits for its reader: a bigger window would only hold more of it
         grown = min(int(_GAMMA * self.sample), self.limit)
         if grown <= self.estimate:

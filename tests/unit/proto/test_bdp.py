@@ -41,16 +41,28 @@ def test_probes_are_spaced_and_one_at_a_time() -> None:
 
 
 def test_a_backlog_read_at_memory_speed_on_a_short_path_does_not_grow_the_window() -> None:
-    """Loopback: each probe sees a window's worth arrive within 0.3 ms (a backlog in the
-    socket buffer), but over time only 370 MB/s get through: 256 KiB already covers that
-    rate times the 0.25 ms round trip many times over, so the estimate stays put."""
+    """Loopback: each probe sees a window's worth arrive at once (a backlog in the socket
+    buffer), enough for gRPC's rule, but over time only about 370 MB/s get through: 256 KiB
+    already covers twice that rate times the 0.3 ms round trip, so the estimate stays put."""
     est = BdpEstimator(estimate=256 * 1024, limit=1 << 20)
-    now = 0.0
-    for _ in range(20):
-        assert est.received(1, now)
-        est.received(256 * 1024, now + 0.0002)
-        assert est.acknowledged(now + 0.0003) is None
-        idle_until = now + 0.0003 + 0.0105  # the rest of the interval: the usual flow
-        est.received(int(370e6 * 0.0105), idle_until - 0.0001)
-        now = idle_until
-    assert est.estimate == 256 * 1024 and est.rate_max < 400e6
+    now, probe_at, acks = 0.0, 0.0, 0
+    for _ in range(2000):  # 0.2 s in steps of 100 us
+        now += 0.0001
+        if est.received(37_000, now):
+            probe_at = now
+            est.received(256 * 1024, now)  # the backlog, read at memory speed
+        elif est.probing and now - probe_at >= 0.0003:
+            assert est.acknowledged(now) is None
+            acks += 1
+    assert acks > 10 and est.estimate == 256 * 1024
+    assert est.rtt_min > 0 and 300e6 < est.rate_max < 500e6
+
+
+def test_data_waiting_for_its_consumer_stops_growth() -> None:
+    est = BdpEstimator(estimate=256 * 1024, limit=1 << 20)
+    assert est.received(1, 0.0)
+    est.received(256 * 1024, 0.025)
+    assert est.acknowledged(0.05, waiting=200 * 1024) is None  # the reader is the limit
+    assert est.received(1, 0.07)
+    est.received(256 * 1024, 0.095)
+    assert (est.acknowledged(0.12, waiting=0) or 0) >= 512 * 1024
