@@ -127,7 +127,7 @@ async def test_every_payload_arrives_once_in_order_on_either_path(receiving_side
                 while receiver.closed_reason is None:
                     await asyncio.sleep(0.01)
     assert receiver.got == sent
-    assert receiver.fast > 20 and receiver.slow > 0  # both paths were taken
+    assert receiver.fast > 0 and receiver.slow > 0  # both paths were taken (how often depends on timing)
     fast = receiver._fast
     assert isinstance(fast, FastFrames) and fast.frames > 0
     assert isinstance(receiver.ws, (ServerConnection, ClientConnection))
