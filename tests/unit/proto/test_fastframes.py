@@ -68,6 +68,10 @@ def _script(cid: int, seed: int) -> list[tuple[str, object]]:
 
 async def _play(ws, steps, receiver_box) -> list[bytes]:  # type: ignore[no-untyped-def]
     sent = []
+    # Start once the receiver hooked in: bytes websockets buffered before that take the reader,
+    # and under load a steady stream may give the fast path no idle frame boundary to resume at.
+    await receiver_box
+    await asyncio.sleep(0.02)
     for kind, arg in steps:
         if kind == "ping":
             await ws.ping()
