@@ -59,7 +59,7 @@ class Follow:
     first: int | None = None
     next_expected: int | None = None
     ended: str = "running"
-    """running | complete (the final 0-chunk) | error (a broken body: what a cut must give)."""
+    """running | complete (the final 0-chunk) | error (a broken body: what a cut must give) | refused."""
     error: BaseException | None = None
     task: asyncio.Task[None] | None = None
 
@@ -67,7 +67,10 @@ class Follow:
         partial = b""
         try:
             async with kubelet_request(port, path, host=self.node, tls=apiserver_tls(layout)) as response:
-                assert response.status == 200, f"{self.node}: HTTP {response.status}"
+                if response.status != 200:  # refused (e.g. 503: the edge is not connected): an error, said at once
+                    self.ended, self.error = "refused", ConnectionRefusedError(f"{self.node}: HTTP {response.status}")
+                    await response.body()
+                    return
                 async for chunk in response.chunks():
                     *whole, partial = (partial + chunk).split(b"\n")
                     for line in whole:
