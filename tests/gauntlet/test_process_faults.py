@@ -8,11 +8,15 @@ edges come back by themselves; cloudstream holds no stream, task or descriptor m
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import MS
+from tests.integration.framework import apiserver_tls
+from tests.integration.k8s_ws import open_ws
 from testkit.link import LinkProxy
 
 from .conftest import NODES, Follow, Lab
@@ -111,3 +115,36 @@ async def test_a_link_that_resets_or_blackholes(lab: Lab, fault: str) -> None:
         await _finish(again)
         await _finish(follows)
         await lab.assert_no_leak(baseline)
+
+
+@pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.channel.k8s.io"])
+async def test_exec_cut_by_edge_sigkill_gets_a_status_then_a_close(lab: Lab, protocol: str) -> None:
+    """As the kubelet ends a failed exec: a Failure Status on channel 3 naming the node, then a
+    normal close. Before, the client saw a bare TCP close and could not tell it from the end."""
+    victim = NODES[0]
+    await lab.edge(victim)
+    baseline = await lab.state()
+    ws = await open_ws(lab.stream_port, "/exec/default/demo/app?command=cat&input=1&output=1", node=victim,
+                       tls=apiserver_tls(lab.layout), protocols=[protocol])
+    status = None
+    try:
+        await ws.send(b"\x00hello")
+        echoed = b""
+        while echoed != b"hello":
+            message = await asyncio.wait_for(ws.recv(), 10 * MS)
+            assert isinstance(message, bytes) and message[:1] == b"\x01"
+            echoed += message[1:]
+        lab.edges[victim].proc.kill()
+        async with asyncio.timeout(15 * MS):
+            async for message in ws:
+                assert isinstance(message, bytes)
+                if message[:1] == b"\x03":
+                    status = json.loads(message[1:])
+    except ConnectionClosed:
+        pass
+    finally:
+        await ws.close()
+    assert status is not None, f"no Status on the error channel; the connection ended with {ws.close_code}"
+    assert status["status"] == "Failure" and status["code"] == 500 and victim in status["message"], status
+    assert ws.close_code == 1000
+    await lab.assert_no_leak(baseline)
