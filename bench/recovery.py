@@ -20,7 +20,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
 import sys
 import tempfile
 import time

@@ -198,7 +198,7 @@ async def test_soak_streams_across_nodes_with_edge_faults(lab: Lab) -> None:
                 await lab.edge(node)
 
     async with asyncio.TaskGroup() as tg:
-        for i in range(6):
+        for _ in range(6):
             tg.create_task(worker(rng.randrange(1 << 30)))
         tg.create_task(chaos())
     print(f"soak: {SOAK_SECONDS:.0f} s, {faults} edge faults, {tally.complete} streams complete "
