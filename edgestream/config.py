@@ -56,7 +56,10 @@ class EdgeConfig:
     ping_timeout_go: float = 150 * SECONDS
     """Pong timeout for a Go cloudcore, which reads nothing for up to 120 s after a dial."""
     reconnect_initial: float = 0.5 * SECONDS
-    reconnect_max: float = 30 * SECONDS
+    reconnect_max: float = 6 * SECONDS
+    """Longest redial delay, and so the longest wait after the cloud is back (see proto/tunnel/backoff.py)."""
+    reconnect_window: float = 2 * SECONDS
+    """The first redial after a lost tunnel is spread over this, so a fleet does not redial at once."""
     max_payload: int = 64 * KiB
     backend: str = "cri"
     """``cri`` (containerd), ``emulator`` or ``kubelet``."""

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -74,7 +74,7 @@ async def run_tunnel(
         "SessionInternalIP": config.node_ip,
         FEATURES_HEADER: format_features(SUPPORTED_FEATURES),
     }
-    delays = backoff(config.reconnect_initial, config.reconnect_max)
+    delays = _delays(config)
     failures = 0
     while not stop.is_set():
         if drain is not None and drain.is_set():
@@ -129,10 +129,14 @@ async def run_tunnel(
                 on_session(None)
         logger.warning("x tunnel to %s ended: %s", config.server, session.closed_reason)
         if time.monotonic() - began > _STABLE_AFTER:
-            delays = backoff(config.reconnect_initial, config.reconnect_max)
+            delays = _delays(config)
             failures = 0
         if not stop.is_set():
             await _sleep_or_stop(next(delays), stop, drain)
+
+
+def _delays(config: EdgeConfig) -> Iterator[float]:
+    return backoff(config.reconnect_initial, config.reconnect_max, config.reconnect_window)
 
 
 async def _drained_or_stopped(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
 
 from .audit import audit_close, audit_open
+from .cut_status import CutStatus
 from .http1 import RequestHead, response_head
 from .relay import HandoffReader, ToEdgeProtocol
 from .routes import Route, RouteKind
@@ -144,11 +145,12 @@ async def relay_upgrade(conn: Connection, head: RequestHead, route: Route, sessi
     started = time.monotonic()
     up = _ToEdge(conn, stream, early)
     counts_out = [0]
+    cut = CutStatus() if route.kind in (RouteKind.EXEC, RouteKind.ATTACH) else None
     audit_open(route, session.node, head, conn.caller, stream.connect_id)
     try:
         async with asyncio.TaskGroup() as tg:
             to_edge = tg.create_task(up.run())
-            to_client = tg.create_task(_edge_to_client(conn, stream, counts_out))
+            to_client = tg.create_task(_edge_to_client(conn, stream, counts_out, cut))
             await asyncio.wait((to_edge, to_client), return_when=asyncio.FIRST_COMPLETED)
             # Either side finished: the stream is over (KubeEdge has no half-close on the tunnel).
             for task in (to_edge, to_client):
@@ -156,6 +158,9 @@ async def relay_upgrade(conn: Connection, head: RequestHead, route: Route, sessi
     except* (ConnectionError, TunnelError, ssl.SSLError):
         pass
     finally:
+        if cut is not None and session.closed_reason is not None:
+            # The tunnel died under the stream: say so on the client's error channel, where we can.
+            await _end_cut(conn, cut, f"node {session.node}: the tunnel closed ({session.closed_reason})")
         await stream.close()
         audit_close(route, session.node, stream.connect_id, up.bytes_in, counts_out[0], time.monotonic() - started)
 
@@ -194,7 +199,7 @@ class _ToEdge:
             self.sent_early += len(data)
 
 
-async def _edge_to_client(conn: Connection, stream: CloudStream, counts: list[int]) -> None:
+async def _edge_to_client(conn: Connection, stream: CloudStream, counts: list[int], cut: CutStatus | None) -> None:
     writer = conn.writer
     while True:
         chunk = await stream.read()
@@ -204,8 +209,22 @@ async def _edge_to_client(conn: Connection, stream: CloudStream, counts: list[in
         if more:
             chunk = b"".join([chunk, *more])
         counts[0] += len(chunk)
+        if cut is not None:
+            cut.feed(chunk)
         writer.write(chunk)
         await writer.drain()
+
+
+async def _end_cut(conn: Connection, cut: CutStatus, message: str) -> None:
+    ending = cut.ending(f"cloudstream: {message}; the command's fate is unknown, run it again once the node is back")
+    if not ending or conn.writer.transport.is_closing():
+        return
+    conn.writer.write(ending)
+    try:
+        async with asyncio.timeout(conn.config.connect_timeout):
+            await conn.writer.drain()
+    except (TimeoutError, ConnectionError, ssl.SSLError):
+        pass
 
 
 class _ClientGone(Exception):
