@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from certs import client_context, init_lab
-from tests.integration.framework import Process, start_cloud, start_edge
+from testkit.processes import Process, start_cloud, start_edge
 
 
 def rss_kib(pid: int) -> int:

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from certs import client_context, init_lab
-from tests.integration.framework import start_cloud, start_edge
-from tests.realstack.cri import RealStack
+from testkit.processes import start_cloud, start_edge
+from testkit.cri import RealStack
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "tests/realstack/setup.sh"
