@@ -17,7 +17,7 @@ from .measure import exec_echo, jain, throughput
 RAW = "raw TLS relay"
 KE = "KubeEdge-style"
 
-LINK_FALLBACK = {"wan-50ms-100mbit": (0.050, 12.5e6), "satellite-600ms-10mbit": (0.600, 1.25e6)}
+LINK_FALLBACK = {"wan-50ms-100mbit": (0.025, 12.5e6), "satellite-600ms-10mbit": (0.300, 1.25e6)}
 
 
 def link_profile(name: str) -> tuple[float, float]:
