@@ -30,7 +30,7 @@ def plot_all(result: dict[str, Any], out: Path = RESULTS, prefix: str = "") -> d
     made = {}
     for name, scenario in result["scenarios"].items():
         columns = [c for c in scenario["columns"] if c in ("MBps", "idle_p50_ms", "bulk_p50_ms", "jain",
-                                                            "others_MBps", "others_stalled_MBps")][:3]
+                                                            "others_MBps", "others_stalled_MBps")][:4]
         variants = [v for v in scenario["variants"] if scenario["variants"][v]["summary"]]
         if not columns or not variants:
             continue
@@ -52,6 +52,12 @@ def plot_all(result: dict[str, Any], out: Path = RESULTS, prefix: str = "") -> d
             ax.invert_yaxis()
             ax.set_title(NAMES.get(column, column) + (" (ms)" if column.endswith("_ms") else ""), fontsize=9)
             ax.tick_params(axis="x", labelsize=7)
+            if column == "MBps" and "link" in scenario:
+                ax.axvline(scenario["link"]["rate_MBps"], color="#c0392b", linestyle="--", linewidth=1)
+                ax.set_title("MB/s (dashed: link rate)", fontsize=9)
+            elif column == "bulk_p50_ms" and "link" in scenario:
+                ax.axvline(2000 * scenario["link"]["one_way_delay_s"], color="#c0392b", linestyle="--", linewidth=1)
+                ax.set_title("beside bulk p50 ms (dashed: RTT)", fontsize=9)
             if column.endswith("MBps") and max(meds) / max(min(m for m in meds if m > 0) if any(meds) else 1, 1e-9) > 30:
                 ax.set_xscale("log")
         fig.suptitle(scenario["title"].replace("`", ""), fontsize=9)
@@ -59,5 +65,6 @@ def plot_all(result: dict[str, Any], out: Path = RESULTS, prefix: str = "") -> d
         path = out / f"{prefix}{name}.png"
         fig.savefig(path, dpi=72)
         plt.close(fig)
-        made[name] = str(path.relative_to(RESULTS.parent.parent))
+        root = RESULTS.parent.parent
+        made[name] = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     return made
