@@ -105,7 +105,22 @@ class CloudConfig:
     tunnel_violation_window: float = 10 * SECONDS
     """The window of ``tunnel_max_violations``, in seconds."""
 
+    # --- 10003's HTTP (cloudstream/kubelet_api) ---
+    request_head_timeout: float = 10 * SECONDS
+    """How long a client may take to send a whole request head (and a body we discard); for the
+    first request the clock starts when the TLS handshake ends (a slow client holds little)."""
+    keepalive_idle_timeout: float = 120 * SECONDS
+    """How long a keep-alive connection may sit idle between requests: above Go's 90 s
+    ``IdleConnTimeout``, so the API server's client closes first and never races our close."""
+    max_request_head: int = 64 * KiB
+    """Request line + headers, bytes; 431 above."""
+    max_request_headers: int = 100
+    """Header fields per request; 431 above."""
+    max_request_body: int = 1 * MiB
+    """The largest Content-Length we read (and drop) on a logs/metrics request; 413 above."""
+
     def __post_init__(self) -> None:
+        _check_http_limits(self)
         for name in ("tunnel_port", "stream_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -157,6 +172,14 @@ class CloudConfig:
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
             **settings,  # type: ignore[arg-type]
         )
+
+
+def _check_http_limits(config: CloudConfig) -> None:
+    for name in ("request_head_timeout", "keepalive_idle_timeout", "max_request_head", "max_request_headers"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name} must be positive, not {getattr(config, name)!r}")
+    if config.max_request_body < 0:
+        raise ConfigError("max_request_body must not be negative")
 
 
 _PATH_FIELDS = (

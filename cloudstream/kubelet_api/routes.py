@@ -1,6 +1,12 @@
 """The kubelet API routes cloudstream serves, and what each becomes on the tunnel.
 
 KubeEdge's stream server routes (spec §6) plus port-forward, which KubeEdge lacks.
+
+Names in a pod path are percent-decoded once by ``proto.kubelet_path``, the function the edge
+calls too: ``p1%2Fx`` is refused (an encoded ``/`` is never a pod name), as are ``.``, ``..``,
+empty names and control characters. What is routed, audited and forwarded (``Route.path``,
+re-encoded from the decoded names) is what the edge serves: it decodes the forwarded path
+once and gets the same names.
 """
 
 from __future__ import annotations
@@ -8,8 +14,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
+from proto.kubelet_path import BadPath, decode_segment, parse_pod_path
 from proto.tunnel import MessageType
+
+from .http1 import HttpError
 
 __all__ = ["Route", "RouteKind", "match_route"]
 
@@ -38,6 +48,8 @@ class Route:
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    path: str = ""
+    """The path to forward: names decoded once and re-encoded canonically."""
 
     @property
     def tunnel_type(self) -> MessageType:
@@ -48,41 +60,55 @@ class Route:
         return self.kind in (RouteKind.EXEC, RouteKind.ATTACH, RouteKind.PORTFORWARD)
 
 
-_SEG = r"([^/]+)"
-_PATTERNS: list[tuple[re.Pattern[str], RouteKind, tuple[str, ...], tuple[str, ...]]] = [
-    (re.compile(rf"^/containerLogs/{_SEG}/{_SEG}/{_SEG}$"), RouteKind.LOGS, ("GET",), ("namespace", "pod", "container")),
-    (re.compile(rf"^/(exec|attach)/{_SEG}/{_SEG}/{_SEG}$"), RouteKind.EXEC, ("GET", "POST"), ("namespace", "pod", "container")),
-    (
-        re.compile(rf"^/(exec|attach)/{_SEG}/{_SEG}/{_SEG}/{_SEG}$"),
-        RouteKind.EXEC,
-        ("GET", "POST"),
-        ("namespace", "pod", "", "container"),
-    ),
-    (re.compile(rf"^/portForward/{_SEG}/{_SEG}(?:/{_SEG})?$"), RouteKind.PORTFORWARD, ("GET", "POST"), ("namespace", "pod")),
-    (
-        re.compile(r"^/(stats|stats/summary|stats/container|metrics|metrics/cadvisor|metrics/probes|metrics/resource)/?$"),
-        RouteKind.METRICS,
-        ("GET",),
-        (),
-    ),
+_POD_ROUTES = {
+    "containerLogs": (RouteKind.LOGS, ("GET",)),
+    "exec": (RouteKind.EXEC, ("GET", "POST")),
+    "attach": (RouteKind.ATTACH, ("GET", "POST")),
+    "portForward": (RouteKind.PORTFORWARD, ("GET", "POST")),
+}
+_FIXED_METRICS = re.compile(
+    r"^/(stats|stats/summary|stats/container|metrics|metrics/cadvisor|metrics/probes|metrics/resource)/?$"
     # The kubelet's health checks (/healthz, /healthz/ping|log|syncloop), answered by the edge
     # from its own state; under the "metrics" access rule, as a node-proxy read.
-    (re.compile(rf"^/healthz(?:/{_SEG})?$"), RouteKind.METRICS, ("GET",), ()),
-    (re.compile(rf"^/stats/{_SEG}/{_SEG}$"), RouteKind.METRICS, ("GET",), ()),
-    (re.compile(rf"^/stats/{_SEG}/{_SEG}/{_SEG}/{_SEG}$"), RouteKind.METRICS, ("GET",), ()),
-]
+    r"|^/healthz(?:/[^/]+)?$"
+)
+_STATS_LAYOUTS = {2: ("pod", "container"), 4: ("namespace", "pod", "uid", "container")}
+"""``/stats/{pod}/{container}`` and ``/stats/{namespace}/{pod}/{uid}/{container}``."""
+_PCHAR_SAFE = "!$&'()*+,;=:@-._~"
+"""RFC 3986 pchar characters kept as they are when re-encoding a name."""
+
+
+def _encode(*segments: str) -> str:
+    return "/" + "/".join(quote(s, safe=_PCHAR_SAFE) for s in segments)
 
 
 def match_route(path: str) -> Route | None:
-    """The route for ``path`` (the raw path, no query), or None (answer 404)."""
-    for pattern, kind, methods, names in _PATTERNS:
-        m = pattern.match(path)
-        if m is None:
-            continue
-        groups = list(m.groups())
-        if kind is RouteKind.EXEC:
-            if groups.pop(0) == "attach":
-                kind = RouteKind.ATTACH
-        fields = {name: value for name, value in zip(names, groups, strict=False) if name and value is not None}
-        return Route(kind, methods, **fields)
+    """The route for ``path`` (the raw path, no query), or None (answer 404).
+
+    Raises HttpError(400) naming the segment when a name in a routed path is refused.
+    """
+    if _FIXED_METRICS.match(path):
+        return Route(RouteKind.METRICS, ("GET",), path=path)
+    try:
+        pod_path = parse_pod_path(path)
+        if pod_path is not None:
+            kind, methods = _POD_ROUTES[pod_path.route]
+            names = [pod_path.namespace, pod_path.pod]
+            if pod_path.uid is not None:
+                names.append(pod_path.uid)
+            if pod_path.container is not None:
+                names.append(pod_path.container)
+            return Route(
+                kind, methods, namespace=pod_path.namespace, pod=pod_path.pod, container=pod_path.container or "",
+                path=_encode(pod_path.route, *names),
+            )
+        parts = path.split("/")
+        if len(parts) >= 2 and parts[:2] == ["", "stats"] and (layout := _STATS_LAYOUTS.get(len(parts) - 2)):
+            if any(not p for p in parts[2:]):
+                return None  # as the kubelet's router: an empty segment matches no route
+            return Route(RouteKind.METRICS, ("GET",), path=_encode("stats", *(
+                decode_segment(raw, what) for what, raw in zip(layout, parts[2:], strict=True)
+            )))
+    except BadPath as exc:
+        raise HttpError(400, str(exc)) from None
     return None

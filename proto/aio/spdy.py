@@ -88,7 +88,10 @@ class SpdyStream:
         chunk = await self.inbound.read()
         if chunk is None:
             return None
-        await self.conn._command(lambda s: s.consumed(self.id, len(chunk)))
+        try:
+            await self.conn._command(lambda s: s.consumed(self.id, len(chunk)))
+        except ConnectionError:
+            pass  # the peer closed after its last bytes (a Go kubelet does): the data still counts
         return bytes(chunk)
 
     async def write(self, data: bytes | memoryview) -> None:

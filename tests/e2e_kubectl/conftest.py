@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
+import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +90,44 @@ def make_kubectl(version: str, tmp: Path, port: int) -> Kubectl:
 
 def have_script() -> bool:
     return shutil.which("script") is not None
+
+
+def kubelet_client_tls(make: Callable[[], ssl.SSLContext]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The API server's two kubelet dials: ALPN ``h2, http/1.1`` for plain requests,
+    ``http/1.1`` only for upgrades (apiserver-observed.md section 1)."""
+    plain, upgrade = make(), make()
+    plain.set_alpn_protocols(["h2", "http/1.1"])
+    upgrade.set_alpn_protocols(["http/1.1"])
+    return plain, upgrade
+
+
+async def run_in_terminal(kubectl: Kubectl, *args: str, keys: Sequence[bytes] = (), until: bytes | None = None,
+                          size: tuple[int, int] = (33, 91), timeout: float = 60) -> tuple[int | None, bytes]:
+    """Run kubectl under ``script`` (a pseudo-terminal of ``size`` rows x cols): returns the exit
+    code and what the terminal showed. With ``until``, type ``keys`` and stop once it appears."""
+    rows, cols = size
+    command = f"stty rows {rows} cols {cols}; exec {kubectl.binary} --kubeconfig {kubectl.kubeconfig} " + " ".join(
+        shlex.quote(a) for a in args)
+    proc = await asyncio.create_subprocess_exec(
+        "script", "-qec", command, "/dev/null", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=kubectl.env(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    out = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            for key in keys:
+                proc.stdin.write(key)
+                await proc.stdin.drain()
+            while until is None or until not in out:  # stdin stays open: an EOF would reach the process
+                chunk = await proc.stdout.read(4096)
+                if not chunk:
+                    break
+                out += chunk
+            if until is None:
+                return await proc.wait(), bytes(out)
+            return None, bytes(out)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
