@@ -111,9 +111,11 @@ class RawEcho(Echo):
         self.writer.transport.abort()
 
 
-async def open_echo(stack: Stack, layout: Layout) -> Echo:
+async def open_echo(stack: Stack, layout: Layout, raw_bytes: bool = False) -> Echo:
+    """The k8s WebSocket exec client (ours, and the raw relay by default) or, with ``raw_bytes``,
+    bytes as they are (the raw relay only: no framing at all)."""
     tls = apiserver_tls(layout)
-    if stack.kind == "raw":
+    if raw_bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", stack.port, ssl=tls, server_hostname="localhost")
         writer.write(f"GET {EXEC_PATH} HTTP/1.1\r\nHost: {NODE}\r\n\r\n".encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
@@ -137,10 +139,10 @@ def percentiles(rtts: list[float]) -> tuple[float, float]:
 
 
 async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,
-                    idle: bool = True) -> dict[str, float]:
+                    idle: bool = True, raw_bytes: bool = False) -> dict[str, float]:
     """Round trips idle and beside a full-speed bulk stream of the same node (ms, MB/s)."""
     out: dict[str, float] = {}
-    echo = await open_echo(stack, layout)
+    echo = await open_echo(stack, layout, raw_bytes)
     try:
         await pings(echo, max(5, count // 15))  # warm up
         if idle:

@@ -93,9 +93,13 @@ def build_exec(ctx: Context) -> list[Variant]:
     async def measure(stack: stacks.Stack) -> Metrics:
         return await exec_echo(stack, ctx.layout, count=count)
 
+    async def measure_bytes(stack: stacks.Stack) -> Metrics:
+        return await exec_echo(stack, ctx.layout, count=count, raw_bytes=True)
+
     variants = ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure)
-    if ctx.baselines:
-        variants.append(Variant(RAW, lambda: stacks.raw_relay(ctx.layout), measure))
+    if ctx.baselines:  # the same WebSocket client through the raw relay; and bytes alone, no client framing
+        variants += [Variant(RAW, lambda: stacks.raw_relay(ctx.layout), measure),
+                     Variant(f"{RAW}, bytes only", lambda: stacks.raw_relay(ctx.layout), measure_bytes)]
     return variants
 
 

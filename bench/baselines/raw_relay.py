@@ -3,9 +3,10 @@
     python -m bench.baselines.raw_relay edge  --pki DIR                  # the generator "edge"
     python -m bench.baselines.raw_relay relay --pki DIR --upstream H:P   # the 10003-like relay
 
-client -TLS-> relay -TLS-> edge. The edge reads a request head: ``/exec...`` gets
-``HTTP/1.1 101`` and an echo of every byte; anything else gets ``HTTP/1.1 200`` and 1 KiB log
-lines at full speed. The relay dials the edge once per client connection (no multiplexing, no
+client -TLS-> relay -TLS-> edge. The edge reads a request head: ``/exec...`` with a WebSocket
+upgrade gets its ``101`` and an echo of each stdin message on stdout (k8s channel framing, the
+client ours uses); ``/exec...`` without one gets ``HTTP/1.1 101`` and an echo of every byte;
+anything else gets ``HTTP/1.1 200`` and 1 KiB log lines at full speed. The relay dials the edge once per client connection (no multiplexing, no
 framing) and moves bytes with asyncio Protocols (``data_received`` -> ``transport.write``,
 backpressure by pausing the other side's reading): the thinnest relay asyncio + uvloop
 allow short of splice(2), which TLS on both hops rules out. Both print
@@ -16,12 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import sys
 from pathlib import Path
 
 from certs import Layout, client_context, server_context
 
 from .common import LINE_SIZE, log_block, parse_hostport, ready, run
+
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class Pipe(asyncio.Protocol):
@@ -83,8 +89,22 @@ async def relay(listen: tuple[str, int], upstream: tuple[str, int], layout: Layo
     await server.serve_forever()
 
 
+def ws_accept(head: bytes) -> bytes:
+    """The 101 for a k8s WebSocket exec (RFC 6455 accept key, v5 or v4 channel protocol)."""
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    accept = base64.b64encode(hashlib.sha1(headers[b"sec-websocket-key"] + WS_GUID).digest())
+    offered = [p.strip() for p in headers.get(b"sec-websocket-protocol", b"").split(b",")]
+    protocol = next((p for p in (b"v5.channel.k8s.io", b"v4.channel.k8s.io") if p in offered), offered[0])
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: " + protocol + b"\r\n\r\n")
+
+
 class Generator(asyncio.Protocol):
-    """The "edge": log lines at full speed, or an echo for ``/exec``."""
+    """The "edge": log lines at full speed; for ``/exec`` an echo: of k8s WebSocket stdin
+    messages (the same client as ours) or, without an upgrade to websocket, of raw bytes."""
 
     def __init__(self, block: bytes) -> None:
         self.block = block
@@ -92,6 +112,7 @@ class Generator(asyncio.Protocol):
         self.mode = ""
         self.paused = False
         self.transport: asyncio.Transport | None = None
+        self.ws = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -101,19 +122,56 @@ class Generator(asyncio.Protocol):
         if self.mode == "echo":
             self.transport.write(data)
             return
+        if self.mode == "ws":
+            self.ws += data
+            self.ws_echo()
+            return
         if self.mode:
             return
         self.head += data
         if b"\r\n\r\n" not in self.head:
             return
         head, _, rest = self.head.partition(b"\r\n\r\n")
-        if b" /exec" in head.split(b"\r\n", 1)[0]:
+        if b" /exec" in head.split(b"\r\n", 1)[0] and b"websocket" in head.lower():
+            self.mode = "ws"
+            self.transport.write(ws_accept(head))
+            self.ws = bytearray(rest)
+            self.ws_echo()
+        elif b" /exec" in head.split(b"\r\n", 1)[0]:
             self.mode = "echo"
             self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\n\r\n" + rest)
         else:
             self.mode = "logs"
             self.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
             self.produce()
+
+    def ws_echo(self) -> None:
+        """Echo every stdin (channel 0) message back on stdout (channel 1), k8s WebSocket framing."""
+        assert self.transport is not None
+        buf = self.ws
+        while len(buf) >= 6:
+            b0, b1 = buf[0], buf[1]
+            size, pos = b1 & 0x7F, 2
+            if size == 126:
+                size, pos = int.from_bytes(buf[2:4], "big"), 4
+            elif size == 127:
+                size, pos = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < pos + 4 + size:
+                return
+            mask = buf[pos:pos + 4]
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[pos + 4:pos + 4 + size]))
+            del buf[:pos + 4 + size]
+            opcode = b0 & 0x0F
+            if opcode == 8:
+                self.transport.write(b"\x88\x02\x03\xe8")
+                self.transport.close()
+                return
+            if opcode == 9:
+                self.transport.write(bytes((0x8A, len(payload))) + payload)
+            elif opcode == 2 and payload[:1] == b"\x00" and len(payload) > 1:
+                out = b"\x01" + payload[1:]
+                self.transport.write(bytes((0x82, len(out))) + out if len(out) < 126 else
+                                     bytes((0x82, 126)) + len(out).to_bytes(2, "big") + out)
 
     def produce(self) -> None:
         transport = self.transport

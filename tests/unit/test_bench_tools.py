@@ -71,3 +71,15 @@ def test_progress_without_a_terminal_writes_one_line_per_step() -> None:
     p.finish()
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "2/4" in lines[1] and lines[1].endswith("b")
+
+
+def test_raw_relay_accepts_a_websocket_as_websockets_computes_it() -> None:
+    from websockets.utils import accept_key, generate_key
+
+    from bench.baselines.raw_relay import ws_accept
+
+    key = generate_key()
+    answer = ws_accept(f"GET /exec/a/b/c HTTP/1.1\r\nHost: n\r\nSec-WebSocket-Key: {key}\r\n"
+                       "Sec-WebSocket-Protocol: v4.channel.k8s.io, v5.channel.k8s.io".encode())
+    assert f"Sec-WebSocket-Accept: {accept_key(key)}\r\n".encode() in answer
+    assert b"Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n" in answer
