@@ -47,6 +47,7 @@ class Cloud:
         self.sessions: dict[str, ServerConnection] = {}
         self.streams: dict[int, asyncio.StreamWriter] = {}
         self.ended: dict[int, asyncio.Event] = {}
+        self.by_edge: set[int] = set()
         self.ids = itertools.count(1)
 
     async def tunnel(self, ws: ServerConnection) -> None:
@@ -66,17 +67,19 @@ class Cloud:
                     except (ConnectionError, RuntimeError):
                         self.end(m.connect_id)
                 elif m.kind == MessageType.REMOVE_CONNECT:
-                    self.end(m.connect_id)
+                    self.end(m.connect_id, by_edge=True)
         except ConnectionClosed:
             pass
         finally:
             if self.sessions.get(node) is ws:
                 del self.sessions[node]
 
-    def end(self, cid: int) -> None:
+    def end(self, cid: int, by_edge: bool = False) -> None:
         if (writer := self.streams.pop(cid, None)) is not None:
-            if not writer.is_closing():
-                writer.write(b"0\r\n\r\n")
+            if by_edge:
+                self.by_edge.add(cid)
+                if not writer.is_closing():
+                    writer.write(b"0\r\n\r\n")
             self.ended[cid].set()
 
     async def api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -100,13 +103,14 @@ class Cloud:
             await asyncio.wait([gone, done], return_when=asyncio.FIRST_COMPLETED)
             gone.cancel()
             done.cancel()
-            if cid in self.streams:  # the client left first
-                del self.streams[cid]
+            self.streams.pop(cid, None)
+            if cid not in self.by_edge:  # the client left (or its write failed): tell the edge, once
                 try:
                     await ws.send(encode(cid, MessageType.REMOVE_CONNECT), text=True)
                 except ConnectionClosed:
                     pass
             del self.ended[cid]
+            self.by_edge.discard(cid)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, IndexError):
             pass
         finally:
