@@ -3,9 +3,11 @@
 Kernel netem is absent on these machines, so this TCP proxy on 127.0.0.1 emulates the link the application
 sees. Each direction is a model of a bottleneck followed by a wire:
 
-- a chunk read at time ``t`` leaves the bottleneck at ``depart = max(t, previous depart) + len / rate`` (FIFO,
-  paced; reads are cut into slices of a few milliseconds of the rate so pacing is smooth) and is written to the
-  other side at ``depart + one_way_delay``. Timestamps are absolute, so the delay does not add up per read and
+- the bottleneck (rate and queue) of a direction is shared by every connection through the proxy, as on one
+  real link; the delay applies to each. A chunk read at time ``t`` leaves the bottleneck at
+  ``depart = max(t, previous depart) + len / rate`` (FIFO, paced; reads are cut into slices of a few
+  milliseconds of the rate so pacing is smooth) and is written to the other side at
+  ``depart + one_way_delay``. Timestamps are absolute, so the delay does not add up per read and
   throughput is the rate, not chunk / delay. Without a rate a chunk is written at ``t + one_way_delay``.
 - the bottleneck queue (bytes not yet departed) is bounded by ``profile.buffer``: when it is full the proxy
   stops reading that side (``pause_reading``), so the sender sees TCP backpressure. The bytes on the wire
@@ -13,15 +15,22 @@ sees. Each direction is a model of a bottleneck followed by a wire:
   bytes pile up in the proxy and reading stops once ``buffer + rate * one_way_delay`` are held. Without a rate
   everything held counts against ``buffer`` (throughput is then at most ``buffer / one_way_delay``).
   Memory per direction per connection: at most that, plus one read (``READ_SIZE``) and the outgoing
-  transport's write buffer (``WRITE_HIGH`` plus one batch of at most ``READ_SIZE``).
+  transport's write buffer (``WRITE_HIGH`` plus one batch of at most ``READ_SIZE``); the shared queue can
+  overshoot ``buffer`` by one read per connection (each stops after the read that filled it).
+- an EOF travels like data (after the bytes before it, half-close kept); an RST is not flow-controlled: it
+  reaches the other side one delay after the proxy sees it (a socket not being read is polled for it every
+  ``RST_POLL``), and the proxy resets that side too.
 
 Residual kernel queueing, outside the emulated buffer: the proxy's own sockets get ``SO_RCVBUF`` and
 ``SO_SNDBUF`` of ``sock_buffer`` (the kernel doubles the value it is given; setting it also turns autotuning
 off), so about 2 × ``sock_buffer`` can wait in the proxy's receive buffer before the proxy reads it, and as much
 in its send buffer toward the receiver. The endpoints' own socket buffers (the sender's send buffer, the
 receiver's receive buffer) are theirs to size (the tunnel bounds its unsent bytes with TCP_NOTSENT_LOWAT). When
-the emulated queue is full, the bytes waiting in the proxy's receive buffer add ``2 * sock_buffer / rate`` of
-queueing delay (about 10 ms at 12.5 MB/s with the default 64 KiB); with the link not saturated they add none.
+the emulated queue is full, the bytes waiting in the proxy's receive buffer add up to ``2 * sock_buffer / rate``
+of queueing delay (at most about 10 ms at 12.5 MB/s with the default 64 KiB; measured on wan-50ms-100mbit: a
+ping beside a saturating bulk connection took 104.5 ms = 50 ms RTT + 50 ms full emulated queue + 4.5 ms); with
+the link not saturated they add none. Below 48 KiB the loopback's 64 KiB MSS stalls the sender on a window
+smaller than one segment (32 KiB carried 3.5 MB/s of a 12.5 MB/s link), so smaller values are refused.
 
 The proxy splits TCP: it emulates application round trips (what credit windows see), not TCP's own congestion
 window on a long path. Run it as its own process for benchmarks so its CPU does not share the measuring one::
@@ -37,7 +46,10 @@ import contextlib
 import socket
 import struct
 import sys
-from dataclasses import dataclass
+
+from testkit.link_profiles import PROFILES, DirectionStats, LinkProfile, LinkStats
+
+__all__ = ["PROFILES", "READ_SIZE", "DirectionStats", "LinkProfile", "LinkProxy", "LinkStats"]
 
 READ_SIZE = 64 * 1024
 """The most one read takes from a socket."""
@@ -49,92 +61,21 @@ PACING_SLICE = 0.004
 """Reads are cut into slices of this many seconds at the rate (between 4 and 64 KiB), so pacing is smooth."""
 _EARLY = 0.0005
 """Deliver what is due within this much (the loop's timers fire about a millisecond late anyway)."""
+RST_POLL = 0.02
+"""How often a socket that is not being read is checked for a reset (an RST is not flow-controlled)."""
 
 
-@dataclass(frozen=True, slots=True)
-class LinkProfile:
-    """One direction's link, applied to both directions: delay (s), rate (bytes/s, None = unlimited), buffer."""
+class _Direction:
+    """One direction of the link, shared by every connection through it: the bottleneck's clock and counters."""
 
-    name: str
-    one_way_delay: float = 0.0
-    rate: float | None = None
-    buffer: int = 256 * 1024
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.one_way_delay <= 10:
-            raise ValueError(f"link {self.name}: one_way_delay {self.one_way_delay} s not in [0, 10]")
-        if self.rate is not None and self.rate < 1024:
-            raise ValueError(f"link {self.name}: rate {self.rate} B/s below 1 KiB/s")
-        if not 4096 <= self.buffer <= 1 << 30:
-            raise ValueError(f"link {self.name}: buffer {self.buffer} B not in [4 KiB, 1 GiB]")
-
-    @property
-    def rtt(self) -> float:
-        return 2 * self.one_way_delay
-
-    @property
-    def bdp(self) -> int:
-        """Bandwidth-delay product over the round trip (0 without a rate)."""
-        return int(self.rate * self.rtt) if self.rate else 0
-
-    @property
-    def wire(self) -> int:
-        """Bytes one direction's wire holds (rate × one-way delay; 0 without a rate)."""
-        return int(self.rate * self.one_way_delay) if self.rate else 0
-
-
-def _profile(name: str, delay_ms: float, mbit: float | None, buffer: int | None = None) -> LinkProfile:
-    rate = mbit * 1e6 / 8 if mbit else None
-    if buffer is None:  # one bandwidth-delay product, the classic bottleneck-buffer rule of thumb
-        buffer = max(64 * 1024, int(rate * 2 * delay_ms / 1000)) if rate else 256 * 1024
-    return LinkProfile(name, delay_ms / 1000, rate, buffer)
-
-
-PROFILES: dict[str, LinkProfile] = {
-    p.name: p
-    for p in (
-        _profile("lan", 0, None),
-        _profile("wan-20ms-1gbit", 10, 1000),
-        _profile("wan-50ms-100mbit", 25, 100),
-        _profile("cellular-100ms-20mbit", 50, 20),
-        _profile("satellite-600ms-10mbit", 300, 10),
-    )
-}
-
-
-@dataclass(frozen=True, slots=True)
-class DirectionStats:
-    """One direction (``up``: client to upstream, ``down``: back), over all connections."""
-
-    bytes_in: int  # read from the sending side
-    bytes_out: int  # written to the receiving side
-    held: int  # held in the proxy now (queued + on the wire + delivered-but-unwritable)
-    max_held: int  # the most one connection held at once
-    max_queue: int  # the longest bottleneck queue one connection had (bytes not yet departed)
-    full: int  # how many times reading stopped because the buffer was full
-    paused: int  # connections whose sending side is not being read now (buffer full)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkStats:
-    up: DirectionStats
-    down: DirectionStats
-    connections: int  # open now
-    accepted: int
-    refused: int  # over max_connections
-    failed: int  # the upstream could not be reached
-    resets: int  # connections reset by reset_all()
-
-
-class _Counters:
-    __slots__ = ("bytes_in", "bytes_out", "max_held", "max_queue", "full")
+    __slots__ = ("last_depart", "bytes_in", "bytes_out", "max_held", "max_queue", "full")
 
     def __init__(self) -> None:
+        self.last_depart = 0.0  # when the last byte queued at the bottleneck leaves it
         self.bytes_in = self.bytes_out = self.max_held = self.max_queue = self.full = 0
 
 
 _EOF = object()
-_LOST = object()  # the sending side failed (reset): abort the receiving side once this arrives
 _RESET = struct.pack("ii", 1, 0)
 
 
@@ -150,13 +91,14 @@ def _rst(transport: asyncio.BaseTransport | None) -> None:
 
 
 class _Pipe:
-    """One direction of one connection: the bottleneck queue, the wire, and delivery on time."""
+    """One direction of one connection: its chunks in order with their delivery times, and delivery on time.
+    The bottleneck's clock is the direction's (``_Direction``), shared by every connection, as on a real link."""
 
-    def __init__(self, link: LinkProxy, counters: _Counters, src: _Side, dst: _Side) -> None:
-        self.link, self.counters, self.src, self.dst = link, counters, src, dst
+    def __init__(self, link: LinkProxy, direction: _Direction, src: _Side, dst: _Side) -> None:
+        self.link, self.dir, self.src, self.dst = link, direction, src, dst
         self.queue: collections.deque[tuple[float, object]] = collections.deque()
         self.held = 0
-        self.last_depart = self.last_deliver = 0.0
+        self.last_deliver = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.resume_timer: asyncio.TimerHandle | None = None
         self.full = False
@@ -164,13 +106,13 @@ class _Pipe:
 
     def queue_bytes(self, now: float) -> int:
         rate = self.link.profile.rate
-        return int((self.last_depart - now) * rate) if rate and self.last_depart > now else 0
+        return int((self.dir.last_depart - now) * rate) if rate and self.dir.last_depart > now else 0
 
     def feed(self, data: bytes) -> None:
         loop, p = self.link.loop, self.link.profile
         now = loop.time()
         n = len(data)
-        self.counters.bytes_in += n
+        self.dir.bytes_in += n
         if self.dst.gone:
             return
         if p.rate:
@@ -178,12 +120,12 @@ class _Pipe:
             view = memoryview(data)
             for i in range(0, n, step):
                 piece = view[i : i + step]
-                self.last_depart = max(now, self.last_depart) + len(piece) / p.rate
-                self._append(self.last_depart + p.one_way_delay, piece)
+                self.dir.last_depart = max(now, self.dir.last_depart) + len(piece) / p.rate
+                self._append(self.dir.last_depart + p.one_way_delay, piece)
         else:
             self._append(now + p.one_way_delay, data)
         self.held += n
-        c = self.counters
+        c = self.dir
         c.max_held = max(c.max_held, self.held)
         c.max_queue = max(c.max_queue, self.queue_bytes(now))
         self._check_full(now)
@@ -192,10 +134,10 @@ class _Pipe:
         else:
             self.arm()
 
-    def feed_marker(self, marker: object) -> None:
+    def feed_eof(self) -> None:
         if self.dst.gone:
             return
-        self._append(self.link.loop.time() + self.link.profile.one_way_delay, marker)
+        self._append(self.link.loop.time() + self.link.profile.one_way_delay, _EOF)
         self.arm()
 
     def _append(self, at: float, item: object) -> None:
@@ -211,7 +153,7 @@ class _Pipe:
         buffer, hold = self._limits()
         if not self.full and (self.queue_bytes(now) >= buffer or self.held >= hold):
             self.full = True
-            self.counters.full += 1
+            self.dir.full += 1
             self.src.pause("full")
         if self.full:
             self._maybe_resume(now)
@@ -226,7 +168,7 @@ class _Pipe:
             return
         rate = self.link.profile.rate
         if queued > buffer - slack and rate and self.resume_timer is None:  # the queue drains on its own
-            at = self.last_depart - (buffer - slack) / rate
+            at = self.dir.last_depart - (buffer - slack) / rate
             self.resume_timer = self.link.loop.call_at(at, self._on_resume_timer)
 
     def _on_resume_timer(self) -> None:
@@ -235,7 +177,9 @@ class _Pipe:
             self._maybe_resume(self.link.loop.time())
 
     def arm(self) -> None:
-        if self.timer is None and self.queue and not self.dst.write_paused and not self.link.blackholed:
+        dst = self.dst  # one still connecting has no transport yet: its connection_made delivers
+        ready = dst.transport is not None and not dst.write_paused and not self.link.blackholed
+        if self.timer is None and self.queue and ready:
             self.timer = self.link.loop.call_at(self.queue[0][0], self.deliver)
 
     def deliver(self) -> None:
@@ -252,7 +196,7 @@ class _Pipe:
             size = 0
             while queue and queue[0][0] <= now + _EARLY and size < READ_SIZE:
                 item = queue[0][1]
-                if item is _EOF or item is _LOST:
+                if item is _EOF:
                     break
                 queue.popleft()
                 batch.append(item)
@@ -260,17 +204,14 @@ class _Pipe:
             if batch:
                 transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
                 self.held -= size
-                self.counters.bytes_out += size
+                self.dir.bytes_out += size
                 continue
-            _, marker = queue.popleft()
-            if marker is _EOF:
-                self.done = True
-                if transport.can_write_eof():
-                    with contextlib.suppress(OSError, RuntimeError):
-                        transport.write_eof()
-                self.src.conn.maybe_finish()
-            else:
-                self.src.conn.abort(rst=True)
+            queue.popleft()  # the EOF, after everything before it
+            self.done = True
+            if transport.can_write_eof():
+                with contextlib.suppress(OSError, RuntimeError):
+                    transport.write_eof()
+            self.src.conn.maybe_finish()
             return
         if self.full:
             self._maybe_resume(now)
@@ -301,6 +242,7 @@ class _Side(asyncio.BufferedProtocol):
     def pause(self, reason: str) -> None:
         if not self.reasons and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
+            self.conn.link._watch(self)
         self.reasons.add(reason)
 
     def resume(self, reason: str) -> None:
@@ -309,12 +251,14 @@ class _Side(asyncio.BufferedProtocol):
         self.reasons.discard(reason)
         if not self.reasons and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+            self.conn.link._paused.discard(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport, self.made = transport, True  # type: ignore[assignment]  (uvloop's is no subclass)
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         if self.reasons:
             transport.pause_reading()
+            self.conn.link._watch(self)
         self.conn.side_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -324,7 +268,7 @@ class _Side(asyncio.BufferedProtocol):
         self.out.feed(bytes(self.view[:nbytes]))
 
     def eof_received(self) -> bool:
-        self.out.feed_marker(_EOF)
+        self.out.feed_eof()
         return True  # half-close: keep writing the other direction
 
     def pause_writing(self) -> None:
@@ -336,6 +280,7 @@ class _Side(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone, self.transport = True, None
+        self.conn.link._paused.discard(self)
         self.inp.close()
         self.conn.side_lost(self, exc)
 
@@ -356,6 +301,8 @@ class _Conn:
         self.client.out = self.upstream.inp = self.up
         self.client.inp = self.upstream.out = self.down
         self.task: asyncio.Task[None] | None = None
+        self.lost: asyncio.TimerHandle | None = None  # a side failed: the reset is on its way to the other
+        self.lost_arrived = False  # ... and reached a blackholed link: it passes when the link comes back
         self.closing = False
         self.finished: asyncio.Future[None] = link.loop.create_future()
         if link.blackholed:
@@ -399,7 +346,9 @@ class _Conn:
 
     def abort(self, *, rst: bool) -> None:
         self.closing = True
-        if self.task is not None:
+        if self.lost is not None:
+            self.lost.cancel()
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         for side in (self.client, self.upstream):
             side.inp.close()
@@ -414,15 +363,23 @@ class _Conn:
             if self.task is not None and not self.task.done():
                 self.task.cancel()
                 _rst(other.transport)
-            else:  # the failure reaches the other side after the data before it, one delay later
-                side.out.feed_marker(_LOST)
+            elif self.lost is None:  # an RST is not flow-controlled: one delay later, whatever is queued
+                loop = self.link.loop
+                self.lost = loop.call_at(loop.time() + self.link.profile.one_way_delay, self.lost_arrives)
         self._check_finished()
+
+    def lost_arrives(self) -> None:
+        self.lost_arrived = True
+        if not self.link.blackholed:
+            self.abort(rst=True)
 
     def _check_finished(self) -> None:
         up = self.upstream
         if self.client.gone and (up.gone or (not up.made and (self.task is None or self.task.done()))):
             if not self.finished.done():
                 self.finished.set_result(None)
+                if self.lost is not None:
+                    self.lost.cancel()
                 self.up.close()
                 self.down.close()
                 self.link._conns.discard(self)
@@ -442,6 +399,8 @@ class LinkProxy:
         sock_buffer: int | None = SOCK_BUFFER,
         connect_timeout: float = 10.0,
     ) -> None:
+        if sock_buffer is not None and sock_buffer < 48 * 1024:
+            raise ValueError(f"sock_buffer {sock_buffer} B: below 48 KiB loopback's 64 KiB segments stall")
         self.upstream = upstream
         self.profile = profile or PROFILES["lan"]
         self.listen = listen
@@ -450,8 +409,10 @@ class LinkProxy:
         self.connect_timeout = connect_timeout
         self.blackholed = False
         self.accepted = self.refused = self.failed = self.resets = 0
-        self._up, self._down = _Counters(), _Counters()
+        self._up, self._down = _Direction(), _Direction()
         self._conns: set[_Conn] = set()
+        self._paused: set[_Side] = set()  # sides not being read: polled for a reset
+        self._poller: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self._open = asyncio.Event()
         self._open.set()
@@ -488,6 +449,24 @@ class LinkProxy:
             sock.close()
             raise
         return self
+
+    def _watch(self, side: _Side) -> None:
+        self._paused.add(side)
+        if self._poller is None:
+            self._poller = self.loop.call_later(RST_POLL, self._poll)
+
+    def _poll(self) -> None:
+        """A paused transport does not read, so it would not see its peer's RST: ask the socket."""
+        self._poller = None
+        for side in list(self._paused):
+            sock = side.transport.get_extra_info("socket") if side.transport is not None else None
+            if sock is None:
+                self._paused.discard(side)
+            elif sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self._paused.discard(side)
+                side.transport.abort()  # type: ignore[union-attr]  # connection_lost passes the reset on
+        if self._paused:
+            self._poller = self.loop.call_later(RST_POLL, self._poll)
 
     def _accept(self) -> asyncio.BaseProtocol:
         if len(self._conns) >= self.max_connections or self._server is None or not self._server.is_serving():
@@ -530,6 +509,9 @@ class LinkProxy:
                 s.resume("blackhole")
             for s in sides:
                 s.inp.deliver()
+            for conn in list(self._conns):
+                if conn.lost_arrived and not conn.closing:
+                    conn.abort(rst=True)
 
     def reset_all(self) -> int:
         """RST every proxied connection (both sockets, SO_LINGER 0); returns how many."""
@@ -539,7 +521,7 @@ class LinkProxy:
         self.resets += len(conns)
         return len(conns)
 
-    def _direction(self, c: _Counters, pipes: list[_Pipe]) -> DirectionStats:
+    def _direction(self, c: _Direction, pipes: list[_Pipe]) -> DirectionStats:
         return DirectionStats(
             c.bytes_in, c.bytes_out, sum(p.held for p in pipes), c.max_held, c.max_queue, c.full,
             sum(1 for p in pipes if p.full),
@@ -557,6 +539,9 @@ class LinkProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
         conns = list(self._conns)
         for conn in conns:
             conn.abort(rst=False)

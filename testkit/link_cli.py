@@ -30,7 +30,7 @@ def _profile_from_args(args: argparse.Namespace) -> LinkProfile:
         p = dataclasses.replace(p, rate=args.rate_mbit * 1e6 / 8 if args.rate_mbit > 0 else None)
     if args.buffer_kb is not None:
         p = dataclasses.replace(p, buffer=int(args.buffer_kb * 1024))
-    return p
+    return p if p == PROFILES[args.profile] else dataclasses.replace(p, name=f"{args.profile} (modified)")
 
 
 def _stats_line(link: LinkProxy) -> str:
@@ -47,7 +47,10 @@ async def _serve(args: argparse.Namespace, profile: LinkProfile) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with LinkProxy(args.upstream, profile, listen=args.listen, max_connections=args.max_connections) as link:
+    async with LinkProxy(
+        args.upstream, profile, listen=args.listen, max_connections=args.max_connections,
+        sock_buffer=args.sock_buffer_kb * 1024,
+    ) as link:
         loop.add_signal_handler(signal.SIGUSR1, lambda: print(_stats_line(link), file=sys.stderr, flush=True))
         rate = f"{profile.rate * 8 / 1e6:g} Mbit/s" if profile.rate else "unlimited"
         print(
@@ -69,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-mbit", type=float, help="rate per direction in Mbit/s (0: unlimited)")
     ap.add_argument("--buffer-kb", type=float, help="bottleneck buffer per direction in KiB")
     ap.add_argument("--max-connections", type=int, default=256)
+    ap.add_argument("--sock-buffer-kb", type=int, default=64, help="SO_RCVBUF/SO_SNDBUF of the proxy's sockets")
     ap.add_argument("--no-uvloop", action="store_true", help="use the stdlib loop")
     args = ap.parse_args(argv)
     try:
         profile = _profile_from_args(args)
     except ValueError as e:
         ap.error(str(e))
+    if args.sock_buffer_kb < 48:
+        ap.error("--sock-buffer-kb below 48: loopback's 64 KiB segments stall on a smaller window")
     runner: object = asyncio.run
     if not args.no_uvloop:
         with contextlib.suppress(ImportError):

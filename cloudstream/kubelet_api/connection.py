@@ -170,6 +170,10 @@ class Connection:
             if session is not None:
                 return session, ""
         wanted = " or ".join(f"{'IP' if k == 'ip' else 'node'} {v}" for k, v in keys) or "(no Host header)"
+        if (self.local_ip and ("ip", self.local_ip) not in keys and self.dnat_ip is None
+                and self.local_ip != self.config.stream_address):
+            # Without DNAT the address the API server dialled is the node's IP (no-DNAT wiring).
+            wanted += f" (this connection reached cloudstream on {self.local_ip})"
         sessions = registry.sessions()
         connected = ", ".join(f"{s.node} ({s.internal_ip})" for s in sessions[:10]) or "none"
         if len(sessions) > 10:

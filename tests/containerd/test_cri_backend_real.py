@@ -351,7 +351,9 @@ async def test_exec_errors_are_http_responses(realstack: RealStack, backend: Cri
         )
         await asyncio.wait_for(backend.serve(stream), 10)  # type: ignore[arg-type]
         assert stream.body.startswith(b"HTTP/1.1 %d " % status), stream.body
-        assert text in stream.body, stream.body
+        status_obj = json.loads(stream.body.partition(b"\r\n\r\n")[2])  # a metav1.Status, as the kubelet refuses
+        assert status_obj["kind"] == "Status" and status_obj["code"] == status, status_obj
+        assert text.decode() in status_obj["message"], status_obj
 
 
 # ------------------------------------------------------------------------- stats

@@ -3,14 +3,17 @@
 kubectl <= 1.29 speaks SPDY/3.1 itself, and the front passes it through unchanged, so the
 emulator's SPDY server (``spdy_exec`` / ``spdy_portforward``, as a kubelet) answers real
 client-go: exec, exec -i to EOF, exit codes, tty, attach, attach -i/-it, port-forward with
-several connections in one session. kubectl >= 1.30 sends WebSocket v5 for exec/attach
-(served by ``ws_channels``) and >= 1.31 tunnels SPDY inside WebSocket for port-forward
-(``SPDY/3.1+portforward.k8s.io``), which the front passes through as well.
+several connections in one session. kubectl >= 1.30 sends WebSocket v5 for exec/attach, which
+the front translates into a new SPDY connection to the kubelet as a real API server does
+(``front_translator``), and >= 1.31 tunnels SPDY inside WebSocket for port-forward
+(``SPDY/3.1+portforward.k8s.io``), which the front unwraps: the emulator sees SPDY either way,
+as a kubelet behind a real API server does (``apiserver-observed.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 
@@ -213,3 +216,23 @@ async def test_restart_and_previous_logs(front, version: str) -> None:
     assert rc == 0, err.decode()
     rc, out, err = await kubectl.run("logs", "crash", "--previous")
     assert rc == 0 and re.fullmatch(rb"(default/crash/app line \d+\n)+", out), (out, err)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_node_proxy(front, version: str) -> None:
+    """`kubectl get --raw /api/v1/nodes/edge-1/proxy/...`: healthz, stats/summary (node figures from
+    the host, emulated pods) and metrics/resource, the node found from X-Forwarded-Uri."""
+    port, tmp, _ = front
+    kubectl = make_kubectl(version, tmp, port)
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-1/proxy/healthz")
+    assert (rc, out) == (0, b"ok"), (out, err.decode())
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-1/proxy/stats/summary")
+    assert rc == 0, err.decode()
+    summary = json.loads(out)
+    assert summary["node"]["nodeName"] == "edge-1" and summary["node"]["memory"]["workingSetBytes"] > 0
+    assert {p["podRef"]["name"] for p in summary["pods"]} == {"demo", "crash"}
+    rc, out, err = await kubectl.run("get", "--raw", "/api/v1/nodes/edge-1/proxy/metrics/resource")
+    assert rc == 0, err.decode()
+    text = out.decode()
+    assert re.search(r"^node_cpu_usage_seconds_total \S+ \d+$", text, re.M), text[:500]
+    assert re.search(r'^container_memory_working_set_bytes\{container="app",namespace="default",pod="demo"\} ', text, re.M)

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from certs import client_context
-from tests.e2e_kubectl.apiserver_front import ApiServerFront, FrontPod
+from tests.e2e_kubectl.apiserver_front import ApiServerFront, FrontNode, FrontPod
 from tests.e2e_kubectl.conftest import make_kubectl
 from tests.integration.framework import apiserver_tls, start_cloud
 
@@ -23,24 +23,29 @@ from .conftest import Fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.kubectl, pytest.mark.timeout(120)]
 
+VICTIM_IP = "127.0.3.1"
+
 
 @pytest.mark.parametrize("version", ["1.27", "1.29"])
 async def test_kubectl_shows_our_refusals(fleet: Fleet, version: str, tmp_path) -> None:
     layout = fleet.layout
-    cloud, stream_port, tunnel_port = await start_cloud(layout)
+    # Each node at its own address, and cloudstream reached on it (the no-DNAT wiring), as a real
+    # API server dials a node's InternalIP: that address, not Host, says which node is meant.
+    cloud, stream_port, tunnel_port = await start_cloud(layout, "--stream-address", "0.0.0.0")
+    nodes = [FrontNode("victim", VICTIM_IP, stream_port), FrontNode("ghost", "127.0.3.2", stream_port)]
     pods = [
         FrontPod("default", "demo", "victim", ("app", "a%2Fb")),
         FrontPod("default", "web", "victim", ("app",)),  # victim: a Go edgecore (no port-forward)
         FrontPod("default", "ghost", "ghost", ("app",)),  # no such node connected
     ]
-    front = ApiServerFront(stream_port, apiserver_tls(layout), pods)
+    front = ApiServerFront(stream_port, apiserver_tls(layout), pods, nodes)
     port = await front.start()
     kubectl = make_kubectl(version, tmp_path, port)
     tls = client_context(layout.ca_cert, layout.edge_cert("victim"), layout.edge_key("victim"))
     try:
         async with connect(
             f"wss://localhost:{tunnel_port}/v1/kubeedge/connect", ssl=tls,
-            additional_headers={"SessionHostNameOverride": "victim", "SessionInternalIP": "10.9.9.9"},
+            additional_headers={"SessionHostNameOverride": "victim", "SessionInternalIP": VICTIM_IP},
             user_agent_header="Go-http-client/1.1",
         ):
             await cloud.wait_for_line("tunnel up: node victim")
@@ -51,7 +56,7 @@ async def test_kubectl_shows_our_refusals(fleet: Fleet, version: str, tmp_path) 
             # 503 for a node without a tunnel
             rc, _, err = await kubectl.run("exec", "ghost", "--", "ls")
             text = err.decode()
-            assert rc != 0 and "ServiceUnavailable" in text and "no edge node with node ghost" in text, text
+            assert rc != 0 and "ServiceUnavailable" in text and "reached cloudstream on 127.0.3.2" in text, text
             # 400 naming the segment: an encoded '/' in a container name never reaches the edge
             rc, _, err = await kubectl.run("exec", "demo", "-c", "a%2Fb", "--", "ls")
             text = err.decode()

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import statistics
+import struct
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from testkit.link import PROFILES, READ_SIZE, LinkProfile, LinkProxy
 
 ROOT = Path(__file__).resolve().parents[3]
-pytestmark = pytest.mark.usefixtures("no_leaks")
+no_leaks = pytest.mark.usefixtures("no_leaks")
 
 
 class Upstream:
@@ -31,7 +32,6 @@ class Upstream:
         self.echo = echo
         self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
         self.writers: list[asyncio.StreamWriter] = []
-        self.tasks: set[asyncio.Task[None]] = set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
@@ -94,6 +94,7 @@ def test_profiles_are_the_documented_links() -> None:
         LinkProfile("tiny", buffer=10)
 
 
+@no_leaks
 async def test_round_trip_is_twice_the_one_way_delay() -> None:
     profile = LinkProfile("t", one_way_delay=0.04, rate=None)
     async with Upstream(echo=True) as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
@@ -104,6 +105,7 @@ async def test_round_trip_is_twice_the_one_way_delay() -> None:
     assert statistics.median(rtts) < 0.08 + 0.06, rtts  # generous: a loaded machine adds latency
 
 
+@no_leaks
 async def test_bulk_runs_at_the_rate_each_way_and_the_queue_stays_bounded() -> None:
     rate, total = 2_000_000, 2_400_000
     profile = LinkProfile("t", one_way_delay=0.01, rate=rate, buffer=96 * 1024)
@@ -144,6 +146,7 @@ async def test_bulk_runs_at_the_rate_each_way_and_the_queue_stays_bounded() -> N
         assert d.max_held <= profile.buffer + profile.wire + READ_SIZE, d
 
 
+@no_leaks
 async def test_stalled_reader_stops_the_proxy_reading_and_blocks_the_sender() -> None:
     profile = LinkProfile("t", one_way_delay=0.01, rate=20e6, buffer=128 * 1024)
     total = 16 * 1024 * 1024
@@ -172,6 +175,7 @@ async def test_stalled_reader_stops_the_proxy_reading_and_blocks_the_sender() ->
         await close(c_writer, s_writer)
 
 
+@no_leaks
 async def test_blackhole_stops_both_ways_keeps_connections_then_resumes() -> None:
     profile = LinkProfile("t", one_way_delay=0.005)
     async with Upstream() as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
@@ -195,6 +199,7 @@ async def test_blackhole_stops_both_ways_keeps_connections_then_resumes() -> Non
         await close(c_writer, s_writer, late_writer, late_s_writer)
 
 
+@no_leaks
 async def test_reset_all_resets_both_sides() -> None:
     async with Upstream() as up, LinkProxy(("127.0.0.1", up.port), PROFILES["lan"]) as link:
         c_reader, c_writer = await dial(link)
@@ -211,6 +216,7 @@ async def test_reset_all_resets_both_sides() -> None:
         await close(c_writer, s_writer)
 
 
+@no_leaks
 async def test_half_close_travels_with_the_delay_and_the_connection_ends() -> None:
     profile = LinkProfile("t", one_way_delay=0.05)
     async with Upstream() as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
@@ -230,6 +236,7 @@ async def test_half_close_travels_with_the_delay_and_the_connection_ends() -> No
         await close(c_writer, s_writer)
 
 
+@no_leaks
 async def test_unreachable_upstream_and_connection_cap_reset_the_client() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -249,6 +256,7 @@ async def test_unreachable_upstream_and_connection_cap_reset_the_client() -> Non
         await close(first, second)
 
 
+@no_leaks
 async def test_set_profile_changes_the_delay_while_running() -> None:
     async with Upstream(echo=True) as up, LinkProxy(("127.0.0.1", up.port), PROFILES["lan"]) as link:
         reader, writer = await dial(link)
@@ -259,6 +267,7 @@ async def test_set_profile_changes_the_delay_while_running() -> None:
     assert min(slow) >= 0.0995 and min(slow) > 10 * min(fast), (fast, slow)
 
 
+@no_leaks
 async def test_cli_prints_its_port_forwards_and_stops_on_sigterm() -> None:
     async with Upstream(echo=True) as up:
         proc = await asyncio.create_subprocess_exec(
@@ -283,3 +292,84 @@ async def test_cli_prints_its_port_forwards_and_stops_on_sigterm() -> None:
                 await proc.wait()
     assert proc.returncode == 0, err
     assert b"link stats: up 3 B" in err, err
+
+
+def test_under_uvloop_as_benchmarks_run_it() -> None:
+    """uvloop's transports are no asyncio.Transport subclasses and its sockets are pseudo-sockets."""
+    uvloop = pytest.importorskip("uvloop")
+    from tests.conftest import _open_fds
+
+    async def scenario() -> None:
+        profile = LinkProfile("t", one_way_delay=0.02, rate=8e6, buffer=64 * 1024)
+        async with Upstream(echo=True) as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
+            reader, writer = await dial(link)
+            assert min(await ping_rtts(reader, writer, 3)) >= 0.0395
+            writer.write(b"z" * 1_000_000)
+            assert await asyncio.wait_for(reader.readexactly(1_000_000), 10) == b"z" * 1_000_000
+            assert link.stats.up.full >= 1 and link.stats.up.max_queue <= profile.buffer + READ_SIZE
+            assert link.reset_all() == 1
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(1), 5)
+            await close(writer)
+        assert not {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    uvloop.run(asyncio.sleep(0))  # uvloop's one process-wide pipe, opened on first use
+    before = _open_fds()
+    uvloop.run(scenario())
+    assert not _open_fds() - before, sorted(_open_fds() - before)
+
+
+@no_leaks
+async def test_connections_share_the_bottleneck() -> None:
+    """The rate is the link's, per direction, not each connection's."""
+    rate, each = 2_000_000, 1_200_000
+    profile = LinkProfile("t", one_way_delay=0.005, rate=rate, buffer=64 * 1024)
+    async with Upstream() as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
+        pairs = []
+        for _ in range(2):
+            _, c_writer = await dial(link)
+            s_reader, s_writer = await asyncio.wait_for(up.accepted.get(), 5)
+            pairs.append((c_writer, s_reader, s_writer))
+
+        async def flow(c_writer: asyncio.StreamWriter, s_reader: asyncio.StreamReader) -> float:
+            c_writer.write(b"b" * each)
+            await s_reader.readexactly(each)
+            return time.perf_counter()
+
+        t0 = time.perf_counter()
+        async with asyncio.timeout(20):
+            ends = await asyncio.gather(*(flow(c, r) for c, r, _ in pairs))
+        total_rate = 2 * each / (max(ends) - t0)
+        await close(*(w for c, _, s in pairs for w in (c, s)))
+    assert 0.75 * rate <= total_rate <= 1.1 * rate, total_rate
+    assert max(ends) - min(ends) < 0.25 * (max(ends) - t0), ends  # both got a share, neither waited for the other
+
+
+@no_leaks
+async def test_a_reset_crosses_a_full_link_one_delay_later() -> None:
+    """An RST is not flow-controlled: it reaches a receiver that reads nothing, past the queued bytes."""
+    profile = LinkProfile("t", one_way_delay=0.05, rate=4e6, buffer=64 * 1024)
+    async with Upstream() as up, LinkProxy(("127.0.0.1", up.port), profile) as link:
+        c_reader, c_writer = await dial(link)
+        s_reader, s_writer = await asyncio.wait_for(up.accepted.get(), 5)
+        c_writer.write(b"q" * 4_000_000)  # the upstream reads nothing: the link fills up to it
+        last, stable_since = -1, time.monotonic()
+        async with asyncio.timeout(10):
+            while time.monotonic() - stable_since < 0.3 or not link.stats.up.paused:
+                await asyncio.sleep(0.02)
+                if link.stats.up.bytes_out != last:
+                    last, stable_since = link.stats.up.bytes_out, time.monotonic()
+        assert link.stats.up.held > 0
+        t0 = time.perf_counter()
+        linger0 = struct.pack("ii", 1, 0)
+        c_writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        c_writer.transport.abort()
+        async with asyncio.timeout(5):
+            while link.stats.connections:
+                await asyncio.sleep(0.005)
+        assert time.perf_counter() - t0 >= 0.045
+        with pytest.raises(ConnectionResetError):
+            async with asyncio.timeout(5):
+                while await s_reader.read(1 << 20):
+                    pass
+        await close(s_writer)
