@@ -23,6 +23,7 @@ from proto.tunnel import (
     ConnectRequest,
     DataReceived,
     Event,
+    FLOW_WINDOW,
     Feature,
     FrameBuffer,
     MessageType,
@@ -80,6 +81,7 @@ class CloudStream:
             raise StreamClosed(self.connect_id, "closed")
         await self.session.wait_credit(self.connect_id, length)
         self.session.mux.data_header(self.connect_id, length)  # state check, credit and accounting
+        # exec/attach/port-forward stdin: always the urgent class (see TunnelConnection.send)
         await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length))
 
     async def read(self) -> bytes | memoryview | None:
@@ -143,6 +145,8 @@ class EdgeSession(TunnelConnection):
             max_streams=config.max_streams_per_node,
             max_payload=config.max_payload,
             next_id=next_id,
+            # A window never outgrows the stream's buffer: a full window is not a stall.
+            stream_window_max=max(FLOW_WINDOW, config.stream_buffer),
         )
         super().__init__(
             ws, mux, logging.LoggerAdapter(logger, {"node": node}),
@@ -189,6 +193,18 @@ class EdgeSession(TunnelConnection):
                 pass
         # We do not wait for the edge's echo: forget the state now (Go clouds leak it).
         self.mux.forget(stream.connect_id)
+
+    def data_nowait(self, connect_id: int, payload: memoryview) -> bool:
+        stream = self.streams.get(connect_id)
+        if stream is None:
+            return False
+        buffer = stream.buffer
+        if buffer.size + len(payload) > buffer.high:
+            return False  # the reader task waits for the client (stall policy)
+        if not stream.status.done():
+            stream._resolve_status(200, "")
+        buffer.feed(payload)
+        return True
 
     async def handle_event(self, event: Event) -> None:
         match event:

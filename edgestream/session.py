@@ -12,6 +12,7 @@ from proto.aio import TunnelConnection
 from proto.tunnel import (
     CloseRequested,
     DataReceived,
+    FLOW_WINDOW,
     Event,
     Feature,
     MessageIgnored,
@@ -41,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 class AgentSession(TunnelConnection):
     def __init__(self, ws: ClientConnection, config: EdgeConfig, features: frozenset[Feature], backend: Backend) -> None:
-        mux = Mux(Role.EDGE, features=features, max_payload=config.max_payload)
+        # A window never outgrows a stream's inbound buffer (EdgeStream: 16 payloads).
+        mux = Mux(Role.EDGE, features=features, max_payload=config.max_payload,
+                  stream_window_max=max(FLOW_WINDOW, config.max_payload * 16))
         super().__init__(ws, mux, logging.LoggerAdapter(logger, {"node": config.node_name}))
         self.config = config
         self.features = features
@@ -75,6 +78,16 @@ class AgentSession(TunnelConnection):
                 await self.send(message)
             except TunnelError:
                 pass
+
+    def data_nowait(self, connect_id: int, payload: memoryview) -> bool:
+        stream = self.streams.get(connect_id)
+        if stream is None:
+            return False
+        inbound = stream.inbound
+        if inbound.size + len(payload) > inbound.high:
+            return False  # the reader task waits for the backend (stall policy)
+        inbound.feed(payload)
+        return True
 
     async def handle_event(self, event: Event) -> None:
         match event:

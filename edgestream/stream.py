@@ -35,6 +35,8 @@ class EdgeStream:
         self.bytes_out = 0
         self.answered = False
         self.removed_by_peer = False
+        self.bulk = None if kind in _UPGRADE_KINDS else connect_id
+        """Scheduler class: logs/metrics DATA is bulk (byte-fair), the rest goes first."""
 
     def query(self) -> dict[str, list[str]]:
         from urllib.parse import parse_qs
@@ -94,4 +96,4 @@ class EdgeStream:
         self.session.mux.data_header(self.connect_id, length)  # state check, credit and accounting
         self.bytes_out += length
         self.answered = True
-        await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length))
+        await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length), self.bulk)

@@ -8,6 +8,16 @@ Misbehaviour: a malformed message is dropped alone and spends the tunnel's ``Bud
 spent, the tunnel is closed (code 1008 and a reason the peer sees). Warnings go through a
 ``RateLimitedLog`` (one line, then one counted summary per interval), never one per message;
 ignored messages (unknown IDs, repeats) are only counted. All of it happens off the DATA path.
+
+Sending: while nothing is queued and the transport is under its write limit, a message is
+framed and written at once, in the caller (no task, no await). Otherwise it joins a
+``SendQueue`` (urgent: control and exec/attach/port-forward; bulk: logs/metrics, byte-fair
+among streams) and its sender waits; one pump task per backlog period writes the queue out
+in that order each time the transport drains. So the order in which bytes reach the kernel
+(whose unsent queue ``TCP_NOTSENT_LOWAT`` keeps short) is decided here, not by who came first.
+
+Receive windows (flow): a ``BdpEstimator`` pings once per round trip while data flows and
+raises the mux's window target when the path carries more than the windows allow.
 """
 
 from __future__ import annotations
@@ -18,20 +28,30 @@ import time
 from typing import Any
 
 from websockets.asyncio.connection import Connection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidState
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from ..tunnel.bdp import BdpEstimator
 from ..tunnel.budget import Budget, ViolationCounter
 from ..tunnel.errors import TunnelClosed
-from ..tunnel.events import Event, MessageIgnored, ProtocolViolation, StreamRemoved, WindowUpdate
+from ..tunnel.events import DataReceived, Event, MessageIgnored, ProtocolViolation, StreamRemoved, WindowUpdate
+from ..tunnel.features import FLOW_WINDOW, Feature
 from ..tunnel.messages import MessageType
 from ..tunnel.mux import Mux
+from ..tunnel.sched import SendQueue
+from .fastframes import FastFrames
 from .ratelog import RateLimitedLog
 
 __all__ = ["POLICY_VIOLATION", "TunnelConnection"]
 
 POLICY_VIOLATION = 1008
 """The WebSocket close code (RFC 6455 7.4.1) a tunnel closed over its misbehaviour budget gets."""
+
+_BULK_KINDS = frozenset({MessageType.LOGS_CONNECT, MessageType.METRIC_CONNECT})
+
+# One queued message: [message or None once its sender gave up, the sender's future].
+_Entry = list[Any]
 
 
 class TunnelConnection:
@@ -62,17 +82,135 @@ class TunnelConnection:
         self.warnings = warnings if warnings is not None else RateLimitedLog(logger)
         self.peer = peer
         self._credit_waiters: dict[int, asyncio.Event] = {}
+        self._queue: SendQueue[_Entry] = SendQueue(mux.max_payload)
+        self._pump: asyncio.Task[None] | None = None
+        self._bdp: BdpEstimator | None = None
+        if Feature.FLOW in mux.features:
+            self._bdp = BdpEstimator(FLOW_WINDOW, min(mux.stream_window_max, FLOW_WINDOW + mux.window_budget))
+        self._pong: asyncio.Future[float] | None = None
+        self._slow = False
+        """Messages wait in websockets' queue for the reader: the fast path must not overtake them."""
+        self._ws_process_event = getattr(ws, "process_event", None)
+        self._fast: FastFrames | None = None
+        if self._ws_process_event is not None:  # (unit tests build sessions without a socket)
+            # Messages that came before us wait in websockets' queue: the reader goes first.
+            self._slow = bool(ws.recv_messages.frames)
+            ws.process_event = self._process_event  # type: ignore[method-assign]
+            self._fast = FastFrames(ws, self._deliver_now, lambda: not self._slow)
 
-    async def send(self, message: bytes | memoryview) -> None:
-        """Send one tunnel message. Returns once websockets copied it into its buffer and
-        the transport is below its write limit (the backpressure point)."""
+    # ------------------------------------------------------------------ receiving, fast path
+
+    def data_nowait(self, connect_id: int, payload: memoryview) -> bool:
+        """Deliver one DATA payload now if that needs no waiting (room in the stream's
+        buffer); False sends the message the slow way, through the reader task."""
+        return False
+
+    def _deliver_now(self, data: bytes | memoryview) -> bool:
+        """One tunnel message from ``FastFrames``: True when it was delivered at once."""
+        if self._slow:
+            return False
+        stream = self.mux.open_data_stream(data)
+        if stream is None:
+            return False
+        payload = memoryview(data)[2:]
+        if not self.data_nowait(stream.connect_id, payload):
+            return False
+        stream.bytes_in += len(payload)
+        self.messages_in += 1
+        if self._bdp is not None:
+            self._probe(self._bdp, len(data))
+        return True
+
+    def _process_event(self, event: Frame) -> None:
+        """websockets hands every received frame here, inside ``data_received``. A complete
+        DATA message for an open stream whose buffer has room is delivered on the spot: no
+        queue, no reader wake-up, no event object (a Go edge sends 256-byte messages, so
+        this is most of the cloud's per-message work). Anything else, or anything while
+        older messages still wait for the reader, takes the ordinary path."""
+        if not self._slow and event.fin and (event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY):
+            data = event.data
+            stream = self.mux.open_data_stream(data)
+            if stream is not None:
+                payload = memoryview(data)[2:]
+                if self.data_nowait(stream.connect_id, payload):
+                    stream.bytes_in += len(payload)
+                    self.messages_in += 1
+                    if self._bdp is not None:
+                        self._probe(self._bdp, len(data))
+                    return
+        if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY or event.opcode is Opcode.CONT:
+            self._slow = True
+        self._ws_process_event(event)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, message: bytes | memoryview, bulk: int | None = None) -> None:
+        """Send one tunnel message (``bulk``: the connect ID when it is bulk DATA). Returns
+        once websockets framed it into the transport: at once when nothing waits and the
+        transport is under its limit, else when the scheduler's turn came."""
         if self.closed_reason is not None:
             raise TunnelClosed(self.closed_reason)
+        if not self._queue and not self.ws.paused:
+            self._write(message)
+            return
+        entry: _Entry = [message, asyncio.get_running_loop().create_future()]
+        if bulk is None:
+            self._queue.push_urgent(entry)
+        else:
+            self._queue.push_bulk(bulk, entry, len(message))
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run_pump(), name="tunnel-writer")
         try:
-            await self.ws.send(message, text=True)
-        except ConnectionClosed as exc:
-            raise TunnelClosed(str(exc)) from exc
+            await entry[1]
+        except asyncio.CancelledError:
+            entry[0] = None  # not written yet: never (a sealed frame's buffer is the caller's again)
+            raise
+
+    def is_bulk(self, connect_id: int) -> int | None:
+        """``connect_id`` when its stream is logs/metrics (for ``send``'s ``bulk``)."""
+        stream = self.mux.streams.get(connect_id)
+        return connect_id if stream is not None and stream.kind in _BULK_KINDS else None
+
+    def _write(self, message: bytes | memoryview) -> None:
+        ws = self.ws
+        try:
+            ws.protocol.send_text(message)
+        except InvalidState as exc:
+            raise TunnelClosed(self.closed_reason or f"tunnel not open: {exc}") from exc
+        ws.send_data()
         self.messages_out += 1
+
+    async def _run_pump(self) -> None:
+        """Write the queue out, in its order, as fast as the transport drains; end when empty."""
+        ws, queue = self.ws, self._queue
+        try:
+            while queue:
+                await ws.drain()
+                if self.closed_reason is not None:
+                    break
+                while queue and not ws.paused:
+                    entry = queue.pop()
+                    assert entry is not None
+                    message, done = entry
+                    if message is None or done.done():
+                        continue
+                    try:
+                        self._write(message)
+                    except TunnelClosed as exc:
+                        done.set_exception(exc)
+                        raise
+                    done.set_result(None)
+        except (ConnectionClosed, OSError, TunnelClosed) as exc:
+            self.closed_reason = self.closed_reason or f"tunnel write failed: {exc}"
+        finally:
+            self._pump = None
+            if self.closed_reason is not None:
+                self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        for _, done in self._queue.drain():
+            if not done.done():
+                done.set_exception(TunnelClosed(self.closed_reason or "tunnel closed"))
 
     async def send_data(self, connect_id: int, payload: bytes | memoryview) -> None:
         """DATA for one stream, split to the mux's payload limit, each piece sent when the
@@ -83,7 +221,7 @@ class TunnelConnection:
             chunk = view[start : start + limit]
             await self.wait_credit(connect_id, len(chunk))
             header = self.mux.data_header(connect_id, len(chunk))
-            await self.send(header + chunk)  # one copy: header and payload must be contiguous
+            await self.send(header + chunk, self.is_bulk(connect_id))  # one copy: header and payload must be contiguous
 
     async def wait_credit(self, connect_id: int, length: int) -> None:
         """Wait until the peer granted room for ``length`` bytes. Returns at once when the
@@ -115,13 +253,18 @@ class TunnelConnection:
 
     async def run_reader(self) -> None:
         """Read until the tunnel closes; feed the mux and hand its events on."""
-        ws, mux = self.ws, self.mux
+        ws, mux, bdp = self.ws, self.mux, self._bdp
         try:
             while True:
                 data = await ws.recv(decode=False)
                 self.messages_in += 1
                 mux.receive_message(data)
+                if bdp is not None:
+                    self._probe(bdp, len(data))
                 for event in mux.events_received():
+                    if isinstance(event, DataReceived):
+                        await self.handle_event(event)
+                        continue
                     if isinstance(event, ProtocolViolation):
                         if self._misbehaved(event):
                             await self._close_over_budget()
@@ -137,6 +280,10 @@ class TunnelConnection:
                     elif isinstance(event, StreamRemoved):
                         self._wake(event.connect_id)
                     await self.handle_event(event)
+                if not ws.recv_messages.frames:  # caught up: the fast paths may deliver again
+                    self._slow = False
+                    if self._fast is not None:
+                        self._fast.maybe_resume()
         except ConnectionClosed as exc:
             self.closed_reason = _describe_close(exc)
         finally:
@@ -145,6 +292,35 @@ class TunnelConnection:
             for waiter in self._credit_waiters.values():  # nobody waits for credit on a dead tunnel
                 waiter.set()
             self._credit_waiters.clear()
+            self._fail_queued()
+            if self._pump is not None:
+                self._pump.cancel()
+            if self._pong is not None:
+                self._pong.cancel()
+
+    def _probe(self, bdp: BdpEstimator, length: int) -> None:
+        """One BDP sample per round trip: a WebSocket ping out, bytes counted until its pong
+        is seen here, in the reader (so both ends of the sample are in message order)."""
+        now = time.monotonic()
+        pong = self._pong
+        if pong is not None and pong.done():
+            self._pong = None
+            target = bdp.acknowledged(now, self.mux.waiting()) if not pong.cancelled() and pong.exception() is None else None
+            if target is not None:
+                self.mux.window_target = target
+        if bdp.received(length, now):
+            ws = self.ws
+            payload = b"bdp%d" % bdp.samples
+            try:
+                # What ws.ping() does, minus its drain(): the reader must not wait on our writes.
+                pong = ws.loop.create_future()
+                ws.pending_pings[payload] = (pong, ws.loop.time())
+                ws.protocol.send_ping(payload)
+                ws.send_data()
+                self._pong = pong
+            except (InvalidState, TypeError, AttributeError):
+                ws.pending_pings.pop(payload, None)
+                bdp.abandon()
 
     def _misbehaved(self, event: ProtocolViolation) -> bool:
         """Count one malformed message (rate-limited warning); True when over budget."""

@@ -26,11 +26,12 @@ class Feature(enum.Enum):
 
 
 FLOW_WINDOW = 256 * 1024
-"""Bytes a sender may have outstanding per stream and direction with ``flow``. It bounds what an
-interactive message can wait behind: measured here, exec echo beside a bulk stream went from
-43 ms p50 (no flow control) to 1.45 ms (512 KiB) and 0.84 ms (256 KiB). It also caps one
-stream at window / RTT on a long link (about 5 MB/s at 50 ms): a deliberate trade for
-interactivity until windows adapt to the measured bandwidth-delay product."""
+"""Bytes a sender may have outstanding per stream and direction when a stream opens (``flow``):
+both sides assume it, so it is part of the wire contract. The receiver grows a reading
+stream's window beyond it to the measured bandwidth-delay product (``bdp.py``, ``Mux``), by
+plain WINDOW grants, so no new feature token is needed and an older peer of ours simply
+receives more credit. Interactivity comes from the sender's scheduler (``sched.py``), not from
+keeping this small; on loopback the window stays here (growth there only queues)."""
 
 
 def parse_features(value: str | None) -> frozenset[Feature]:

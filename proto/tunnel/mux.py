@@ -22,6 +22,14 @@ Flow (negotiated ``flow`` feature): each stream starts with ``FLOW_WINDOW`` byte
 direction; ``data_header`` spends it, the receiver's ``consumed`` hands back WINDOW messages as
 its consumer drains. A Go peer never negotiates it: its streams have unlimited credit.
 
+Adaptive windows (receiver side only, nothing new on the wire): ``window_target`` (set from
+the tunnel's BDP estimate, ``bdp.py``) raises a stream's receive window above ``FLOW_WINDOW``
+the next time its consumer takes bytes, by granting the difference in the usual WINDOW (and
+lowers it again, never below FLOW_WINDOW, by keeping consumed bytes back). A
+stream grows only while somebody reads it, up to ``stream_window_max``, and all growth of a
+tunnel together stays within ``window_budget``: N stalled streams pin at most
+N x FLOW_WINDOW + window_budget. A closed stream gives its growth back.
+
 Inputs: ``receive_message``. Commands: ``open_stream``, ``data_header``, ``consumed``,
 ``close_stream``, ``status``. Output: ``events_received`` (drained on each call); commands
 return the bytes to send, so the caller keeps the order of control and data messages.
@@ -80,6 +88,10 @@ class Stream:
     """Bytes we may still send (flow feature; unlimited without it, as with a Go peer)."""
     unacked: int = 0
     """Bytes our side consumed and has not granted back yet."""
+    consumed: int = 0
+    """Bytes our consumer took (flow feature): ``bytes_in - consumed`` wait in our buffer."""
+    recv_window: int = FLOW_WINDOW
+    """What the peer may have outstanding towards us (flow feature); grows, see the module doc."""
 
 
 @dataclass(slots=True)
@@ -93,6 +105,14 @@ class Mux:
     max_payload: int = 64 * 1024
     next_id: Callable[[], int] | None = None
     streams: dict[int, Stream] = field(default_factory=dict)
+    stream_window_max: int = 8 << 20
+    """Largest receive window of one stream (flow feature)."""
+    window_budget: int = 16 << 20
+    """Growth above FLOW_WINDOW all streams of the tunnel may hold together."""
+    window_target: int = FLOW_WINDOW
+    """Receive window a reading stream grows to (the BDP estimate)."""
+    window_extra: int = 0
+    """Growth currently held: sum of (recv_window - FLOW_WINDOW) over the streams."""
     _events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -140,13 +160,24 @@ class Mux:
         else:
             self._events.append(MessageIgnored(cid, kind, "unknown message type"))
 
+    def open_data_stream(self, data: bytes | memoryview) -> Stream | None:
+        """The fast path's test, without side effects: the stream a well-formed DATA message
+        with a one-byte header goes to when that stream is open, else None (then feed the
+        message to ``receive_message``). The caller takes ``data[2:]`` and adds its length
+        to ``bytes_in`` once the payload has been delivered."""
+        if len(data) >= 2 and data[1] == 3 and data[0] < 0x80:  # 3: MessageType.DATA
+            stream = self.streams.get(data[0])
+            if stream is not None and stream.state is StreamState.OPEN:
+                return stream
+        return None
+
     def _peer_removed(self, cid: int) -> None:
         stream = self.streams.get(cid)
         if stream is None or stream.state is StreamState.REMOTE_CLOSED:
             self._events.append(MessageIgnored(cid, MessageType.REMOVE_CONNECT, "unknown or closed stream"))
             return
         if stream.state is StreamState.LOCAL_CLOSED:
-            del self.streams[cid]  # the peer's echo: both sides are done
+            self._drop(cid)  # the peer's echo: both sides are done
         else:
             stream.state = StreamState.REMOTE_CLOSED
         self._events.append(StreamRemoved(cid))
@@ -255,10 +286,28 @@ class Mux:
         if Feature.FLOW not in self.features or stream is None or stream.state is not StreamState.OPEN:
             return None
         stream.unacked += length
-        if stream.unacked < FLOW_WINDOW // 4:
+        stream.consumed += length
+        if stream.recv_window != self.window_target:
+            self._resize(stream)
+        if stream.unacked < stream.recv_window // 4:
             return None
         grant, stream.unacked = stream.unacked, 0
         return encode(cid, MessageType.WINDOW, encode_uvarint(grant))
+
+    def waiting(self) -> int:
+        """Bytes received on all streams that their consumers have not taken yet."""
+        return sum(s.bytes_in - s.consumed for s in self.streams.values() if s.state is StreamState.OPEN)
+
+    def _resize(self, stream: Stream) -> None:
+        want = max(min(self.window_target, self.stream_window_max), FLOW_WINDOW) - stream.recv_window
+        if want > 0:  # grow: grant the difference with the next WINDOW, as if consumed
+            delta = min(want, self.window_budget - self.window_extra)
+        else:  # shrink: keep back consumed bytes instead of granting them
+            delta = max(want, -stream.unacked)
+        if delta:
+            stream.recv_window += delta
+            stream.unacked += delta
+            self.window_extra += delta
 
     def status(self, cid: int, code: int, message: str = "") -> bytes | None:
         """Edge: the STATUS message that opens a logs/metrics answer, if negotiated."""
@@ -275,11 +324,16 @@ class Mux:
             return None
         if stream.state is StreamState.REMOTE_CLOSED or self.role is Role.EDGE:
             # The edge never waits for an echo: a Go cloud does not send one reliably.
-            del self.streams[cid]
+            self._drop(cid)
         else:
             stream.state = StreamState.LOCAL_CLOSED
         return encode(cid, MessageType.REMOVE_CONNECT)
 
     def forget(self, cid: int) -> None:
         """Drop a stream's state without sending anything (the tunnel is gone)."""
-        self.streams.pop(cid, None)
+        self._drop(cid)
+
+    def _drop(self, cid: int) -> None:
+        stream = self.streams.pop(cid, None)
+        if stream is not None:
+            self.window_extra -= stream.recv_window - FLOW_WINDOW
