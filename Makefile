@@ -20,10 +20,10 @@ lab: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(TEST_ARGS)
 
+# every scenario with its baselines, interleaved (about 10 min); BENCH_ARGS=--quick for a 1-min subset
 bench: $(VENV)/.installed
-	$(PY) -m bench.framing
-	$(PY) -m bench.chain
-	$(PY) -m bench.exec_echo
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -m bench all $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check --select F,E9,B --exclude proto/cri/v1 .

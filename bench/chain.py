@@ -4,7 +4,8 @@ memory an idle API-server TLS connection costs cloudstream, on asyncio and on uv
     python -m bench.chain [--seconds 5] [--connections 200]
 
 Real processes, real TLS, loopback only. The emulator writes 1 KiB lines as fast as the
-tunnel takes them. Reported with the loop, Python version and TLS on.
+tunnel takes them; ``bench.reader`` reads them in its own process (as ``python -m bench logs``).
+Reported with the loop, Python version and TLS on.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import platform
 import ssl
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from certs import client_context, init_lab
-from tests.integration.framework import Process, start_cloud, start_edge
+
+from . import stacks
+from .measure import throughput
 
 
 def rss_kib(pid: int) -> int:
@@ -28,30 +30,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-async def follow_throughput(port: int, tls: ssl.SSLContext, seconds: float) -> float:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
-    writer.write(b"GET /containerLogs/default/bench/app?follow=true HTTP/1.1\r\nHost: bench-node\r\n\r\n")
-    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
-    while await reader.readline() != b"\r\n":
-        pass
-    moved = 0
-    warm_until = time.monotonic() + 1.0
-    began = None
-    while True:
-        size = int((await reader.readline()).strip(), 16)
-        await reader.readexactly(size + 2)
-        now = time.monotonic()
-        if began is None:
-            if now >= warm_until:
-                began = now
-            continue
-        moved += size
-        if now - began >= seconds:
-            break
-    writer.transport.abort()
-    return moved / (time.monotonic() - began) / 1e6
 
 
 async def idle_connection_cost(pid: int, port: int, tls: ssl.SSLContext, count: int) -> float:
@@ -67,32 +45,17 @@ async def idle_connection_cost(pid: int, port: int, tls: ssl.SSLContext, count: 
 
 
 async def one_run(layout, loop: str, seconds: float, connections: int) -> dict:  # type: ignore[no-untyped-def]
-    cloud, stream_port, tunnel_port = await start_cloud(layout, "--loop", loop)
-    edge: Process | None = None
-    try:
-        edge = await start_edge(
-            layout, "bench-node", tunnel_port, "--loop", loop, "--emulate", "default/bench/app",
-            "--emulate-log-rate", "0", "--emulate-line-size", "1024",
-        )
+    async with stacks.ours(layout, cloud_args=("--loop", loop), edge_args=("--loop", loop)) as stack:
+        mbps = float((await throughput(stack, layout, seconds=seconds))["MBps"])  # type: ignore[arg-type]
         tls = client_context(layout.stream_ca, layout.apiserver_client_cert, layout.apiserver_client_key)
         tls.check_hostname = False
-        for _ in range(100):
-            try:
-                mbps = await follow_throughput(stream_port, tls, seconds)
-                break
-            except AssertionError:
-                await asyncio.sleep(0.1)
-        per_conn = await idle_connection_cost(cloud.proc.pid, stream_port, tls, connections)
-        return {"loop": loop, "logs_follow_MBps": round(mbps, 1), "idle_tls_conn_KiB": round(per_conn, 1)}
-    finally:
-        if edge is not None:
-            await edge.stop()
-        await cloud.stop()
+        per_conn = await idle_connection_cost(stack.processes[0].proc.pid, stack.port, tls, connections)
+    return {"loop": loop, "logs_follow_MBps": round(mbps, 1), "idle_tls_conn_KiB": round(per_conn, 1)}
 
 
 async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        layout = init_lab(Path(tmp) / "pki", ["bench-node"])
+        layout = init_lab(Path(tmp) / "pki", [stacks.NODE])
         results = []
         for loop in ("asyncio", "uvloop"):
             results.append(await one_run(layout, loop, args.seconds, args.connections))

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from certs import init_lab
-from tests.integration.framework import ROOT, apiserver_tls, start_cloud, start_edge
-from tests.integration.k8s_ws import open_ws
+from testkit.processes import ROOT, apiserver_tls, start_cloud, start_edge
+from testkit.k8s_ws import open_ws
 
 HERE = Path(__file__).resolve().parent.parent
 

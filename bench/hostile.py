@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 from certs import Layout, client_context, init_lab
-from tests.integration.framework import READY, Process, start_edge
+from testkit.processes import READY, Process, start_edge
 
 PARTIAL_HELLO = b"\x16\x03\x01\x02\x00\x01"
 OURS = re.compile(r"(refused|closed) (a connection from )?127\.0\.0\.1:")

@@ -74,7 +74,7 @@ async def main_async(mb: int, chunk: int, in_process: bool) -> None:
 
 async def end_to_end(kubelet_port: int, chunk: int) -> None:
     from certs import init_lab
-    from tests.integration.framework import apiserver_tls, kubelet_request, start_cloud, start_edge
+    from testkit.processes import apiserver_tls, kubelet_request, start_cloud, start_edge
 
     with tempfile.TemporaryDirectory() as tmp:
         layout = init_lab(Path(tmp), ["bench-node"])

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from certs import init_lab
-from tests.integration.framework import apiserver_tls, kubelet_request, start_cloud, start_edge
+from testkit.processes import apiserver_tls, kubelet_request, start_cloud, start_edge
 
 from .flood_client import FloodStats, run_flood_process
 

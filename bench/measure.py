@@ -1,0 +1,159 @@
+"""The measurements a scenario makes on a running stack: bulk throughput (``bench.reader`` in its
+own process), exec echo round trips (idle, or beside a full-speed bulk stream), fairness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from certs import Layout
+from testkit.k8s_ws import open_ws
+from testkit.processes import ROOT, apiserver_tls
+
+from .stacks import NODE, Stack
+
+BULK_PATH = "/containerLogs/default/bulk/app?follow=true"
+EXEC_PATH = "/exec/default/shell/sh?command=cat&input=1&output=1"
+
+
+async def _reader(port: int, pki: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.reader", "--port", str(port), "--pki", str(pki), "--host", NODE,
+        "--path", BULK_PATH, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+
+
+async def throughput(stack: Stack, layout: Layout, *, streams: int = 1, stall: int = 0, warmup: float = 1.0,
+                     seconds: float = 3.0) -> dict[str, object]:
+    """Body bytes per stream over ``seconds`` after ``warmup`` (``stall`` more streams never read)."""
+    proc = await _reader(stack.port, layout.root, "--streams", str(streams), "--stall", str(stall),
+                         "--warmup", str(warmup), "--seconds", str(seconds))
+    out, _ = await asyncio.wait_for(proc.communicate(), warmup + seconds + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.reader failed ({proc.returncode}) on {stack.kind}")
+    return json.loads(out)
+
+
+def jain(values: list[float]) -> float:
+    """Jain's fairness index: 1 when all equal, 1/n when one stream has everything."""
+    total = sum(values)
+    squares = sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares else 0.0
+
+
+@asynccontextmanager
+async def bulk_beside(stack: Stack, layout: Layout) -> AsyncIterator[list[float]]:
+    """A full-speed bulk ``logs -f`` of the same node read by another process; yields the MB/s it
+    reported once a second (filled in while the body runs)."""
+    proc = await _reader(stack.port, layout.root, "--warmup", "0.5", "--seconds", "0")
+    rates: list[float] = []
+    assert proc.stdout is not None
+
+    async def collect() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            rates.append(float(line))
+
+    first = await asyncio.wait_for(proc.stdout.readline(), 30)
+    rates.append(float(first))
+    task = asyncio.create_task(collect())
+    try:
+        yield rates
+    finally:
+        proc.kill()
+        await proc.wait()
+        await task
+
+
+class Echo:
+    """An interactive session: one byte typed, one byte back."""
+
+    async def ping(self, byte: bytes) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class WsEcho(Echo):
+    """``exec cat`` through 10003 with the k8s WebSocket protocol (as kubectl >= 1.30)."""
+
+    def __init__(self, ws) -> None:  # type: ignore[no-untyped-def]
+        self.ws = ws
+
+    async def ping(self, byte: bytes) -> None:
+        await self.ws.send(b"\x00" + byte)
+        while True:
+            message = await self.ws.recv()
+            if message[:1] == b"\x01" and message[1:]:
+                return
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class RawEcho(Echo):
+    """The raw relay's echo: ``GET /exec...``, ``101``, then bytes as they are."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def ping(self, byte: bytes) -> None:
+        self.writer.write(byte)
+        await self.reader.readexactly(1)
+
+    async def close(self) -> None:
+        self.writer.transport.abort()
+
+
+async def open_echo(stack: Stack, layout: Layout, raw_bytes: bool = False) -> Echo:
+    """The k8s WebSocket exec client (ours, and the raw relay by default) or, with ``raw_bytes``,
+    bytes as they are (the raw relay only: no framing at all)."""
+    tls = apiserver_tls(layout)
+    if raw_bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port, ssl=tls, server_hostname="localhost")
+        writer.write(f"GET {EXEC_PATH} HTTP/1.1\r\nHost: {NODE}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        assert b" 101 " in head.split(b"\r\n", 1)[0], head
+        return RawEcho(reader, writer)
+    return WsEcho(await open_ws(stack.port, EXEC_PATH, node=NODE, tls=tls))
+
+
+async def pings(echo: Echo, count: int) -> list[float]:
+    rtts = []
+    for i in range(count):
+        began = time.perf_counter()
+        await echo.ping(bytes([65 + i % 26]))
+        rtts.append((time.perf_counter() - began) * 1000)
+    return rtts
+
+
+def percentiles(rtts: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(rtts, n=100) if len(rtts) > 1 else [rtts[0]] * 99
+    return statistics.median(rtts), q[98]
+
+
+async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,
+                    idle: bool = True, raw_bytes: bool = False) -> dict[str, float]:
+    """Round trips idle and beside a full-speed bulk stream of the same node (ms, MB/s)."""
+    out: dict[str, float] = {}
+    echo = await open_echo(stack, layout, raw_bytes)
+    try:
+        await pings(echo, max(5, count // 15))  # warm up
+        if idle:
+            out["idle_p50_ms"], out["idle_p99_ms"] = percentiles(await pings(echo, count))
+        if beside_bulk:
+            async with bulk_beside(stack, layout) as rates:
+                loaded = await pings(echo, count)
+            out["bulk_p50_ms"], out["bulk_p99_ms"] = percentiles(loaded)
+            out["bulk_MBps"] = statistics.median(rates)
+    finally:
+        await echo.close()
+    return out
+
+
