@@ -131,7 +131,12 @@ async def test_every_payload_arrives_once_in_order_on_either_path(receiving_side
                 while receiver.closed_reason is None:
                     await asyncio.sleep(0.01)
     assert receiver.got == sent
-    assert receiver.fast > 0 and receiver.slow > 0  # both paths were taken (how often depends on timing)
+    assert receiver.fast + receiver.slow == len(sent)  # each payload took exactly one path
+    assert receiver.slow > 0  # the receiver refused room at times: those went through the reader
     fast = receiver._fast
-    assert isinstance(fast, FastFrames) and fast.frames > 0
+    assert isinstance(fast, FastFrames)
+    if receiving_side == "server":
+        # The server's reader hooks in before the client can send; a client receiver may meet
+        # a peer already streaming and, under load, no idle frame boundary to switch at.
+        assert receiver.fast > 0 and fast.frames > 0
     assert isinstance(receiver.ws, (ServerConnection, ClientConnection))
