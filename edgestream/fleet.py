@@ -143,7 +143,10 @@ class Fleet:
             await asyncio.wait([n.task for n in running if n.task is not None], timeout=30)
         for node in self.nodes:
             await node.endpoints.close()
-        logger.info("fleet: stopped %d nodes", len(running))
+        await asyncio.sleep(0)  # let cancelled helpers (keepalive, churn returns) finish
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        logger.info("fleet: stopped %d nodes, %d tasks left%s", len(running), len(left),
+                    "" if not left else ": " + ", ".join(sorted(t.get_name() for t in left))[:300])
 
     async def _ramp(self, stop: asyncio.Event) -> None:
         """Start node i at i / ramp seconds (in batches of what one 10 ms tick allows)."""
