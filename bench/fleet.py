@@ -192,7 +192,18 @@ async def idle_once(layout: Layout, root: Path, nodes: int, label: str) -> dict[
         await cloud.stop()
 
 
+def _capacity() -> int:
+    """Tunnels cloudstream can hold here: it gives each of its two ports half of the open-file
+    limit after a reserve of 128 (``Limits.fitted``), and only the hard limit can be had."""
+    return (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 128) // 2 - 20
+
+
 async def idle(args: argparse.Namespace) -> None:
+    capacity = _capacity()
+    if max(args.nodes) > capacity:
+        print(f"# the hard open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[1]} lets cloudstream hold "
+              f"{capacity} tunnels: {max(args.nodes)} nodes become {capacity}", flush=True)
+        args.nodes = [min(n, capacity) for n in args.nodes]
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         layout = lab(max(args.nodes), Path(tmp) / "pki")
         trees = [("base", Path(args.base))] if args.base else []

@@ -133,12 +133,12 @@ async def test_fleet_of_50_nodes_in_one_process(tmp_path) -> None:
         for i in picks:
             node, ip = configs[i].node_name, configs[i].node_ip
             assert ip == profile.node_ip(i)
-            await _retry(f"logs of {node} by name", lambda: logs(node, node))
-            await _retry(f"logs of {node} by IP {ip}", lambda: logs(node, ip))
-            await _retry(f"logs -f of {node}", lambda: follow(node))
-            await _retry(f"exec on {node}", lambda: exec_echo(ip))
-            await _retry(f"port-forward to {node}", lambda: port_forward(node))
-            await _retry(f"stats of {node}", lambda: stats(node, node))
+            await _retry(f"logs of {node} by name", lambda n=node: logs(n, n))
+            await _retry(f"logs of {node} by IP {ip}", lambda n=node, a=ip: logs(n, a))
+            await _retry(f"logs -f of {node}", lambda n=node: follow(n))
+            await _retry(f"exec on {node}", lambda a=ip: exec_echo(a))
+            await _retry(f"port-forward to {node}", lambda n=node: port_forward(n))
+            await _retry(f"stats of {node}", lambda n=node: stats(n, n))
         # Streams on many nodes at once.
         await asyncio.gather(*(_retry(f"logs of node {i}", lambda i=i: logs(configs[i].node_name, configs[i].node_ip))
                                for i in range(0, NODES, 2)))
