@@ -2,7 +2,7 @@
 
 websockets gives each connection a ``keepalive`` task (``ping_interval``): 10,000 idle
 tunnels cost 10,000 tasks, each waking every interval. ``Keepalive`` keeps one heap of
-deadlines and one task: when a tunnel's ping is due it sends the ping frame without waiting
+deadlines and one task that wakes every ``tick`` (0.5 s): when a tunnel's ping is due it sends the ping frame without waiting
 (no ``drain()``: a stalled peer must not stall the others), and when its pong deadline
 passes unanswered it fails that connection as websockets' own keepalive does (close code
 1011, "keepalive ping timeout"), then aborts the TCP connection after ``close_timeout`` if
@@ -49,6 +49,9 @@ class Keepalive:
     """Pings every added connection each ``interval`` seconds (the first one after a random
     fraction of it, so that a thousand tunnels dialled together do not ping together)."""
 
+    max_tick = 0.5
+    """Seconds between wake-ups, at most; a tenth of the shortest interval when that is less."""
+
     def __init__(self, *, close_timeout: float = 2.0, max_batch: int = 1000) -> None:
         self.close_timeout = close_timeout
         self.max_batch = max_batch
@@ -57,7 +60,7 @@ class Keepalive:
         self._heap: list[tuple[float, int, int, Connection, bytes]] = []
         self._seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        self._tick = self.max_tick
         self.pings_sent = 0
         self.timeouts = 0
 
@@ -70,13 +73,11 @@ class Keepalive:
             return
         loop = asyncio.get_running_loop()
         self._entries[ws] = _Entry(interval, timeout)
+        self._tick = min(self._tick, interval / 10, (timeout or interval) / 10)
         first = loop.time() + interval * random.uniform(0.5, 1.0)
         self._push(first, _PING, ws)
         if self._task is None or self._task.done():
-            self._wake = asyncio.Event()
             self._task = loop.create_task(self._run(), name="keepalive")
-        elif self._heap[0][3] is ws:  # earlier than what the task sleeps for
-            self._wake.set()  # type: ignore[union-attr]
 
     def set_timeout(self, ws: Connection, timeout: float | None) -> None:
         entry = self._entries.get(ws)
@@ -89,6 +90,7 @@ class Keepalive:
             return
         if not self._entries:
             self._heap.clear()
+            self._tick = self.max_tick
             if self._task is not None:
                 self._task.cancel()
                 self._task = None
@@ -97,35 +99,28 @@ class Keepalive:
         heapq.heappush(self._heap, (when, next(self._seq), kind, ws, payload))
 
     async def _run(self) -> None:
+        """Wake once per ``tick`` (not once per deadline: a thousand tunnels would mean a hundred
+        wake-ups a second) and handle everything due, a batch at a time."""
         loop = asyncio.get_running_loop()
-        wake = self._wake
-        assert wake is not None
         while self._heap:
-            delay = self._heap[0][0] - loop.time()
-            if delay > 0:
-                wake.clear()
-                try:
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
-                continue
+            await asyncio.sleep(self._tick)
             now = loop.time()
-            for _ in range(self.max_batch):
-                if not self._heap or self._heap[0][0] > now:
-                    break
-                _, _, kind, ws, payload = heapq.heappop(self._heap)
-                entry = self._entries.get(ws)
-                if entry is None:
-                    continue  # discarded: its heap entries die here
-                if ws.protocol.state is not State.OPEN:
-                    self._entries.pop(ws, None)  # closing: websockets finishes it, no more pings
-                    continue
-                if kind == _PING:
-                    self._ping(ws, entry, now)
-                elif payload in ws.pending_pings:  # a pong acknowledges its ping and every earlier one
-                    self._expire(ws, entry)
-            await asyncio.sleep(0)  # a batch at a time: never hold the loop for 10,000 pings
+            while self._heap and self._heap[0][0] <= now:
+                for _ in range(self.max_batch):
+                    if not self._heap or self._heap[0][0] > now:
+                        break
+                    _, _, kind, ws, payload = heapq.heappop(self._heap)
+                    entry = self._entries.get(ws)
+                    if entry is None:
+                        continue  # discarded: its heap entries die here
+                    if ws.protocol.state is not State.OPEN:
+                        self._entries.pop(ws, None)  # closing: websockets finishes it, no more pings
+                        continue
+                    if kind == _PING:
+                        self._ping(ws, entry, now)
+                    elif payload in ws.pending_pings:  # a pong acknowledges its ping and every earlier one
+                        self._expire(ws, entry)
+                await asyncio.sleep(0)  # never hold the loop for 10,000 pings
 
     def _ping(self, ws: Connection, entry: _Entry, now: float) -> None:
         entry.pings += 1
