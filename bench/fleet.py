@@ -9,7 +9,8 @@ tunnels (keepalives) over 20 s. With ``--base`` (a worktree of another commit) e
 that commit's cloudstream and then this one's, interleaved; the fleet is always this tree's.
 
 ``streams``: N nodes, ``per-node`` concurrent streams each, half ``logs -f`` (HTTP/1.1 chunked,
-emulator writing as fast as read) and half exec (WebSocket v5.channel.k8s.io, ``seq`` looped),
+emulator writing ``--log-rate`` lines a second, 0: as fast as read) and half exec (WebSocket
+v5.channel.k8s.io, ``--exec`` run again as soon as it ends),
 all through 10003 from this process. Reports aggregate throughput over the window (bytes read
 off the client sockets), p50/p99 time to first byte (request sent -> first body/stdout byte), the
 RSS of cloudstream, the fleet and this client.
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import ssl
 import statistics
@@ -36,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 from certs import Layout, client_context
 
@@ -251,14 +254,16 @@ async def follow_logs(port: int, tls: ssl.SSLContext, node: str, totals: Totals,
 
 
 async def exec_loop(port: int, tls: ssl.SSLContext, node: str, totals: Totals, stop: asyncio.Event,
-                    gate: asyncio.Semaphore) -> None:
+                    gate: asyncio.Semaphore, command: str) -> None:
     from websockets.asyncio.client import connect
+
+    query = urlencode([("command", arg) for arg in shlex.split(command)] + [("output", "1"), ("error", "1")])
 
     while not stop.is_set():
         async with gate:
             t = time.monotonic()
             ws = await connect(
-                f"wss://{node}:{port}/exec/default/demo/app?command=seq&command=20000&output=1&error=1",
+                f"wss://{node}:{port}/exec/default/demo/app?{query}",
                 host="127.0.0.1", port=port, ssl=tls, server_hostname="localhost",
                 subprotocols=["v5.channel.k8s.io"], open_timeout=60, max_size=None, compression=None,  # type: ignore[list-item]
             )
@@ -299,7 +304,7 @@ async def streams(args: argparse.Namespace) -> None:
                     if kind == "logs":
                         await follow_logs(port, tls, node, totals, stop, gate)
                     else:
-                        await exec_loop(port, tls, node, totals, stop, gate)
+                        await exec_loop(port, tls, node, totals, stop, gate, args.exec)
                 except Exception as exc:  # counted, not raised: one failed stream is a number
                     if not stop.is_set():
                         totals.error(f"{kind}: {type(exc).__name__}: {str(exc)[:80]}")
@@ -360,6 +365,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--log-rate", type=float, default=0, help="emulator lines per second (0: as fast as read)")
     p.add_argument("--line-size", type=int, default=200)
+    p.add_argument("--exec", default="seq 20000", help="the exec command, run again as soon as it ends")
     args = parser.parse_args()
     if args.what == "idle":
         args.nodes = args.nodes or [1000]
