@@ -24,6 +24,7 @@ from websockets.server import ServerProtocol
 from certs import peer_identity
 from proto.aio import RateLimitedLog
 from proto.aio.connection import POLICY_VIOLATION
+from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
 
@@ -176,6 +177,7 @@ async def start_tunnel_server(
         features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
         # Our edges answer pings at once; a Go edge's reader may stall for minutes.
         connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
+        keepalive = shared_keepalive()  # one timer for every tunnel instead of a task each
         tune_tunnel_socket(connection.transport.get_extra_info("socket"))
         session = EdgeSession(
             connection, node=node, internal_ip=ip, features=features, config=config, next_id=registry.next_id,
@@ -195,9 +197,11 @@ async def start_tunnel_server(
         )
         if on_session is not None:
             on_session(session)
+        keepalive.add(connection, config.ping_interval, connection.ping_timeout)
         try:
             await session.run()
         finally:
+            keepalive.discard(connection)
             registry.unregister(session)
             if session.over_budget:
                 registry.quarantine(node, config.tunnel_violation_window)
@@ -207,7 +211,7 @@ async def start_tunnel_server(
     # instead (caps, handshake timeout, refusals logged) and builds each connection object
     # as serve() does, with the same settings, through websockets' public classes.
     connection_settings: dict[str, Any] = dict(
-        ping_interval=config.ping_interval,
+        ping_interval=None,  # proto.aio.keepalive pings every tunnel from one task (see handler)
         ping_timeout=config.ping_timeout_go,
         close_timeout=2,
         max_queue=64,

@@ -15,11 +15,17 @@ from .config import EdgeConfig, add_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgestream", description="edge agent of the stream tunnel")
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["emulate"]:  # `edgestream emulate --nodes N`: a fleet of emulated nodes in one process
+        from .fleet import main as emulate
+
+        return emulate(args[1:])
+    parser = argparse.ArgumentParser(prog="edgestream", description="edge agent of the stream tunnel",
+                                     epilog="edgestream emulate --help: N emulated nodes in one process")
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(args)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     _raise_nofile_limit()
     # websockets' DEBUG lines show frame payloads, which can carry request headers: never.

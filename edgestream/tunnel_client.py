@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from certs import client_context
+from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
 
@@ -89,8 +90,8 @@ async def run_tunnel(
                 compression=None,
                 origin=None,
                 open_timeout=config.handshake_timeout,
-                ping_interval=config.ping_interval,
-                ping_timeout=config.ping_timeout_go,
+                ping_interval=None,  # the process's shared keepalive pings (no task per tunnel)
+                ping_timeout=None,
                 max_size=2 << 20,
                 max_queue=64,
                 close_timeout=2,
@@ -104,8 +105,8 @@ async def run_tunnel(
             await _sleep_or_stop(delay, stop, drain)
             continue
         features = parse_features(ws.response.headers.get(FEATURES_HEADER) if ws.response else None)
-        if features:
-            ws.ping_timeout = config.ping_timeout
+        keepalive = shared_keepalive()
+        keepalive.add(ws, config.ping_interval, config.ping_timeout if features else config.ping_timeout_go)
         tune_tunnel_socket(ws.transport.get_extra_info("socket"))
         session = AgentSession(ws, config, features, backend)
         session.peer = f"cloudstream at {config.server}"  # names the other side in misbehaviour warnings
@@ -121,6 +122,7 @@ async def run_tunnel(
         try:
             await asyncio.wait((runner, stopper), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            keepalive.discard(ws)
             stopper.cancel()
             if not runner.done():
                 await ws.close(1001, "edge shutting down")
