@@ -1,0 +1,101 @@
+"""Pacing of bulk DATA at the sender (sans-I/O), after BBR (Cardwell et al., 2016).
+
+On a long link a full-speed bulk stream keeps the link's bottleneck queue full, and every
+interactive frame (an exec keystroke's echo) waits behind it: RTT + queue / rate. No receive
+window pulls those bytes back; only sending bulk a little below the rate the link delivers
+keeps that queue near empty. So:
+
+- *Bottleneck bandwidth*: the delivery rate the peer's WINDOW grants show (credit returns
+  when the peer's consumer took the bytes, i.e. after the link), measured between grant
+  arrivals over at least one round trip, max-filtered over the last ``ROUNDS`` rounds.
+- *Round trip*: the lowest seen (the tunnel's WebSocket pings, ``BdpEstimator.rtt_min``).
+- *Pacing*: bulk leaves at ``gain x bandwidth``; the gain cycles per round trip through
+  1.25 (probe: find a faster link), 0.75 (drain what the probe queued) and ``cruise`` (below
+  1, so a queue left from start-up drains). Interactive frames are never paced.
+
+Only where it matters: with no samples (a Go peer sends no WINDOW) or a round trip under
+``min_rtt`` (loopback: the bottleneck is the CPU, not a link queue, and pacing would only
+cost throughput) nothing is paced.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["Pacer", "GAINS"]
+
+GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+"""Per-round pacing gain cycle (BBR's ProbeBW); the 1.0 rounds use ``cruise`` instead."""
+ROUNDS = 10
+"""Bandwidth samples are max-filtered over this many round trips (BBR's window)."""
+
+
+@dataclass(slots=True)
+class Pacer:
+    cruise: float = 0.95
+    """Gain of the steady rounds: below 1 so the bottleneck queue drains."""
+    min_rtt: float = 0.002
+    """Below this round trip (seconds) nothing is paced."""
+    slack: float = 0.002
+    """Seconds of sending a burst may catch up after an idle spell."""
+    min_interval: float = 0.02
+    """A bandwidth sample spans at least this long (and at least one round trip)."""
+    rtt_min: float = 0.0
+    """Lowest round trip seen (seconds), 0 when unknown; set by the caller."""
+    bandwidth: float = 0.0
+    """Bottleneck bandwidth estimate (bytes/s), 0 while unknown."""
+    _samples: deque[tuple[float, float]] = field(default_factory=deque)
+    """(time, rate) of recent delivery samples, for the max filter."""
+    _since: float = -1.0
+    _bytes: int = 0
+    _next_at: float = 0.0
+    _cycle_at: float = 0.0
+    _phase: int = 0
+
+    def _round(self) -> float:
+        return max(self.rtt_min, self.min_interval)
+
+    def delivered(self, length: int, now: float) -> None:
+        """The peer granted ``length`` bytes back (they left the link)."""
+        if self._since < 0:  # the first grant starts the first interval; its bytes predate it
+            self._since = now
+            return
+        self._bytes += length
+        elapsed = now - self._since
+        if elapsed < self._round():
+            return
+        rate = self._bytes / elapsed
+        self._since, self._bytes = now, 0
+        samples = self._samples
+        samples.append((now, rate))
+        horizon = now - ROUNDS * self._round()
+        while samples[0][0] < horizon:  # bounded: the one just added stays
+            samples.popleft()
+        self.bandwidth = max(r for _, r in samples)
+
+    def active(self) -> bool:
+        return self.bandwidth > 0 and self.rtt_min >= self.min_rtt
+
+    def gain(self, now: float) -> float:
+        """The pacing gain of the round ``now`` falls in (advances the cycle)."""
+        length = self._round()
+        if now - self._cycle_at >= length:
+            steps = min(int((now - self._cycle_at) / length), len(GAINS))
+            self._phase = (self._phase + steps) % len(GAINS)
+            self._cycle_at = now
+        gain = GAINS[self._phase]
+        return self.cruise if gain == 1.0 else gain
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next bulk message may go (<= 0: now)."""
+        if not self.active():
+            return 0.0
+        return self._next_at - now
+
+    def sent(self, length: int, now: float) -> None:
+        """A bulk message of ``length`` bytes went out at ``now``."""
+        if not self.active():
+            return
+        rate = self.gain(now) * self.bandwidth
+        self._next_at = max(self._next_at, now - self.slack) + length / rate
