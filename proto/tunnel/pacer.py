@@ -13,6 +13,11 @@ keeps that queue near empty. So:
   1.25 (probe: find a faster link), 0.75 (drain what the probe queued) and ``cruise`` (below
   1, so a queue left from start-up drains). Interactive frames are never paced.
 
+*Start-up* (BBR's STARTUP): while the estimate still grows by ``GROWTH`` within
+``PLATEAU`` samples the receiver's window is still opening (a long link's first seconds), and
+pacing at what it delivered so far would only hold that opening back: nothing is paced
+until the estimate stops growing.
+
 Only where it matters: with no samples (a Go peer sends no WINDOW) or a round trip under
 ``min_rtt`` (loopback: the bottleneck is the CPU, not a link queue, and pacing would only
 cost throughput) nothing is paced.
@@ -27,6 +32,10 @@ __all__ = ["Pacer", "GAINS"]
 
 GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 """Per-round pacing gain cycle (BBR's ProbeBW); the 1.0 rounds use ``cruise`` instead."""
+GROWTH = 1.25
+"""Start-up ends once the estimate grew less than this ..."""
+PLATEAU = 3
+"""... over this many samples in a row."""
 ROUNDS = 10
 """Bandwidth samples are max-filtered over this many round trips (BBR's window)."""
 
@@ -45,6 +54,10 @@ class Pacer:
     """Lowest round trip seen (seconds), 0 when unknown; set by the caller."""
     bandwidth: float = 0.0
     """Bottleneck bandwidth estimate (bytes/s), 0 while unknown."""
+    filled: bool = False
+    """Start-up is over: the estimate stopped growing (the pipe is full)."""
+    _full_bw: float = 0.0
+    _full_count: int = 0
     _samples: deque[tuple[float, float]] = field(default_factory=deque)
     """(time, rate) of recent delivery samples, for the max filter."""
     _since: float = -1.0
@@ -73,9 +86,15 @@ class Pacer:
         while samples[0][0] < horizon:  # bounded: the one just added stays
             samples.popleft()
         self.bandwidth = max(r for _, r in samples)
+        if not self.filled:
+            if self.bandwidth >= GROWTH * self._full_bw:
+                self._full_bw, self._full_count = self.bandwidth, 0
+            else:
+                self._full_count += 1
+                self.filled = self._full_count >= PLATEAU
 
     def active(self) -> bool:
-        return self.bandwidth > 0 and self.rtt_min >= self.min_rtt
+        return self.filled and self.rtt_min >= self.min_rtt
 
     def gain(self, now: float) -> float:
         """The pacing gain of the round ``now`` falls in (advances the cycle)."""
