@@ -37,7 +37,7 @@ from ..tunnel.budget import Budget, ViolationCounter
 from ..tunnel.errors import TunnelClosed
 from ..tunnel.events import DataReceived, Event, MessageIgnored, ProtocolViolation, StreamRemoved, WindowUpdate
 from ..tunnel.features import FLOW_WINDOW, Feature
-from ..tunnel.messages import MessageType
+from ..tunnel.messages import MessageType, encode_header
 from ..tunnel.mux import Mux
 from ..tunnel.pacer import Pacer
 from ..tunnel.sched import SendQueue
@@ -156,6 +156,11 @@ class TunnelConnection:
         if self.closed_reason is not None:
             raise TunnelClosed(self.closed_reason)
         queue, pacer = self._queue, self._pacer
+        if bulk is not None and pacer is not None:
+            limit = pacer.frame_limit()
+            if limit is not None and len(message) > limit + 8:
+                await self._send_pieces(message, bulk, limit)
+                return
         if bulk is None:
             # Urgent goes before every queued bulk message anyway: only queued urgent ones hold it.
             if not queue.urgent_waiting() and not self.ws.paused:
@@ -183,6 +188,14 @@ class TunnelConnection:
         except asyncio.CancelledError:
             entry[0] = None  # not written yet: never (a sealed frame's buffer is the caller's again)
             raise
+
+    async def _send_pieces(self, message: bytes | memoryview, bulk: int, limit: int) -> None:
+        """One bulk DATA message as several of at most ``limit`` payload bytes (credit was
+        taken for the whole; the receiver sees the same bytes in more messages)."""
+        header = encode_header(bulk, MessageType.DATA)
+        view = memoryview(message)
+        for start in range(len(header), len(view), limit):  # bounded by the message's length
+            await self.send(header + view[start : start + limit], bulk)
 
     def is_bulk(self, connect_id: int) -> int | None:
         """``connect_id`` when its stream is logs/metrics (for ``send``'s ``bulk``)."""

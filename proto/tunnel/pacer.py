@@ -18,6 +18,10 @@ keeps that queue near empty. So:
 pacing at what it delivered so far would only hold that opening back: nothing is paced
 until the estimate stops growing.
 
+*Small frames while paced*: an interactive frame that reaches the bottleneck just after a
+bulk frame still waits for it to leave (64 KiB is 52 ms at 10 Mbit/s), so paced bulk goes
+out in pieces of ``frame_time`` at the estimated rate (at least ``min_frame`` bytes).
+
 Only where it matters: with no samples (a Go peer sends no WINDOW) or a round trip under
 ``min_rtt`` (loopback: the bottleneck is the CPU, not a link queue, and pacing would only
 cost throughput) nothing is paced.
@@ -50,6 +54,9 @@ class Pacer:
     """Seconds of sending a burst may catch up after an idle spell."""
     min_interval: float = 0.02
     """A bandwidth sample spans at least this long (and at least one round trip)."""
+    frame_time: float = 0.002
+    """Seconds of link time one paced bulk frame may take."""
+    min_frame: int = 4096
     rtt_min: float = 0.0
     """Lowest round trip seen (seconds), 0 when unknown; set by the caller."""
     bandwidth: float = 0.0
@@ -95,6 +102,12 @@ class Pacer:
 
     def active(self) -> bool:
         return self.filled and self.rtt_min >= self.min_rtt
+
+    def frame_limit(self) -> int | None:
+        """Largest bulk payload to send in one message now (None: no limit)."""
+        if not self.active():
+            return None
+        return max(self.min_frame, int(self.bandwidth * self.frame_time))
 
     def gain(self, now: float) -> float:
         """The pacing gain of the round ``now`` falls in (advances the cycle)."""
