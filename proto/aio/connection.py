@@ -216,6 +216,8 @@ class TunnelConnection:
         ws, queue, pacer, kick = self.ws, self._queue, self._pacer, self._kick
         try:
             while queue:
+                if pacer is not None and ws.paused:
+                    pacer.held = True  # the transport, not the reader, holds bulk back
                 await ws.drain()
                 if self.closed_reason is not None:
                     break

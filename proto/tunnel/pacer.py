@@ -22,6 +22,11 @@ until the estimate stops growing.
 bulk frame still waits for it to leave (64 KiB is 52 ms at 10 Mbit/s), so paced bulk goes
 out in pieces of ``frame_time`` at the estimated rate (at least ``min_frame`` bytes).
 
+*Reader-limited samples*: a slow kubectl reader returns credit slowly whatever the link
+does; after start-up a sample below the estimate counts only when bulk was held back during
+it (by the pacer or a full transport: ``held``), as BBR drops application-limited samples.
+Otherwise one slow reader would pace every other bulk stream of the tunnel at its speed.
+
 Only where it matters: with no samples (a Go peer sends no WINDOW) or a round trip under
 ``min_rtt`` (loopback: the bottleneck is the CPU, not a link queue, and pacing would only
 cost throughput) nothing is paced.
@@ -61,6 +66,8 @@ class Pacer:
     """Lowest round trip seen (seconds), 0 when unknown; set by the caller."""
     bandwidth: float = 0.0
     """Bottleneck bandwidth estimate (bytes/s), 0 while unknown."""
+    held: bool = False
+    """Bulk waited for the pacer or the transport since the current sample began."""
     filled: bool = False
     """Start-up is over: the estimate stopped growing (the pipe is full)."""
     _full_bw: float = 0.0
@@ -86,12 +93,15 @@ class Pacer:
         if elapsed < self._round():
             return
         rate = self._bytes / elapsed
+        held, self.held = self.held, False
         self._since, self._bytes = now, 0
         samples = self._samples
-        samples.append((now, rate))
         horizon = now - ROUNDS * self._round()
-        while samples[0][0] < horizon:  # bounded: the one just added stays
+        while samples and samples[0][0] < horizon:  # bounded by the deque's length
             samples.popleft()
+        if self.filled and rate < self.bandwidth and not held:
+            return  # the reader, not the link, limited this one (an old estimate stays)
+        samples.append((now, rate))
         self.bandwidth = max(r for _, r in samples)
         if not self.filled:
             if self.bandwidth >= GROWTH * self._full_bw:
@@ -123,7 +133,10 @@ class Pacer:
         """Seconds until the next bulk message may go (<= 0: now)."""
         if not self.active():
             return 0.0
-        return self._next_at - now
+        wait = self._next_at - now
+        if wait > 0:
+            self.held = True
+        return wait
 
     def sent(self, length: int, now: float) -> None:
         """A bulk message of ``length`` bytes went out at ``now``."""
