@@ -37,9 +37,8 @@ from ..tunnel.budget import Budget, ViolationCounter
 from ..tunnel.errors import TunnelClosed
 from ..tunnel.events import DataReceived, Event, MessageIgnored, ProtocolViolation, StreamRemoved, WindowUpdate
 from ..tunnel.features import FLOW_WINDOW, Feature
-from ..tunnel.messages import MessageType, encode_header
+from ..tunnel.messages import MessageType
 from ..tunnel.mux import Mux
-from ..tunnel.pacer import Pacer
 from ..tunnel.sched import SendQueue
 from .fastframes import FastFrames
 from .ratelog import RateLimitedLog
@@ -88,10 +87,6 @@ class TunnelConnection:
         self._bdp: BdpEstimator | None = None
         if Feature.FLOW in mux.features:
             self._bdp = BdpEstimator(FLOW_WINDOW, min(mux.stream_window_max, FLOW_WINDOW + mux.window_budget))
-        self._pacer: Pacer | None = Pacer() if self._bdp is not None else None
-        """Paces bulk DATA below the delivery rate the peer's WINDOW grants show (long links)."""
-        self._kick = asyncio.Event()
-        """Set when an urgent message is queued: a pump waiting out a pacing delay goes at once."""
         self._pong: asyncio.Future[float] | None = None
         self._slow = False
         """Messages wait in websockets' queue for the reader: the fast path must not overtake them."""
@@ -155,32 +150,14 @@ class TunnelConnection:
         transport is under its limit, else when the scheduler's turn came."""
         if self.closed_reason is not None:
             raise TunnelClosed(self.closed_reason)
-        queue, pacer = self._queue, self._pacer
-        if bulk is not None and pacer is not None:
-            limit = pacer.frame_limit()
-            if limit is not None and len(message) > limit + 8:
-                await self._send_pieces(message, bulk, limit)
-                return
-        if bulk is None:
-            # Urgent goes before every queued bulk message anyway: only queued urgent ones hold it.
-            if not queue.urgent_waiting() and not self.ws.paused:
-                self._write(message)
-                return
-        elif not queue and not self.ws.paused:
-            if pacer is None:
-                self._write(message)
-                return
-            now = time.monotonic()
-            if pacer.delay(now) <= 0:
-                self._write(message)
-                pacer.sent(len(message), now)
-                return
+        if not self._queue and not self.ws.paused:
+            self._write(message)
+            return
         entry: _Entry = [message, asyncio.get_running_loop().create_future()]
         if bulk is None:
-            queue.push_urgent(entry)
-            self._kick.set()
+            self._queue.push_urgent(entry)
         else:
-            queue.push_bulk(bulk, entry, len(message))
+            self._queue.push_bulk(bulk, entry, len(message))
         if self._pump is None:
             self._pump = asyncio.create_task(self._run_pump(), name="tunnel-writer")
         try:
@@ -188,14 +165,6 @@ class TunnelConnection:
         except asyncio.CancelledError:
             entry[0] = None  # not written yet: never (a sealed frame's buffer is the caller's again)
             raise
-
-    async def _send_pieces(self, message: bytes | memoryview, bulk: int, limit: int) -> None:
-        """One bulk DATA message as several of at most ``limit`` payload bytes (credit was
-        taken for the whole; the receiver sees the same bytes in more messages)."""
-        header = encode_header(bulk, MessageType.DATA)
-        view = memoryview(message)
-        for start in range(len(header), len(view), limit):  # bounded by the message's length
-            await self.send(header + view[start : start + limit], bulk)
 
     def is_bulk(self, connect_id: int) -> int | None:
         """``connect_id`` when its stream is logs/metrics (for ``send``'s ``bulk``)."""
@@ -213,26 +182,13 @@ class TunnelConnection:
 
     async def _run_pump(self) -> None:
         """Write the queue out, in its order, as fast as the transport drains; end when empty."""
-        ws, queue, pacer, kick = self.ws, self._queue, self._pacer, self._kick
+        ws, queue = self.ws, self._queue
         try:
             while queue:
-                if pacer is not None and ws.paused:
-                    pacer.held = True  # the transport, not the reader, holds bulk back
                 await ws.drain()
                 if self.closed_reason is not None:
                     break
                 while queue and not ws.paused:
-                    urgent = queue.urgent_waiting()
-                    if not urgent and pacer is not None:
-                        wait = pacer.delay(time.monotonic())
-                        if wait > 0:  # bulk's turn has not come: sleep, unless urgent arrives
-                            kick.clear()
-                            try:
-                                async with asyncio.timeout(wait):
-                                    await kick.wait()
-                            except TimeoutError:
-                                pass
-                            break
                     entry = queue.pop()
                     assert entry is not None
                     message, done = entry
@@ -244,8 +200,6 @@ class TunnelConnection:
                         done.set_exception(exc)
                         raise
                     done.set_result(None)
-                    if not urgent and pacer is not None:
-                        pacer.sent(len(message), time.monotonic())
         except (ConnectionClosed, OSError, TunnelClosed) as exc:
             self.closed_reason = self.closed_reason or f"tunnel write failed: {exc}"
         finally:
@@ -321,8 +275,6 @@ class TunnelConnection:
                         if self.debug and event.kind != MessageType.REMOVE_CONNECT:
                             self.log.debug("< ignored message %s for stream %d: %s", event.kind, event.connect_id, event.reason)
                     elif isinstance(event, WindowUpdate):
-                        if self._pacer is not None and self.is_bulk(event.connect_id) is not None:
-                            self._pacer.delivered(event.increment, time.monotonic())
                         self._wake(event.connect_id)
                         continue
                     elif isinstance(event, StreamRemoved):
@@ -356,8 +308,6 @@ class TunnelConnection:
             target = bdp.acknowledged(now, self.mux.waiting()) if not pong.cancelled() and pong.exception() is None else None
             if target is not None:
                 self.mux.window_target = target
-            if self._pacer is not None:
-                self._pacer.rtt_min = bdp.rtt_min
         if bdp.received(length, now):
             ws = self.ws
             payload = b"bdp%d" % bdp.samples

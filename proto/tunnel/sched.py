@@ -32,10 +32,6 @@ class SendQueue(Generic[T]):
     def __len__(self) -> int:
         return self._len
 
-    def urgent_waiting(self) -> bool:
-        """True when the next ``pop`` returns an urgent item."""
-        return bool(self._urgent)
-
     def push_urgent(self, item: T) -> None:
         self._urgent.append(item)
         self._len += 1
