@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import CertificateError
-from .files import load_certs
+from .files import Layout, load_certs
+from .inspect import sans
+from .site import LOOPBACK_SANS
 
 __all__ = ["BANDS", "InUse", "check_expiry", "cloud_in_use", "edge_in_use", "watch", "watch_cloud", "watch_edge"]
 
@@ -37,6 +39,8 @@ class InUse:
     role: str
     path: Path
     fix: str
+    keep_sans: bool = False
+    """A server certificate: the fix reissues it with the SANs it has now."""
 
 
 def _band(days_left: float) -> float | None:
@@ -67,13 +71,17 @@ def check_expiry(
         if band is None or (last is not None and last.get(item.path) == band):
             continue
         subject = cert.subject.rfc4514_string()
+        fix = item.fix
+        if item.keep_sans:
+            fix += "".join(f" --san {shlex.quote(n.split(':', 1)[1])}" for n in sans(cert)
+                           if n.split(":", 1)[1] not in LOOPBACK_SANS)
         if band == 0:
             log.error("x %s certificate %s (%s) EXPIRED on %s: peers refuse it; fix: %s",
-                      item.role, item.path, subject, end.isoformat(), item.fix)
+                      item.role, item.path, subject, end.isoformat(), fix)
         else:
             left = f"{days:.1f} days" if days >= 1 else f"{days * 24:.1f} hours"
             log.warning("! %s certificate %s (%s) expires in %s, on %s; fix: %s",
-                        item.role, item.path, subject, left, end.isoformat(), item.fix)
+                        item.role, item.path, subject, left, end.isoformat(), fix)
     return bands
 
 
@@ -93,18 +101,25 @@ def _q(*words: object) -> str:
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
+def _issue_fix(kind: str, cert: Path, key: Path) -> str:
+    """``streamcerts issue KIND --dir ROOT --force``, with --out-* only where KubeEdge's names differ."""
+    root = cert.parent.parent
+    lay = Layout(root)
+    default = (lay.server_cert, lay.server_key) if kind == "server" else (lay.stream_cert, lay.stream_key)
+    out = [] if (cert, key) == default else ["--out-cert", cert, "--out-key", key]
+    return _q("streamcerts", "issue", kind, "--dir", root, *out, "--force")
+
+
 def cloud_in_use(config: Any) -> list[InUse]:
     """A ``CloudConfig``'s four certificates (duck-typed: certs does not import cloudstream)."""
     tunnel, stream = Path(config.tls_tunnel_cert_file), Path(config.tls_stream_cert_file)
-    root = tunnel.parent.parent
     return [
         InUse("tunnel CA", Path(config.tls_tunnel_ca_file),
-              _q("streamcerts", "init", "--dir", root, "--only", "tunnel", "--force") + " and reissue what it signed"),
-        InUse("tunnel server", tunnel, _q("streamcerts", "issue", "server", "--dir", root, "--out-cert", tunnel,
-                                          "--out-key", config.tls_tunnel_private_key_file, "--san", "ADDRESS", "--force")),
+              _q("streamcerts", "init", "--dir", tunnel.parent.parent, "--only", "tunnel", "--force")
+              + " and reissue what it signed"),
+        InUse("tunnel server", tunnel, _issue_fix("server", tunnel, Path(config.tls_tunnel_private_key_file)), True),
         InUse("stream CA", Path(config.tls_stream_ca_file), "renew the cluster CA and copy it there"),
-        InUse("stream server", stream, _q("streamcerts", "issue", "stream", "--dir", stream.parent.parent, "--out-cert",
-                                          stream, "--out-key", config.tls_stream_private_key_file, "--force")),
+        InUse("stream server", stream, _issue_fix("stream", stream, Path(config.tls_stream_private_key_file)), True),
     ]
 
 

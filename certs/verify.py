@@ -54,7 +54,8 @@ def target(
     node_ip: str | None = None, advertise: tuple[str, ...] = (),
 ) -> Target:
     data: dict[str, Any] = load_yaml(config) if config is not None else {}
-    modules = data.get("modules") if isinstance(data.get("modules"), dict) else {}
+    raw = data.get("modules")
+    modules: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if side is None:
         if "cloudStream" in modules or "cloudHub" in modules:
             side = "cloud"
