@@ -166,7 +166,7 @@ def _issue(ns: argparse.Namespace) -> int:
     done = issue(ns.kind, ns.dir, node=ns.node, sans=sans, ips=ns.ip, key_type=ns.key_type, days=ns.days,
                  force=ns.force, ca_cert=ns.ca_cert, ca_key=ns.ca_key, out_cert=ns.out_cert, out_key=ns.out_key,
                  common_name=ns.cn)
-    print(f"{done.label:22} {done.cert}  (key {done.key})")
+    print(f"{done.label:22} {done.cert}  (key {done.key})" + (f"; {done.note}" if done.note else ""))
     return 0
 
 

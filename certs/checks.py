@@ -20,7 +20,7 @@ from .errors import CertificateError
 from .files import load_certs
 from .inspect import is_ca, issued_by, key_info, sans
 
-__all__ = ["WARN_DAYS", "Expect", "Finding", "check", "covers", "exit_code", "render_finding"]
+__all__ = ["WARN_DAYS", "Expect", "Finding", "check", "covers", "exit_code", "key_matches", "render_finding"]
 
 WARN_DAYS = 30
 """A certificate with fewer days left is reported (a warning, not a failure)."""
@@ -114,7 +114,7 @@ def _time(e: Expect, cert: x509.Certificate, now: dt.datetime, warn_days: float)
     return []
 
 
-def _key(e: Expect, cert: x509.Certificate) -> list[Finding]:
+def key_matches(e: Expect, cert: x509.Certificate) -> list[Finding]:
     if e.key is None:
         return []
     try:
@@ -194,7 +194,7 @@ def check(e: Expect, now: dt.datetime | None = None, warn_days: float = WARN_DAY
     if e.ca is None and not is_ca(cert):
         found.append(Finding("error", e.role, str(e.cert),
                              "is not a CA (no basicConstraints CA:TRUE): it cannot sign peers' certificates", e.fix))
-    found += _key(e, cert) + _chain(e, cert) + _identity(e, cert)
+    found += key_matches(e, cert) + _chain(e, cert) + _identity(e, cert)
     for address in e.names:
         if not covers(cert, address):
             found.append(Finding("error", e.role, str(e.cert),

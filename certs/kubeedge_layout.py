@@ -19,8 +19,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .checks import Expect, Finding, check
-from .files import Layout
+from .checks import Expect, Finding, check, key_matches
+from .errors import CertificateError
+from .files import Layout, load_cert
 from .verify import Target, cloud_expectations, edge_expectations
 
 __all__ = ["KUBE_PKI", "import_report", "next_steps"]
@@ -32,12 +33,16 @@ _CASECRET = (
 )
 
 
-def _key_present(role: str, path: Path, fix: str, purpose: str) -> Finding:
+def _key_present(role: str, path: Path, ca: Path, fix: str, purpose: str) -> Finding:
+    """A CA's key: optional (only ``issue`` needs it), but when present it must be the CA's."""
     if not path.exists():
         return Finding("warning", role, str(path), f"missing: needed only to {purpose}", fix)
-    if not path.is_file():
-        return Finding("error", role, str(path), "not a file", fix)
-    return Finding("ok", role, str(path), f"present (to {purpose})")
+    try:
+        cert = load_cert(ca)
+    except CertificateError:
+        return Finding("warning", role, str(path), f"present, but its CA {ca} is unreadable", fix)
+    mismatch = key_matches(Expect(role, ca, fix, key=path), cert)
+    return mismatch[0] if mismatch else Finding("ok", role, str(path), f"present, belongs to {ca}: lets you {purpose}")
 
 
 def import_report(src: Path, side: str = "cloud", kube_pki: Path = KUBE_PKI, node: str | None = None,
@@ -53,16 +58,16 @@ def import_report(src: Path, side: str = "cloud", kube_pki: Path = KUBE_PKI, nod
         return [f for e in edge_expectations(t) for f in check(e)]
     found = [f for e in cloud_expectations(Target("cloud", src, {}, src)) for f in check(e)]
     found.append(_key_present(
-        "tunnel CA key", lay.ca_key,
+        "tunnel CA key", lay.ca_key, lay.ca_cert,
         _CASECRET.format(field="cakeydata", conv="openssl pkey -inform DER", path=shlex.quote(str(lay.ca_key)))
         + " (cloudcore keeps it in that Secret)",
         "issue edge and server certificates (streamcerts issue server|edge)",
     ))
     stream_key = lay.stream_ca_key if lay.stream_ca_key.exists() else kube_pki / "ca.key"
     found.append(_key_present(
-        "stream CA key", stream_key,
+        "stream CA key", stream_key, lay.stream_ca,
         f"on the control-plane host it is {kube_pki / 'ca.key'}: pass --ca-key to streamcerts issue stream",
-        "issue the 10003 certificate (streamcerts issue stream --ca-key ...)",
+        f"issue the 10003 certificate (streamcerts issue stream --ca-key {stream_key})",
     ))
     client = lay.apiserver_client_cert if lay.apiserver_client_cert.exists() else kube_pki / "apiserver-kubelet-client.crt"
     client_key = client.with_suffix(".key")

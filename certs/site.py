@@ -3,6 +3,7 @@ KubeEdge's layout with KubeEdge's file names, atomically, never over an existing
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Issued:
     label: str
     cert: Path
     key: Path
+    note: str = ""
 
 
 def init_cas(
@@ -109,6 +111,14 @@ def issue(
             if path.exists():
                 raise CertificateError(f"{path} exists; --force replaces it")
     ca = _ca(Path(ca_cert or default_ca[0]), Path(ca_key or default_ca[1]))
+    # A leaf never outlives its CA: peers would refuse it from that day on anyway.
+    ca_days = (ca[0].not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+    note = ""
+    if ca_days <= 0:
+        raise CertificateError(f"the CA {ca_cert or default_ca[0]} has expired: renew it first")
+    if days > ca_days:
+        note = f"validity cut to {ca_days:.1f} days: the CA expires then"
+        days = ca_days - 1 / 86400
     if kind in ("server", "stream"):
         names = list(dict.fromkeys([*LOOPBACK_SANS, *sans]))
         pair = issue_server_cert(*ca, common_name or ("cloudstream" if tunnel else "cloudstream-stream"), names,
@@ -119,4 +129,4 @@ def issue(
         cn, orgs = API_CLIENT
         pair = issue_client_cert(*ca, common_name or cn, orgs, days, (), key_type)
     write_pem(cert_path, *pair, key_path, overwrite=force)
-    return Issued(label, cert_path, key_path)
+    return Issued(label, cert_path, key_path, note)

@@ -159,3 +159,13 @@ def test_inspect_text_and_json(site: Layout, capsys: pytest.CaptureFixture[str])
     junk = site.root / "junk.pem"
     junk.write_text("nothing")
     assert main(["inspect", str(junk)]) == 2
+
+
+def test_a_leaf_never_outlives_its_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", "--dir", str(tmp_path), "--days", "30"]) == 0
+    capsys.readouterr()
+    assert main(["issue", "edge", "n1", "--dir", str(tmp_path)]) == 0  # 365 days asked
+    assert "validity cut to 30.0 days: the CA expires then" in capsys.readouterr().out
+    lay = Layout(tmp_path)
+    assert load_cert(lay.edge_cert("n1")).not_valid_after_utc <= load_cert(lay.ca_cert).not_valid_after_utc
+    assert openssl("verify", "-CAfile", lay.ca_cert, lay.edge_cert("n1")).returncode == 0

@@ -256,3 +256,11 @@ def test_defaults_are_the_processes_defaults() -> None:
     e = EdgeConfig(node_name="n1")
     ca, edge = edge_expectations(Target("edge", Path("/etc/kubeedge"), node="n1"))[:2]
     assert (ca.cert, edge.cert, edge.key) == (e.tls_tunnel_ca_file, e.tls_tunnel_cert_file, e.tls_tunnel_private_key_file)
+
+
+def test_import_reports_a_ca_key_that_is_not_the_cas(site: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(site.stream_ca_key, site.ca_key)
+    assert main(["import", "--from", str(site.root), "--kube-pki", str(tmp_path / "none"), "--json"]) == 1
+    found = json.loads(capsys.readouterr().out)["findings"]
+    [f] = problems(found)
+    assert f["role"] == "tunnel CA key" and "does not match the certificate" in f["message"]
