@@ -80,16 +80,17 @@ def _site_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = sub.add_parser("inspect", help="subject, SANs, issuer, serial, validity, key, fingerprint, which CA")
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where to look for CAs (ca/*.crt; default {DEFAULT_DIR})")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text (default: text)")
     p = sub.add_parser("verify", help="check every certificate a config will load; exit 1 on an error")
-    p.add_argument("--config", type=Path, help="cloudcore.yaml or edgecore.yaml (paths, node name/IP, advertised addresses)")
-    p.add_argument("--dir", type=Path, help="a directory in KubeEdge's layout, as cloudstream/edgestream --pki-dir")
+    p.add_argument("--config", type=Path, help="cloudcore.yaml or edgecore.yaml: paths, node name/IP, advertised addresses "
+                   "(default: none, KubeEdge's default paths under /etc/kubeedge)")
+    p.add_argument("--dir", type=Path, help="a directory in KubeEdge's layout, as cloudstream/edgestream --pki-dir (default: none)")
     p.add_argument("--side", choices=["cloud", "edge"], help="default: from the config; with only --dir, both")
     p.add_argument("--node", help="edge: the node name (default: edgecore.yaml's, else the hostname)")
     p.add_argument("--node-ip", help="edge: the IP it announces (default: edgecore.yaml's modules.edged.nodeIP)")
     p.add_argument("--advertise", action="append", default=[], metavar="ADDR",
                    help="cloud: an address edges dial (default: cloudcore.yaml's cloudHub.advertiseAddress)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text (default: text)")
 
 
 def _lowlevel_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -112,8 +112,7 @@ def cloud_expectations(t: Target) -> list[Expect]:
 def edge_expectations(t: Target) -> list[Expect]:
     """edgestream's three files, its node name and announced IP, and (when the tunnel server's
     certificate is at hand, as in a whole ``--dir``) the address it dials."""
-    ok, settings = edgestream_settings(t.config) if t.config else (False, {})
-    del ok
+    settings = edgestream_settings(t.config)[1] if t.config else {}
     node = t.node or str(settings.get("node_name") or socket.gethostname())
     node_ip = t.node_ip or str(settings.get("node_ip") or "")
     d = Layout(KUBEEDGE_ROOT)
