@@ -264,3 +264,11 @@ def test_import_reports_a_ca_key_that_is_not_the_cas(site: Layout, tmp_path: Pat
     found = json.loads(capsys.readouterr().out)["findings"]
     [f] = problems(found)
     assert f["role"] == "tunnel CA key" and "does not match the certificate" in f["message"]
+
+
+def test_missing_ca(site: Layout, capsys: pytest.CaptureFixture[str]) -> None:
+    site.ca_cert.unlink()
+    code, found = verify(capsys, "--dir", str(site.root), "--side", "cloud")
+    assert code == 1
+    [f] = problems(found)  # reported once, on the CA itself, not again on every leaf it should sign
+    assert f["role"] == "tunnel CA" and f["message"] == "missing" and "--only tunnel" in f["fix"]
