@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,31 +15,72 @@ from cryptography.hazmat.primitives import serialization
 from ._x509 import PrivateKey
 from .errors import CertificateError
 
-__all__ = ["Layout", "load_cert", "load_key", "write_pem"]
+__all__ = ["Layout", "key_bytes", "load_cert", "load_certs", "load_key", "write_atomic", "write_pem"]
 
 
-def write_pem(path: Path, cert: x509.Certificate, key: PrivateKey | None = None, key_path: Path | None = None) -> None:
-    """Write ``cert`` to ``path`` (0644) and ``key`` to ``key_path`` (default: ``.key`` beside it, 0600)."""
+def write_atomic(path: Path, data: bytes, mode: int, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` so that no reader ever sees half a file, and never a key with
+    wider permissions: a temp file beside it (created ``mode``), fsync, rename over ``path``."""
     path = Path(path)
+    if not overwrite and path.exists():
+        raise CertificateError(f"{path} exists; --force replaces it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        os.chmod(path, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # mkstemp makes 0600; certificates are world-readable
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself durable (best effort)
+        dirfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+
+def key_bytes(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def write_pem(
+    path: Path, cert: x509.Certificate, key: PrivateKey | None = None, key_path: Path | None = None,
+    overwrite: bool = True,
+) -> None:
+    """Write ``cert`` to ``path`` (0644) and ``key`` to ``key_path`` (default: ``.key`` beside it,
+    0600), each atomically. ``overwrite=False`` refuses when either file exists (nothing written)."""
+    path = Path(path)
+    key_path = Path(key_path) if key_path is not None else path.with_suffix(".key")
+    if not overwrite:
+        for existing in (path, key_path) if key is not None else (path,):
+            if existing.exists():
+                raise CertificateError(f"{existing} exists; --force replaces it")
+    try:
+        write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     except OSError as exc:
         raise CertificateError(f"cannot write certificate {path}: {exc.strerror or exc}") from None
-    if key is None:
-        return
-    key_path = Path(key_path) if key_path is not None else path.with_suffix(".key")
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    if key is not None:
+        try:
+            write_atomic(key_path, key_bytes(key), 0o600)
+        except OSError as exc:
+            raise CertificateError(f"cannot write private key {key_path}: {exc.strerror or exc}") from None
+
+
+def load_certs(path: Path) -> list[x509.Certificate]:
+    """Every certificate of a PEM file (a CA bundle may hold several)."""
     try:
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        # Created 0600; fchmod before writing narrows an existing, wider file before the key lands in it.
-        fd = os.open(key_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(data)
+        certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
     except OSError as exc:
-        raise CertificateError(f"cannot write private key {key_path}: {exc.strerror or exc}") from None
+        raise CertificateError(f"cannot load certificate {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CertificateError(f"cannot load certificate {path}: {exc}") from None
+    return certs
 
 
 def load_cert(path: Path) -> x509.Certificate:

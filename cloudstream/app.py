@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from certs import server_context
+from certs.expiry import watch_cloud
 
 from .config import CloudConfig
 from .kubelet_api.server import KubeletApiServer
@@ -92,6 +93,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         config.tls_stream_cert_file, config.tls_stream_private_key_file, config.tls_stream_ca_file,
         require_client_cert=False, alpn=["http/1.1"],
     )
+    stop_expiry = watch_cloud(loop, config)  # warnings 30/7/1 days ahead, checked daily
     kubelet_api = KubeletApiServer(config, registry, stream_tls)
     tunnel = await start_tunnel_server(config, registry, tunnel_tls)
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
@@ -117,5 +119,6 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
                 await tunnel.wait_closed()
         except TimeoutError:
             logger.warning("! tunnels did not close within %.0f s", config.shutdown_timeout)
+        stop_expiry()
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 
+from certs.expiry import watch_edge
+
 from .backends import make_backend
 from .config import EdgeConfig
 from .node_endpoints import NodeEndpoints
@@ -38,9 +40,11 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
             pass
     backend = NodeEndpoints(make_backend(config), config)  # /healthz, /metrics, stream counts
     logger.info("edgestream node %s, backend %s, cloud %s", config.node_name, config.backend, config.server)
+    stop_expiry = watch_edge(loop, config)  # warnings 30/7/1 days ahead, checked daily
     try:
         await run_tunnel(config, backend, stop, on_session=backend.on_session, drain=drain)
     finally:
+        stop_expiry()
         await backend.close()
         for sig in installed:
             loop.remove_signal_handler(sig)

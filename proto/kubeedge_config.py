@@ -16,7 +16,7 @@ import yaml
 
 from .tunnel.errors import ConfigError
 
-__all__ = ["cloudstream_settings", "edgestream_settings", "load_yaml", "parse_duration"]
+__all__ = ["cloudhub_advertised", "cloudstream_settings", "edgestream_settings", "load_yaml", "parse_duration"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 
@@ -73,6 +73,17 @@ def cloudstream_settings(data: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         if cs.get(key) not in (None, ""):
             out[field] = Path(cs[key]) if field.startswith("tls_") else int(cs[key])
     return bool(cs.get("enable", False)), out
+
+
+def cloudhub_advertised(data: dict[str, Any]) -> list[str]:
+    """The addresses edges dial the cloud at: ``modules.cloudHub.advertiseAddress`` and
+    ``dnsNames`` (keadm writes both into cloudcore's server certificate as SANs)."""
+    hub = _section(data, "modules", "cloudHub")
+    out: list[str] = []
+    for key in ("advertiseAddress", "dnsNames"):
+        values = hub.get(key) or []
+        out += [str(v) for v in (values if isinstance(values, list) else [values]) if str(v).strip()]
+    return out
 
 
 def edgestream_settings(data: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
