@@ -15,7 +15,7 @@ from typing import Any
 
 from certs import client_context
 from certs._x509 import cert_ips
-from certs.checks import Expect, Finding, check
+from certs.checks import Finding, check
 from certs.errors import CertificateError
 from certs.files import load_cert
 from certs.verify import KUBEEDGE_ROOT, Target, edge_expectations
