@@ -54,7 +54,7 @@ def write_pair(cert_path: Path, key_path: Path, chain: list[x509.Certificate], k
     cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     try:
-        old_key = key_path.read_bytes()
+        old_key = key_path.read_bytes() if key_path.exists() else None
         staged_key = _write_new(key_path, key_pem, 0o600)
         staged_cert = _write_new(cert_path, cert_pem, 0o644)
     except OSError as exc:
@@ -70,7 +70,8 @@ def write_pair(cert_path: Path, key_path: Path, chain: list[x509.Certificate], k
     except OSError as exc:  # the key is already new: put the old one back
         _unlink(staged_cert)
         try:
-            os.replace(_write_new(key_path, old_key, 0o600), key_path)
+            if old_key is not None:
+                os.replace(_write_new(key_path, old_key, 0o600), key_path)
         except OSError:
             pass
         raise _write_error(exc, cert_path, key_path) from None
