@@ -85,21 +85,21 @@ class CertSigner:
         if wait is not None:
             return self._refuse(
                 node, "rate", RenewalStatus.RATE_LIMITED,
-                f"more than {self.max_per_window} renewal requests from node {node} within an hour: "
-                f"ask again in {wait} s", retry_after=wait,
+                f"more than {self.max_per_window} renewal requests within an hour: ask again in {wait} s",
+                retry_after=wait,
             )
         if current_der is None:
             return self._refuse(node, "no cert", RenewalStatus.UNAVAILABLE,
-                                f"the tunnel of node {node} presented no certificate to renew")
+                                "the tunnel presented no certificate to renew")
         try:
             current = x509.load_der_x509_certificate(current_der)
             csr = vet_csr(csr_der, node, current)
             cert = sign_csr(self.ca_cert, self.ca_key, csr, current, self.max_validity)
         except CsrRefused as exc:
             status = RenewalStatus.BAD_REQUEST if exc.bad_request else RenewalStatus.REFUSED
-            return self._refuse(node, exc.kind, status, f"node {node}: {exc}")
+            return self._refuse(node, exc.kind, status, str(exc))
         except (CertificateError, ValueError, TypeError) as exc:
-            return self._refuse(node, "signing", RenewalStatus.UNAVAILABLE, f"node {node}: signing failed: {exc}")
+            return self._refuse(node, "signing", RenewalStatus.UNAVAILABLE, f"signing failed: {exc}")
         self.signed += 1
         logger.info(
             "= signed a renewed certificate for node %s: serial %s, valid until %s (replaces serial %s)",
@@ -109,6 +109,7 @@ class CertSigner:
 
     def _refuse(self, node: str, kind: str, status: RenewalStatus, reason: str, retry_after: int = 0) -> RenewalAnswer:
         self.refused += 1
+        reason = f"node {node}: {reason}"
         self.refusals.event((node, kind), "! refused to renew a certificate: %s", reason)
         return RenewalAnswer(status, reason=reason, retry_after=retry_after)
 

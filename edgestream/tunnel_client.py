@@ -134,7 +134,7 @@ async def run_tunnel(
             await asyncio.gather(renewer, return_exceptions=True)
             if on_session is not None:
                 on_session(None)
-        logger.warning("x tunnel to %s ended: %s", config.server, session.closed_reason)
+        (logger.info if renewed else logger.warning)("x tunnel to %s ended: %s", config.server, session.closed_reason)
         if time.monotonic() - began > _STABLE_AFTER:
             delays = _delays(config)
             failures = 0
