@@ -157,15 +157,16 @@ def vet_csr(csr_der: bytes, node: str, current: x509.Certificate) -> x509.Certif
     if _spki(public) == _spki(current.public_key()):
         raise CsrRefused("key reuse", "the CSR reuses the current key: generate a new key for each renewal")
     current_cn = _common_name(current.subject)
+    if current_cn not in (node, f"system:node:{node}"):
+        raise CsrRefused(
+            "cn", f"the tunnel's certificate CN={current_cn!r} does not name node {node!r} (accepted with "
+            f"--no-verify-node-identity): issue this node a certificate with CN={node!r} by hand "
+            f"(streamcerts client --cn {node})",
+        )
     cn = _common_name(csr.subject)
     if cn is None or cn not in (node, f"system:node:{node}"):
         raise CsrRefused(
             "cn", f"the CSR asks for CN={cn!r} but this tunnel is node {node!r}: a renewal keeps the node's name"
-        )
-    if current_cn not in (node, f"system:node:{node}"):
-        raise CsrRefused(
-            "cn", f"the tunnel's certificate CN={current_cn!r} does not name node {node!r} (accepted with "
-            f"--no-verify-node-identity): issue this node a certificate with CN={node!r} by hand",
         )
     if csr.subject != current.subject:
         raise CsrRefused(

@@ -201,3 +201,26 @@ async def test_a_cloud_without_the_ca_key_is_never_asked(fleet: Fleet) -> None:
     assert len(notices) == 1 and f"{cert_path}" in notices[0], notices  # once, naming the file
     assert not any("renewed the tunnel certificate" in line for line in edge.lines)
     assert load_cert(cert_path).serial_number == int(serial, 16)
+
+
+@pytest.mark.cloud_args("--tunnel-ca-key-file", "{pki}/ca/rootCA.key", "--no-verify-node-identity")
+async def test_an_edge_whose_renewal_is_refused_keeps_its_certificate(fleet: Fleet) -> None:
+    """An old keadm-style certificate whose CN is not the node name (let in by
+    --no-verify-node-identity) is never renewed into a node certificate: the cloud refuses
+    with the reason and the fix, the edge logs it and keeps its pair."""
+    node, ip = "legacy", "127.0.1.11"
+    layout = fleet.layout
+    cert, key = issue_edge_cert(load_cert(layout.ca_cert), load_key(layout.ca_key), "kubeedge-edge", (ip,), lifetime=120)
+    write_pem(layout.edge_cert(node), cert, key, layout.edge_key(node))
+    before = layout.edge_cert(node).read_bytes(), layout.edge_key(node).read_bytes()
+    since = len(fleet.cloud.lines)
+    edge = await fleet.edge(node, "--node-ip", ip, "--renew-at", "0.05", "--renew-min-left", "0")
+    refused = await edge.wait_for_line(r"the cloud refused to renew the tunnel certificate \(refused\): (.*)", timeout=30)
+    assert "CN='kubeedge-edge' does not name node 'legacy'" in refused.group(1)
+    assert "streamcerts client --cn legacy" in refused.group(1) and "the current certificate is kept" in refused.group(1)
+    assert fleet.log_lines(r"refused to renew a certificate: node legacy: the tunnel's certificate CN='kubeedge-edge'", since)
+    assert (layout.edge_cert(node).read_bytes(), layout.edge_key(node).read_bytes()) == before
+    assert not fleet.log_lines(r"signed a renewed certificate", since)
+    tls = apiserver_tls(layout)  # the node still serves, on its old certificate
+    async with kubelet_request(fleet.stream_port, "/containerLogs/default/demo/app?tailLines=1", host=node, tls=tls) as r:
+        assert r.status == 200 and await r.body()
