@@ -155,7 +155,7 @@ class CertRenewal:
             async with asyncio.timeout(_ANSWER_TIMEOUT):
                 answer = await answered
         except (TimeoutError, TunnelError) as exc:
-            reason = f"no answer within {_ANSWER_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError) else str(exc)
+            reason = f"no answer within {_ANSWER_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc)
             logger.warning("! certificate renewal failed (%s); the current certificate is kept, retrying in %.0f s",
                            reason, retry)
             return retry
