@@ -236,3 +236,19 @@ def test_csr_subject_is_the_current_one(current) -> None:  # type: ignore[no-unt
     csr = x509.load_der_x509_csr(_csr(cert.subject))
     assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == NODE
     assert csr.is_signature_valid
+
+
+def test_an_rsa_ca_signs_too() -> None:
+    """keadm-era CAs may be RSA: the signer signs with whatever key the CA has."""
+    key = rsa.generate_private_key(65537, 2048)
+    subject = name("KubeEdge")
+    now = dt.datetime.now(dt.UTC)
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + YEAR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256())
+    )
+    current, _ = issue_edge_cert(ca_cert, key, NODE, IPS)  # type: ignore[arg-type]
+    edge_key = new_key()
+    new = sign_csr(ca_cert, key, vet_csr(make_csr(edge_key, current.subject, IPS), NODE, current), current, YEAR)  # type: ignore[arg-type]
+    assert check_issued(new.public_bytes(serialization.Encoding.PEM), edge_key, current, IPS, [ca_cert])[0] == new
