@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from certs import server_context
 from certs.expiry import watch_cloud
 
+from .cert_signer import CertSigner
 from .config import CloudConfig
 from .kubelet_api.server import KubeletApiServer
 from .listener import Listener
@@ -95,7 +96,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     )
     stop_expiry = watch_cloud(loop, config)  # warnings 30/7/1 days ahead, checked daily
     kubelet_api = KubeletApiServer(config, registry, stream_tls)
-    tunnel = await start_tunnel_server(config, registry, tunnel_tls)
+    tunnel = await start_tunnel_server(config, registry, tunnel_tls, signer=CertSigner.from_config(config))
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
     try:
         api = await kubelet_api.start()

@@ -119,8 +119,18 @@ class CloudConfig:
     max_request_body: int = 1 * MiB
     """The largest Content-Length we read (and drop) on a logs/metrics request; 413 above."""
 
+    # --- edge certificate renewal over the tunnel (cloudstream/cert_signer.py) ---
+    tunnel_ca_key_file: Path | None = field(default=None, repr=False)
+    """The tunnel CA's key (keadm: /etc/kubeedge/ca/rootCA.key); None: renewal off."""
+    renew_max_days: float = 365.0
+    """Longest validity of a renewed edge certificate, days (else the old one's lifetime)."""
+    renew_max_per_hour: int = 6
+    """Renewal requests one node may make per sliding hour (refused ones count too)."""
+
     def __post_init__(self) -> None:
         _check_http_limits(self)
+        if self.renew_max_days <= 0 or self.renew_max_per_hour < 1:
+            raise ConfigError("renew_max_days must be positive and renew_max_per_hour at least 1")
         for name in ("tunnel_port", "stream_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -167,6 +177,10 @@ class CloudConfig:
         budget = {"tunnel_max_violations": ns.tunnel_max_violations, "tunnel_violation_window": ns.tunnel_violation_window}
         settings.update({k: v for k, v in budget.items() if v is not None})
         settings.update({k: getattr(ns, k) for k in _HYGIENE_FIELDS if getattr(ns, k, None) is not None})
+        # --- edge certificate renewal ---
+        if getattr(ns, "tunnel_ca_key_file", None):
+            settings["tunnel_ca_key_file"] = Path(ns.tunnel_ca_key_file)
+        settings.update({k: getattr(ns, k) for k in ("renew_max_days", "renew_max_per_hour") if getattr(ns, k, None) is not None})
         return cls(
             verify_node_identity=not ns.no_verify_node_identity,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
@@ -227,6 +241,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept an edge certificate whose CN differs from its node name (old keadm certs)",
     )
+    # --- edge certificate renewal over the tunnel ---
+    parser.add_argument(
+        "--tunnel-ca-key-file", metavar="PATH",
+        help="the tunnel CA's private key (keadm: /etc/kubeedge/ca/rootCA.key): sign renewed edge certificates "
+        "over the tunnel (default: empty, renewal off)",
+    )
+    parser.add_argument("--renew-max-days", type=float, metavar="DAYS",
+                        help="longest validity of a renewed edge certificate (365; else the old one's lifetime)")
+    parser.add_argument("--renew-max-per-hour", type=int, metavar="N",
+                        help="renewal requests per node per hour, refused ones included (6)")
     # --- misbehaviour budget of a tunnel ---
     parser.add_argument(
         "--tunnel-max-violations", type=int, metavar="N",

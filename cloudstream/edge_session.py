@@ -28,6 +28,7 @@ from proto.tunnel import (
     FrameBuffer,
     MessageType,
     Mux,
+    RenewalRequested,
     Role,
     StatusReceived,
     StreamClosed,
@@ -35,6 +36,7 @@ from proto.tunnel import (
     TunnelClosed,
 )
 
+from .cert_signer import CertSigner
 from .config import CloudConfig
 
 __all__ = ["CloudStream", "EdgeSession", "IPClaim"]
@@ -136,9 +138,12 @@ class EdgeSession(TunnelConnection):
         next_id: Any,
         ip_claim: IPClaim | None = None,
         warnings: RateLimitedLog | None = None,
+        signer: CertSigner | None = None,
+        peer_cert: bytes | None = None,
     ) -> None:
         """``ip_claim``: how the IP was learnt (default: announced, unproven); ``warnings``:
-        the rate limiter the tunnel server shares across sessions."""
+        the rate limiter the tunnel server shares across sessions; ``signer``: answers
+        renewal requests (``renew`` negotiated) for ``peer_cert``, the tunnel's certificate."""
         mux = Mux(
             Role.CLOUD,
             features=features,
@@ -161,6 +166,8 @@ class EdgeSession(TunnelConnection):
         self.streams: dict[int, CloudStream] = {}
         self.connected_at = time.time()
         self.done = asyncio.Event()
+        self.signer = signer
+        self.peer_cert = peer_cert
 
     def __repr__(self) -> str:
         return f"<EdgeSession {self.node} {self.internal_ip} streams={len(self.streams)}>"
@@ -224,6 +231,13 @@ class EdgeSession(TunnelConnection):
                 stream = self.streams.get(cid)
                 if stream is not None:
                     stream._resolve_status(code, message)
+            case RenewalRequested(request_id=rid, csr_der=csr) if self.signer is not None:
+                # Signing takes well under a millisecond (ECDSA) and is rate-limited per node: inline.
+                answer = self.signer.answer(self.node, self.peer_cert, csr)
+                try:
+                    await self.send(self.mux.renewal_answer(rid, answer))
+                except TunnelClosed:
+                    pass
             case _:
                 pass
 

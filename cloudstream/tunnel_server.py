@@ -28,6 +28,7 @@ from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
 
+from .cert_signer import CertSigner, describe_certificate
 from .config import CloudConfig
 from .edge_session import EdgeSession, IPClaim
 from .listener import Limits, Listener, Slot
@@ -139,8 +140,11 @@ async def start_tunnel_server(
     registry: SessionRegistry,
     ssl_context: ssl.SSLContext,
     on_session: Callable[[EdgeSession], None] | None = None,
+    signer: CertSigner | None = None,
 ) -> Server:
-    """Start listening; the returned Server is closed by the caller (app.serve)."""
+    """Start listening; the returned Server is closed by the caller (app.serve). With a
+    ``signer`` the ``renew`` feature is offered (edge certificate renewal)."""
+    supported = SUPPORTED_FEATURES | ({Feature.RENEW} if signer is not None else set())
     Budget(max_violations=config.tunnel_max_violations, window=config.tunnel_violation_window)  # fail at start
     refuse = _Refusals()
     # websockets logs every connection and every rejection at INFO, without the reason: a peer
@@ -156,7 +160,7 @@ async def start_tunnel_server(
         refusal = _check_request(config, registry, refuse, connection, request)
         if refusal is None:
             offered = parse_features(request.headers.get(FEATURES_HEADER))
-            connection.kes_features = negotiate(offered, SUPPORTED_FEATURES)  # type: ignore[attr-defined]
+            connection.kes_features = negotiate(offered, supported)  # type: ignore[attr-defined]
         return refusal
 
     def process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
@@ -179,9 +183,11 @@ async def start_tunnel_server(
         connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
         keepalive = shared_keepalive()  # one timer for every tunnel instead of a task each
         tune_tunnel_socket(connection.transport.get_extra_info("socket"))
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         session = EdgeSession(
             connection, node=node, internal_ip=ip, features=features, config=config, next_id=registry.next_id,
-            ip_claim=claim, warnings=warnings,
+            ip_claim=claim, warnings=warnings, signer=signer if Feature.RENEW in features else None, peer_cert=peer_der,
         )
         try:
             old = registry.register(session)
@@ -193,7 +199,8 @@ async def start_tunnel_server(
             logger.warning("= node %s dialled again from %s; the previous tunnel is replaced", node, ip)
             await old.close(f"replaced by a new tunnel from node {node} ({ip})")
         logger.info(
-            "= tunnel up: node %s (%s), features [%s]", node, ip, format_features(features) or "none: KubeEdge mode"
+            "= tunnel up: node %s (%s), features [%s]%s", node, ip, format_features(features) or "none: KubeEdge mode",
+            describe_certificate(peer_der),
         )
         if on_session is not None:
             on_session(session)

@@ -72,6 +72,13 @@ class EdgeConfig:
     drain_timeout: float = 10 * SECONDS
     stall_timeout: float = 10 * SECONDS
     """How long the tunnel reader waits for one stream's backend before ending that stream."""
+    cert_renewal: bool = True
+    """Offer ``renew``: ask a cloudstream that holds the tunnel CA key for a new certificate
+    when the current one nears expiry (edgestream/cert_renewal.py)."""
+    renew_fraction: float = 2 / 3
+    """Renew once this fraction of the certificate's lifetime has passed ..."""
+    renew_min_left: float = 24 * 3600 * SECONDS
+    """... or when fewer seconds than this remain (never before half the lifetime)."""
 
     def __post_init__(self) -> None:
         host, sep, port = self.server.rpartition(":")
@@ -81,6 +88,8 @@ class EdgeConfig:
             raise ConfigError("the node name is empty")
         if self.backend not in ("cri", "emulator", "kubelet"):
             raise ConfigError(f"unknown backend {self.backend!r}: use cri, emulator or kubelet")
+        if not 0 < self.renew_fraction < 1 or self.renew_min_left < 0:
+            raise ConfigError(f"--renew-at {self.renew_fraction} must be between 0 and 1, --renew-min-left >= 0")
 
     @property
     def url(self) -> str:
@@ -119,6 +128,10 @@ class EdgeConfig:
                 settings[key] = Path(getattr(ns, key))
         if ns.insecure_skip_verify:
             settings["verify_server"] = False
+        if getattr(ns, "no_cert_renewal", False):
+            settings["cert_renewal"] = False
+        renew = {"renew_fraction": getattr(ns, "renew_at", None), "renew_min_left": getattr(ns, "renew_min_left", None)}
+        settings.update({k: v for k, v in renew.items() if v is not None})
         pods = tuple(_parse_pod(p) for p in (ns.emulate or ["default/demo/app"]))
         settings["emulator"] = EmulatorConfig(
             pods=pods, log_rate=ns.emulate_log_rate, history=ns.emulate_history, line_size=ns.emulate_line_size
@@ -150,6 +163,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-timeout", type=float, help="seconds running streams get after the first SIGTERM (10)")
     parser.add_argument("--cri-timeout", type=float, help="seconds per CRI call (default: edgecore.yaml, else 10)")
     parser.add_argument("--cri-endpoint", help="containerd's CRI socket (default: edgecore.yaml, else containerd's)")
+    parser.add_argument("--no-cert-renewal", action="store_true",
+                        help="never ask the cloud for a renewed tunnel certificate (default: ask when due)")
+    parser.add_argument("--renew-at", type=float, metavar="FRACTION",
+                        help="renew the tunnel certificate after this fraction of its lifetime (0.667)")
+    parser.add_argument("--renew-min-left", type=float, metavar="SECONDS",
+                        help="... or when fewer seconds remain, but not before half its lifetime (86400)")
     parser.add_argument("--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat)")
     parser.add_argument("--emulate-log-rate", type=float, default=10.0, help="lines per second; 0 = unlimited")
     parser.add_argument("--emulate-history", type=int, default=100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection
 
@@ -18,6 +19,8 @@ from proto.tunnel import (
     MessageIgnored,
     MessageType,
     Mux,
+    RenewalAnswer,
+    RenewalAnswered,
     Role,
     StreamOpened,
     StreamRemoved,
@@ -58,6 +61,8 @@ class AgentSession(TunnelConnection):
         self.idle.set()
         self.removes_repeated = 0
         """REMOVE_CONNECTs for streams already closed (a Go cloud repeats them until it sees ours)."""
+        self.on_renewal_answer: Callable[[int, RenewalAnswer], None] | None = None
+        """Set by the certificate renewal (``cert_renewal``) while it waits for an answer."""
 
     async def run(self) -> None:
         """Serve until the tunnel ends; then cancel every stream task and wait for them."""
@@ -115,6 +120,9 @@ class AgentSession(TunnelConnection):
                         task.cancel()
                 if answer is not None:
                     await self._send_quietly(answer)
+            case RenewalAnswered(request_id=rid, answer=answer):
+                if self.on_renewal_answer is not None:
+                    self.on_renewal_answer(rid, answer)
             case MessageIgnored(kind=MessageType.REMOVE_CONNECT):
                 self.removes_repeated += 1  # a Go cloud's repeats: counted, never logged one by one
             case CloseRequested(reason=reason):

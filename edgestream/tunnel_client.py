@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from certs import client_context
 from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
 
 from .backends.base import Backend
+from .cert_renewal import CertRenewal, tls_context
 from .config import EdgeConfig
 from .session import AgentSession
 
@@ -66,20 +66,19 @@ async def run_tunnel(
 ) -> None:
     """Keep one tunnel up until ``stop`` is set. When ``drain`` is set first, refuse new
     streams and let running ones finish (up to ``drain_timeout``), then stop."""
-    tls = client_context(
-        config.tls_tunnel_ca_file, config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file,
-        verify=config.verify_server,
-    )
+    tls = tls_context(config)
+    renewal = CertRenewal(config)
     headers = {
         "SessionHostNameOverride": config.node_name,
         "SessionInternalIP": config.node_ip,
-        FEATURES_HEADER: format_features(SUPPORTED_FEATURES),
+        FEATURES_HEADER: format_features(SUPPORTED_FEATURES | renewal.offer),
     }
     delays = _delays(config)
     failures = 0
     while not stop.is_set():
         if drain is not None and drain.is_set():
             return  # draining with no tunnel: nothing runs, so we are done
+        tls = tls_context(config, tls)  # the files as they are now: a renewed pair from here on
         try:
             ws = await connect(
                 config.url,
@@ -119,21 +118,27 @@ async def run_tunnel(
         began = time.monotonic()
         runner = asyncio.create_task(session.run())
         stopper = asyncio.create_task(_drained_or_stopped(session, config, stop, drain))
+        renewer = asyncio.create_task(renewal.watch(session))  # True: a renewed pair, no stream running
+        renewed = False
         try:
-            await asyncio.wait((runner, stopper), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((runner, stopper, renewer), return_when=asyncio.FIRST_COMPLETED)
         finally:
             keepalive.discard(ws)
             stopper.cancel()
+            renewer.cancel()
+            renewed = renewer.done() and not renewer.cancelled() and renewer.exception() is None and renewer.result()
             if not runner.done():
-                await ws.close(1001, "edge shutting down")
+                await (ws.close(1000, "edge certificate renewed: redialling") if renewed
+                       else ws.close(1001, "edge shutting down"))
                 await runner
+            await asyncio.gather(renewer, return_exceptions=True)
             if on_session is not None:
                 on_session(None)
-        logger.warning("x tunnel to %s ended: %s", config.server, session.closed_reason)
+        (logger.info if renewed else logger.warning)("x tunnel to %s ended: %s", config.server, session.closed_reason)
         if time.monotonic() - began > _STABLE_AFTER:
             delays = _delays(config)
             failures = 0
-        if not stop.is_set():
+        if not stop.is_set() and not renewed:
             await _sleep_or_stop(next(delays), stop, drain)
 
 

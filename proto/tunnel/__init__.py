@@ -27,6 +27,8 @@ from .events import (
     Event,
     MessageIgnored,
     ProtocolViolation,
+    RenewalAnswered,
+    RenewalRequested,
     StatusReceived,
     StreamOpened,
     StreamRemoved,
@@ -35,6 +37,7 @@ from .events import (
 from .features import FEATURES_HEADER, FLOW_WINDOW, Feature, format_features, negotiate, parse_features
 from .messages import GO_MAX_DATA, HEADROOM, FrameBuffer, Message, MessageType, decode, encode, encode_header
 from .mux import Mux, Role, Stream, StreamState
+from .renewal import RenewalAnswer, RenewalStatus
 
 __all__ = [
     "Budget",
@@ -65,6 +68,10 @@ __all__ = [
     "NotRunning",
     "ProtocolError",
     "ProtocolViolation",
+    "RenewalAnswer",
+    "RenewalAnswered",
+    "RenewalRequested",
+    "RenewalStatus",
     "Role",
     "SessionStateError",
     "StatusReceived",

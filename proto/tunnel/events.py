@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .connect import ConnectRequest
 from .errors import ProtocolError
 from .messages import MessageType
+from .renewal import RenewalAnswer
 
 __all__ = [
     "CloseRequested",
@@ -14,6 +15,8 @@ __all__ = [
     "Event",
     "MessageIgnored",
     "ProtocolViolation",
+    "RenewalAnswered",
+    "RenewalRequested",
     "StatusReceived",
     "StreamOpened",
     "StreamRemoved",
@@ -62,6 +65,22 @@ class WindowUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalRequested:
+    """Cloud: the edge asks for a renewed tunnel certificate (``renew`` feature)."""
+
+    request_id: int
+    csr_der: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalAnswered:
+    """Edge: the cloud's answer to renewal request ``request_id`` (``renew`` feature)."""
+
+    request_id: int
+    answer: RenewalAnswer
+
+
+@dataclass(frozen=True, slots=True)
 class CloseRequested:
     """The peer asked to end the whole tunnel (CLOSE_CONNECT)."""
 
@@ -91,6 +110,8 @@ Event = (
     | StreamRemoved
     | StatusReceived
     | WindowUpdate
+    | RenewalRequested
+    | RenewalAnswered
     | CloseRequested
     | MessageIgnored
     | ProtocolViolation

@@ -23,6 +23,10 @@ class Feature(enum.Enum):
     """PORTFORWARD_CONNECT (type 7) streams."""
     FLOW = "flow"
     """Per-stream credit windows (WINDOW messages): a slow reader holds back its own stream only."""
+    RENEW = "renew"
+    """Edge certificate renewal over the tunnel (RENEW_REQUEST/RENEW_ANSWER, ``renewal.py``): the
+    edge offers it when it may rewrite its certificate files, the cloud accepts it only when it
+    holds the tunnel CA's key."""
 
 
 FLOW_WINDOW = 256 * 1024

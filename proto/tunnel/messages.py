@@ -58,6 +58,10 @@ class MessageType(enum.IntEnum):
     """Edge -> cloud, first message of a logs/metrics stream: JSON {code, message}."""
     WINDOW = 65
     """Either way: uvarint(bytes) more credit for the stream (the ``flow`` feature)."""
+    RENEW_REQUEST = 66
+    """Edge -> cloud: a CSR for a renewed tunnel certificate (the ``renew`` feature, ``renewal.py``)."""
+    RENEW_ANSWER = 67
+    """Cloud -> edge: the signed chain or the reason for a refusal (``renew``)."""
 
     @property
     def is_connect(self) -> bool:

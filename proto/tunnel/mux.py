@@ -30,8 +30,11 @@ stream grows only while somebody reads it, up to ``stream_window_max``, and all 
 tunnel together stays within ``window_budget``: N stalled streams pin at most
 N x FLOW_WINDOW + window_budget. A closed stream gives its growth back.
 
+Certificate renewal (negotiated ``renew``): RENEW_REQUEST/RENEW_ANSWER carry no stream state;
+they become ``RenewalRequested`` / ``RenewalAnswered`` events on the side they go to.
+
 Inputs: ``receive_message``. Commands: ``open_stream``, ``data_header``, ``consumed``,
-``close_stream``, ``status``. Output: ``events_received`` (drained on each call); commands
+``close_stream``, ``status``, ``renewal_request``, ``renewal_answer``. Output: ``events_received`` (drained on each call); commands
 return the bytes to send, so the caller keeps the order of control and data messages.
 Per-stream state (``Stream``) is where credits and priorities live.
 """
@@ -51,6 +54,8 @@ from .events import (
     Event,
     MessageIgnored,
     ProtocolViolation,
+    RenewalAnswered,
+    RenewalRequested,
     StatusReceived,
     StreamOpened,
     StreamRemoved,
@@ -58,6 +63,7 @@ from .events import (
 )
 from .features import FLOW_WINDOW, Feature
 from .messages import GO_MAX_DATA, MessageType, decode, encode, encode_header
+from .renewal import RenewalAnswer, decode_answer, decode_request, encode_answer, encode_request
 from .varint import encode_uvarint, read_uvarint
 
 __all__ = ["Mux", "Role", "Stream", "StreamState"]
@@ -66,6 +72,10 @@ __all__ = ["Mux", "Role", "Stream", "StreamState"]
 class Role(enum.Enum):
     CLOUD = "cloud"
     EDGE = "edge"
+
+
+_RENEWAL_KINDS = {MessageType.RENEW_REQUEST: Role.CLOUD, MessageType.RENEW_ANSWER: Role.EDGE}
+"""Renewal messages (``renew`` feature, ``renewal.py``) and the side that receives each."""
 
 
 class StreamState(enum.Enum):
@@ -155,6 +165,8 @@ class Mux:
             self._status(cid, payload)
         elif kind == MessageType.WINDOW and Feature.FLOW in self.features:
             self._window(cid, payload)
+        elif kind in _RENEWAL_KINDS and Feature.RENEW in self.features:
+            self._renewal(cid, kind, payload)
         elif isinstance(kind, MessageType) and kind.is_connect:
             self._peer_connect(cid, kind, payload)
         else:
@@ -215,6 +227,19 @@ class Mux:
             return
         stream.send_credit += increment
         self._events.append(WindowUpdate(cid, increment))
+
+    def _renewal(self, cid: int, kind: MessageType, payload: memoryview | bytes) -> None:
+        """RENEW_REQUEST (cloud side) or RENEW_ANSWER (edge side); the other direction is ignored."""
+        if _RENEWAL_KINDS[kind] is not self.role:
+            self._events.append(MessageIgnored(cid, kind, f"{kind.name} goes to the {_RENEWAL_KINDS[kind].value} only"))
+            return
+        try:
+            if kind == MessageType.RENEW_REQUEST:
+                self._events.append(RenewalRequested(cid, decode_request(payload)))
+            else:
+                self._events.append(RenewalAnswered(cid, decode_answer(payload)))
+        except FrameError as exc:
+            self._events.append(ProtocolViolation(exc))
 
     def _new_stream(self, cid: int, kind: MessageType) -> Stream:
         stream = Stream(cid, kind)
@@ -328,6 +353,18 @@ class Mux:
         else:
             stream.state = StreamState.LOCAL_CLOSED
         return encode(cid, MessageType.REMOVE_CONNECT)
+
+    def renewal_request(self, request_id: int, csr_der: bytes) -> bytes:
+        """Edge: the RENEW_REQUEST message for a CSR (``renew`` must have been negotiated)."""
+        if self.role is not Role.EDGE or Feature.RENEW not in self.features:
+            raise ProtocolError("certificate renewal was not negotiated with this cloud", remote=False)
+        return encode(request_id, MessageType.RENEW_REQUEST, encode_request(csr_der))
+
+    def renewal_answer(self, request_id: int, answer: RenewalAnswer) -> bytes:
+        """Cloud: the RENEW_ANSWER message to request ``request_id``."""
+        if self.role is not Role.CLOUD or Feature.RENEW not in self.features:
+            raise ProtocolError("certificate renewal was not negotiated with this edge", remote=False)
+        return encode(request_id, MessageType.RENEW_ANSWER, encode_answer(answer))
 
     def forget(self, cid: int) -> None:
         """Drop a stream's state without sending anything (the tunnel is gone)."""

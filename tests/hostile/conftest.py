@@ -137,7 +137,7 @@ async def fleet(hostile_pki: Layout, request: pytest.FixtureRequest) -> AsyncIte
     """cloudstream (extra flags from ``@pytest.mark.cloud_args(...)``) with the bystander edge
     and its healthy ``logs -f`` running."""
     marker = request.node.get_closest_marker("cloud_args")
-    extra = tuple(marker.args) if marker else ()
+    extra = tuple(str(a).replace("{pki}", str(hostile_pki.root)) for a in marker.args) if marker else ()
     cloud, stream_port, tunnel_port = await start_cloud(hostile_pki, *extra)
     fleet = Fleet(hostile_pki, cloud, stream_port, tunnel_port, HealthyFollow())
     try:
@@ -168,5 +168,7 @@ async def fleet(hostile_pki: Layout, request: pytest.FixtureRequest) -> AsyncIte
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "cloud_args(*flags): extra cloudstream flags for the fleet fixture")
+    config.addinivalue_line(
+        "markers", "cloud_args(*flags): extra cloudstream flags for the fleet fixture ({pki}: the lab's directory)"
+    )
     config.addinivalue_line("markers", "hostile: attacks real processes and checks nothing leaked")
