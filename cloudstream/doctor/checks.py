@@ -334,6 +334,11 @@ class CloudDoctor:
         if got.status == 200:
             shown = body.splitlines()[0][:80] if body else ""
             return Check(name, PASS, f"{what}: 200 {shown!r} in {ms:.0f} ms")
+        if got.status == 0 and got.tls is not None and got.tls.stage == "client certificate":
+            return Check(name, FAIL, f"{what}: cloudstream refused the API-server client certificate "
+                                     f"({got.tls.kind}: {got.tls.detail}); it must be signed by {c.tls_stream_ca_file}",
+                         shlex.join(["streamcerts", "issue", "apiserver-client", "--dir", str(self.pki_root)])
+                         + " (or point --apiserver-cert at the API server's --kubelet-client-certificate)")
         if got.status == 0:
             return Check(name, FAIL, f"{what}: {got.error}", "see the port and cert lines above")
         fixes = {
