@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--apiserver-key", metavar="PATH", help="its key (default: the certificate's path with .key)")
     if "--kubelet-port" not in p._option_string_actions:  # the iptables manager may have added it already
         d.add_argument("--kubelet-port", type=int, metavar="PORT",
-                       help="the port the API server dials on a node, for the DNAT check (10250)")
+                       help="the port the API server dials on a node, for the DNAT check (default 10250)")
     return p
 
 
