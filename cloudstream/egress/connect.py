@@ -116,9 +116,11 @@ class ConnectHeadReader:
         if self.target is not None:
             self.early += data
             return self.target
+        if not data:
+            raise EOFError("closed before a complete CONNECT head")
         if self._conn is None:
             self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-        self.started = self.started or bool(data)
+        self.started = True
         conn = self._conn
         try:
             conn.receive_data(data)
@@ -127,8 +129,6 @@ class ConnectHeadReader:
             status = exc.error_status_hint
             raise ConnectRefused(status, "bad CONNECT head", f"malformed CONNECT head: {exc}", "malformed") from None
         if event is h11.NEED_DATA:
-            if not data:
-                raise EOFError("closed before a complete CONNECT head")
             return None
         if not isinstance(event, h11.Request):  # pragma: no cover - a server's first event is a Request
             raise ConnectRefused(400, "bad CONNECT head", f"unexpected {type(event).__name__}", "malformed")

@@ -86,6 +86,8 @@ class EgressConfig:
         except ValueError as exc:
             raise ConfigError(f"--egress-direct: {exc}") from None
         settings["allow"] = tuple(parse_allow(r) for r in ns.egress_allow)
+        if ns.egress_head_timeout is not None:
+            settings["head_timeout"] = ns.egress_head_timeout
         return cls(port=ns.egress_port, **settings)  # type: ignore[arg-type]
 
 
@@ -111,6 +113,10 @@ def add_egress_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--egress-kubelet-port", type=int, action="append", default=[], metavar="PORT",
         help="CONNECT port that means a node's kubelet (repeatable; default: 10250)",
+    )
+    group.add_argument(
+        "--egress-head-timeout", type=float, metavar="SECONDS",
+        help="time from connect (TLS done) to a complete CONNECT head, then the peer is closed (default: 10)",
     )
     group.add_argument(
         "--egress-direct", action="append", default=[], metavar="CIDR",
