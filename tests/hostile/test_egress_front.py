@@ -308,3 +308,41 @@ async def test_slow_and_garbage_connect_peers_hurt_nobody(front: Front) -> None:
     assert 1 <= len(timeouts) <= 4, timeouts
     refusals = fleet.log_lines(r"egress front .* refused 4\d\d", since)
     assert 1 <= len(refusals) <= 6, refusals
+
+
+async def test_bad_tls_inside_the_tunnel(front: Front) -> None:
+    """After the 200: garbage instead of a ClientHello is dropped (logged once), a TLS client
+    without a certificate gets 10003's own 401, stalled ones the handshake timeout."""
+    fleet = front.fleet
+    since = len(fleet.cloud.lines)
+    addr = f"{NODE_IPS[NODE_A]}:10250"
+
+    async def tunnel() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port, ssl=front.outer, server_hostname="127.0.0.1")
+        writer.write(connect_request(addr))
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        return reader, writer
+
+    reader, writer = await tunnel()
+    writer.write(b"\x16\x03\x01\x00\x10" + os.urandom(64))  # a TLS record header, then noise
+    async with asyncio.timeout(10 * MS):
+        while await reader.read(65536):
+            pass
+    writer.close()
+    stalled = [await tunnel() for _ in range(5)]
+    anonymous = client_context(fleet.layout.stream_ca)
+    anonymous.check_hostname = False
+    reader, writer = await egress_dial(addr, inner_tls=anonymous, tcp=("127.0.0.1", front.port), outer_tls=front.outer,
+                                       server_hostname="127.0.0.1")
+    try:
+        status, body = await get(reader, writer, f"/containerLogs/{POD_A}", addr)
+        assert status == 401 and b"client certificate" in body, body
+    finally:
+        await close(writer)
+    for reader, writer in stalled:
+        async with asyncio.timeout(15 * MS):
+            while await reader.read(65536):
+                pass
+        writer.close()
+    lines = fleet.log_lines(r"TLS handshake inside the tunnel failed", since)
+    assert 1 <= len(lines) <= 3, lines
