@@ -103,7 +103,6 @@ class EgressFront:
                     self.refusals.event("uds-cap", "! egress front %s: refused a connection: %d are open "
                                         "(--max-connections %d)", egress.uds, self.uds_open, config.max_connections)
                     return _Refuse()
-                self.uds_open += 1
                 reader = HandoffReader(limit=64 * 1024, loop=loop)
                 return asyncio.StreamReaderProtocol(reader, self._on_uds, loop=loop)  # type: ignore[arg-type]
 
@@ -139,6 +138,7 @@ class EgressFront:
         await self._serve(reader, writer, f"{peer[0]}:{peer[1]}" if peer else "?", identity, slot)
 
     async def _on_uds(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.uds_open += 1  # counted by live tasks: nothing to undo if a connection dies before its task
         try:
             await self._serve(reader, writer, f"unix:{self.egress.uds}", None, None)
         finally:
