@@ -201,3 +201,35 @@ def test_egress_config_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert yaml.safe_load(capsys.readouterr().out)["kind"] == "EgressSelectorConfiguration"
     assert cloudstream_main(["egress-config", "--url", "https://h:1"]) == 2
     assert "--cert" in capsys.readouterr().err
+
+
+def test_server_cert_check(lab_pki) -> None:
+    from cloudstream.egress.command import _check_server_cert
+
+    assert _check_server_cert(str(lab_pki.stream_cert), "https://127.0.0.1:10005") is None
+    assert _check_server_cert(str(lab_pki.stream_cert), "https://localhost:10005") is None
+    warning = _check_server_cert(str(lab_pki.stream_cert), "https://10.0.0.1:10005")
+    assert warning is not None and "10.0.0.1" in warning
+
+
+def test_unix_socket_binding(tmp_path) -> None:
+    import os
+    import stat
+
+    from cloudstream.egress.front import _bind_unix
+
+    path = tmp_path / "e.sock"
+    first = _bind_unix(path)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with pytest.raises(OSError, match="another process serves"):
+            _bind_unix(path)
+    finally:
+        first.close()
+    second = _bind_unix(path)  # a stale socket file nobody listens on is replaced
+    second.close()
+    os.unlink(path)
+    path.write_text("not a socket")
+    with pytest.raises(OSError, match="not a socket"):
+        _bind_unix(path)
+    assert path.read_text() == "not a socket"
