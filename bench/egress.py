@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -82,6 +83,13 @@ class Echo:
         await close(self.writer)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (clock ticks; summed over many samples the rounding averages out)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(values: list[float]) -> str:
     q = statistics.quantiles(values, n=100)
     return f"p50 {statistics.median(values):7.3f} ms   p90 {q[89]:7.3f} ms   p99 {q[98]:7.3f} ms"
@@ -104,17 +112,21 @@ async def main_async(rounds: int, count: int) -> int:
                                          outer_tls=outer, server_hostname="127.0.0.1")
 
             paths = {"direct 10003": direct, "egress CONNECT": via_egress}
+            pid = cloud.proc.pid
+            cpu: dict[str, float] = {p: 0.0 for p in paths}
             new: dict[str, list[float]] = {p: [] for p in paths}
             pooled: dict[str, list[float]] = {p: [] for p in paths}
             conns = {p: await dial() for p, dial in paths.items()}
             for i in range(rounds + 10):  # 10 warm-up rounds
                 order = list(paths.items()) if i % 2 == 0 else list(reversed(paths.items()))
                 for name, dial in order:
-                    began = time.perf_counter()
+                    began, cpu_began = time.perf_counter(), cpu_seconds(pid)
                     reader, writer = await dial()
                     await first_byte(reader, writer)
                     took = (time.perf_counter() - began) * 1000
                     await close(writer)
+                    if i >= 10:
+                        cpu[name] += cpu_seconds(pid) - cpu_began
                     began = time.perf_counter()
                     await first_byte(*conns[name])
                     again = (time.perf_counter() - began) * 1000
@@ -145,6 +157,9 @@ async def main_async(rounds: int, count: int) -> int:
             print(f"  {name:15s} {summary(values)}")
         a, b = (statistics.median(v) for v in data.values())
         print(f"  CONNECT adds   {b - a:+.3f} ms at p50 ({b / a:.2f}x)")
+        if data is new:
+            print("  cloudstream CPU per new connection + request: " + ", ".join(
+                f"{name} {cpu[name] * 1000 / rounds:.2f} ms" for name in paths))
     return 0
 
 
