@@ -60,13 +60,11 @@ async def dial_direct(
                              f"{exc.strerror or exc.__class__.__name__}", "dial-failed") from None
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    total = 0
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counted: list[int], index: int) -> None:
     while data := await reader.read(_CHUNK):
         writer.write(data)
-        total += len(data)
+        counted[index] += len(data)
         await writer.drain()  # the slower side holds the faster back: one chunk in flight each way
-    return total
 
 
 async def splice(
@@ -74,13 +72,13 @@ async def splice(
     upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
 ) -> tuple[int, int]:
     """Copy both ways until one side ends; returns (bytes to upstream, bytes to client)."""
-    up = asyncio.ensure_future(_copy(client[0], upstream[1]))
-    down = asyncio.ensure_future(_copy(upstream[0], client[1]))
+    counted = [0, 0]
+    up = asyncio.ensure_future(_copy(client[0], upstream[1], counted, 0))
+    down = asyncio.ensure_future(_copy(upstream[0], client[1], counted, 1))
     try:
         await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (up, down):
             task.cancel()
         await asyncio.gather(up, down, return_exceptions=True)
-    counts = [t.result() if t.done() and not t.cancelled() and t.exception() is None else -1 for t in (up, down)]
-    return counts[0], counts[1]
+    return counted[0], counted[1]
