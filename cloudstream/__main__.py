@@ -15,6 +15,11 @@ from .listener import raise_nofile_limit
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["egress-config"]:  # a subcommand; plain `cloudstream [flags]` serves as before
+        from .egress.command import main as egress_config
+
+        return egress_config(args[1:])
     parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
