@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ._x509 import PrivateKey
 from .errors import CertificateError
+from .files import key_bytes
 
 __all__ = ["finish_interrupted", "staging_path", "write_pair"]
 
@@ -52,7 +53,7 @@ def write_pair(cert_path: Path, key_path: Path, chain: list[x509.Certificate], k
     """Replace ``cert_path`` (the chain, PEM, 0644) and ``key_path`` (PKCS#8, 0600); on any
     failure the old pair is left (or put back) as it was."""
     cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key_bytes(key)
     try:
         old_key = key_path.read_bytes() if key_path.exists() else None
         staged_key = _write_new(key_path, key_pem, 0o600)

@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import main as doctor
 
         return doctor(args[1:])
+    if args[:1] == ["egress-config"]:  # a subcommand; plain `cloudstream [flags]` serves as before
+        from .egress.command import main as egress_config
+
+        return egress_config(args[1:])
     parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -14,6 +14,7 @@ from certs.expiry import watch_cloud
 
 from .cert_signer import CertSigner
 from .config import CloudConfig
+from .egress.front import EgressFront
 from .kubelet_api.server import KubeletApiServer
 from .listener import Listener
 from .registry import SessionRegistry
@@ -75,6 +76,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     registry = SessionRegistry()
     kubelet_api: KubeletApiServer | None = None
     tunnel_listener: Listener | None = None
+    egress: EgressFront | None = None
     handlers: dict[int, Callable[[], None]] = {
         signal.SIGINT: stop.set, signal.SIGTERM: stop.set,
         signal.SIGUSR1: lambda: log_state(registry, kubelet_api, tunnel_listener),
@@ -100,6 +102,9 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
     try:
         api = await kubelet_api.start()
+        egress = EgressFront(config, registry, kubelet_api) if config.egress.enabled else None
+        if egress is not None:
+            await egress.start()
         running = Running(_port(tunnel), _port(api), registry, stop)
         logger.info(
             "cloudstream ready: kubelet API on %s:%d, tunnel on %s:%d",
@@ -112,6 +117,8 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     finally:
         # 1. stop accepting, 2. end API-server connections, 3. close tunnels, 4. wait.
         tunnel.close(close_connections=False)
+        if egress is not None:
+            await egress.close()
         await kubelet_api.close()
         for session in registry.sessions():
             await session.close("cloudstream is shutting down")

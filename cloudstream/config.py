@@ -13,6 +13,8 @@ from pathlib import Path
 from proto.kubeedge_config import cloudstream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
 
+from .egress.settings import EgressConfig, add_egress_arguments
+
 __all__ = ["ALL_ROUTES", "AccessRule", "CloudConfig", "add_arguments"]
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,9 @@ class CloudConfig:
     renew_max_per_hour: int = 6
     """Renewal requests one node may make per sliding hour (refused ones count too)."""
 
+    egress: EgressConfig = EgressConfig()
+    """The egress-selector front (HTTP CONNECT for kube-apiserver; off by default)."""
+
     def __post_init__(self) -> None:
         _check_http_limits(self)
         if self.renew_max_days <= 0 or self.renew_max_per_hour < 1:
@@ -182,6 +187,7 @@ class CloudConfig:
             settings["tunnel_ca_key_file"] = Path(ns.tunnel_ca_key_file)
         settings.update({k: getattr(ns, k) for k in ("renew_max_days", "renew_max_per_hour") if getattr(ns, k, None) is not None})
         return cls(
+            egress=EgressConfig.from_args(ns),
             verify_node_identity=not ns.no_verify_node_identity,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
             **settings,  # type: ignore[arg-type]
@@ -220,6 +226,7 @@ def _add_hygiene_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_hygiene_arguments(parser)
+    add_egress_arguments(parser)
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
     parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
     parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")

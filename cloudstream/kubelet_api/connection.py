@@ -20,7 +20,7 @@ from proto.aio.ratelog import RateLimitedLog
 from .authz import NO_CERTIFICATE, authorize
 from .forward import relay_response, relay_upgrade
 from .http1 import HeadLimits, HttpError, RequestHead, RequestReader
-from .resolve import local_address, original_destination, request_node_keys
+from .resolve import ResolvedTarget, local_address, original_destination, request_node_keys
 from .routes import match_route
 from .status import error_response
 
@@ -51,15 +51,24 @@ def refusal_log() -> RateLimitedLog:
 class Connection:
     """One TLS connection from the API server."""
 
-    def __init__(self, server: KubeletApiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, server: KubeletApiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        target: ResolvedTarget | None = None,
+    ) -> None:
         self.server = server
         self.config = server.config
         self.reader = reader
         self.writer = writer
+        self.target = target
+        """Set when the node is known before any request (the egress front's CONNECT target)."""
         peer = writer.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.dnat_ip = original_destination(writer.get_extra_info("socket"))
-        self.local_ip = local_address(writer.get_extra_info("socket"))
+        self.peer = f"{peer[0]}:{peer[1]}" if peer and isinstance(peer, tuple) else "?"
+        if target is not None:
+            self.peer = target.via
+            self.dnat_ip = self.local_ip = None  # the socket's addresses are the egress front's, not the node's
+        else:
+            self.dnat_ip = original_destination(writer.get_extra_info("socket"))
+            self.local_ip = local_address(writer.get_extra_info("socket"))
         self.identity: Identity | None = None
         self.limits = HeadLimits(
             max_head=self.config.max_request_head,
@@ -164,13 +173,15 @@ class Connection:
 
     def _find_session(self, head: RequestHead) -> tuple[EdgeSession | None, str]:
         registry = self.server.registry
-        keys = request_node_keys(head, self.dnat_ip, self.local_ip, registry)
+        keys = request_node_keys(head, self.dnat_ip, self.local_ip, registry, self.target)
         for kind, value in keys:
             session = registry.get_by_ip(value) if kind == "ip" else registry.get(value)
             if session is not None:
                 return session, ""
         wanted = " or ".join(f"{'IP' if k == 'ip' else 'node'} {v}" for k, v in keys) or "(no Host header)"
-        if (self.local_ip and ("ip", self.local_ip) not in keys and self.dnat_ip is None
+        if self.target is not None:
+            wanted += f" (the API server's {self.target.via})"
+        elif (self.local_ip and ("ip", self.local_ip) not in keys and self.dnat_ip is None
                 and self.local_ip != self.config.stream_address):
             # Without DNAT the address the API server dialled is the node's IP (no-DNAT wiring).
             wanted += f" (this connection reached cloudstream on {self.local_ip})"

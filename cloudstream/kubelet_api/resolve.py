@@ -13,6 +13,9 @@ the Host header. We need no Kubernetes client: the API server dials the node's o
 
 Exec/attach passthrough (kubectl <= 1.29) and port-forward carry ``Host: <the API server>``,
 so without DNAT only 2. can find their node.
+
+A connection that came through the egress-selector front (``cloudstream/egress``) knows its
+node before any request: the CONNECT target, handed in as a ``ResolvedTarget``; it alone decides.
 """
 
 from __future__ import annotations
@@ -21,16 +24,30 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .http1 import RequestHead
 
-__all__ = ["NodeKey", "local_address", "local_node_key", "original_destination", "request_node_keys"]
+__all__ = [
+    "NodeKey", "ResolvedTarget", "local_address", "local_node_key", "original_destination", "request_node_keys",
+]
 
 _SO_ORIGINAL_DST = 80
 
 NodeKey = tuple[str, str]
 """("ip", address) or ("node", name)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedTarget:
+    """Where the API server meant a connection to go, known before its first request (the
+    egress front's CONNECT target): the only key for every request on that connection."""
+
+    key: NodeKey
+    port: int
+    via: str
+    """How it was resolved, for logs and errors (``egress CONNECT 10.0.0.9:10250 from ...``)."""
 
 
 class _Session(Protocol):
@@ -140,9 +157,12 @@ def local_node_key(head: RequestHead, local_ip: str | None, registry: _Registry)
 
 
 def request_node_keys(
-    head: RequestHead, dnat_ip: str | None, local_ip: str | None = None, registry: _Registry | None = None
+    head: RequestHead, dnat_ip: str | None, local_ip: str | None = None, registry: _Registry | None = None,
+    target: ResolvedTarget | None = None,
 ) -> list[NodeKey]:
     """Candidate keys, best first (the local address only when ``registry`` is given)."""
+    if target is not None:
+        return [target.key]  # the API server named the node's address itself: nothing outvotes it
     keys: list[NodeKey] = []
     if dnat_ip:
         keys.append(("ip", dnat_ip))

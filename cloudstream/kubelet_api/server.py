@@ -16,6 +16,7 @@ from ..listener import Limits, Listener, Slot
 from ..registry import SessionRegistry
 from .connection import Connection
 from .relay import HandoffReader
+from .resolve import ResolvedTarget
 
 __all__ = ["KubeletApiServer"]
 
@@ -64,12 +65,22 @@ class KubeletApiServer:
         if self.server is not None:
             await self.server.wait_closed()
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot | None = None) -> None:
+    async def serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot | None, target: ResolvedTarget
+    ) -> None:
+        """Serve a TLS stream that reached us another way (the egress front's CONNECT), exactly
+        as a connection to this port, the node fixed by ``target``; closes it, releases ``slot``."""
+        await self._on_connection(reader, writer, slot, target)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot | None = None,
+        target: ResolvedTarget | None = None,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
         try:
-            await Connection(self, reader, writer).serve()
+            await Connection(self, reader, writer, target).serve()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:

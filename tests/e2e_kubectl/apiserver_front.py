@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import h11
 
-from .front_http import DialError, HttpStream, KubeletDial, bad_request, server_response_error, status_body
+from .front_http import DialError, EgressVia, HttpStream, KubeletDial, bad_request, server_response_error, status_body
 from .front_translator import ExecOptions, StreamTranslator
 from .front_tunnel import TUNNEL_PREFIX, forward_headers, passthrough, tunnel_port_forward
 from .front_ws import WsServer, accept_key
@@ -140,9 +140,10 @@ class ApiServerFront:
     ``tls_upgrade`` (default ``tls``) is the context for upgrades (ALPN http/1.1 only)."""
 
     def __init__(self, stream_port: int, tls: ssl.SSLContext, pods: list[FrontPod],
-                 nodes: list[FrontNode] | None = None, tls_upgrade: ssl.SSLContext | None = None) -> None:
+                 nodes: list[FrontNode] | None = None, tls_upgrade: ssl.SSLContext | None = None,
+                 egress: EgressVia | None = None) -> None:
         self.stream_port = stream_port
-        self.dial = KubeletDial(tls, tls_upgrade or tls)
+        self.dial = KubeletDial(tls, tls_upgrade or tls, egress=egress)
         self.pods = {(p.namespace, p.name): p for p in pods}
         self.nodes = {n.name: n for n in nodes or ()}
         self.requests: list[str] = []

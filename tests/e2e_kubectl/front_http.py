@@ -16,6 +16,7 @@ import h11
 
 __all__ = [
     "DialError",
+    "EgressVia",
     "HttpStream",
     "KubeletDial",
     "Upstream",
@@ -153,6 +154,20 @@ class DialError(ConnectionError):
 
 
 @dataclass(frozen=True)
+class EgressVia:
+    """kube-apiserver with ``--egress-selector-config-file`` (egress ``cluster``, HTTPConnect):
+    every kubelet dial goes through the front at ``tcp`` (mutual TLS with ``tls``) or ``uds``."""
+
+    tls: ssl.SSLContext | None = None
+    tcp: tuple[str, int] | None = None
+    uds: str | None = None
+
+    @property
+    def proxy_address(self) -> str:
+        return self.uds if self.uds is not None else f"{self.tcp[0]}:{self.tcp[1]}"  # type: ignore[index]
+
+
+@dataclass(frozen=True)
 class KubeletDial:
     """How the API server dials a node's kubelet endpoint: ``https://address:port``, the
     kubelet-client certificate, no SNI for an IP; ALPN h2+http/1.1 for plain requests and
@@ -163,6 +178,7 @@ class KubeletDial:
     tls_upgrade: ssl.SSLContext
     heads: list[tuple[str, str, list[tuple[str, str]]]] = field(default_factory=list)
     """Every request head sent to a kubelet endpoint: (method, target, headers in wire order)."""
+    egress: EgressVia | None = None
 
     def record(self, request: h11.Request) -> None:
         self.heads.append((request.method.decode(), request.target.decode("latin-1"),
@@ -174,7 +190,12 @@ class KubeletDial:
         ctx = self.tls_upgrade if upgrade else self.tls
         try:
             async with asyncio.timeout(None if upgrade else 10.0):
-                reader, writer = await asyncio.open_connection(address, port, ssl=ctx, server_hostname=address)
+                if self.egress is not None:
+                    reader, writer = await self._via_egress(address, port, ctx)
+                else:
+                    reader, writer = await asyncio.open_connection(address, port, ssl=ctx, server_hostname=address)
+        except DialError:
+            raise
         except TimeoutError as exc:
             raise DialError("net/http: TLS handshake timeout") from exc
         except ConnectionRefusedError as exc:
@@ -187,6 +208,21 @@ class KubeletDial:
             raise ConnectionError(f"the kubelet endpoint {address}:{port} selected ALPN {chosen!r}; this front "
                                   "speaks HTTP/1.1 only")
         return HttpStream(h11.CLIENT, reader, writer)
+
+    async def _via_egress(self, address: str, port: int, ctx: ssl.SSLContext) -> tuple[asyncio.StreamReader,
+                                                                                        asyncio.StreamWriter]:
+        """k8s.io/apiserver's ``tunnelHTTPConnect``, with its error wording."""
+        from testkit.egress import EgressRefused, egress_dial
+
+        via = self.egress
+        assert via is not None
+        addr = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        try:
+            return await egress_dial(addr, inner_tls=ctx, tcp=via.tcp, outer_tls=via.tls, uds=via.uds,
+                                     server_hostname=via.tcp[0] if via.tcp else None, timeout=30.0)
+        except EgressRefused as exc:
+            raise DialError(f"proxy error from {via.proxy_address} while dialing {addr}, code {exc.status}: "
+                            f"{exc.status_text}") from exc
 
     async def upgrade(self, address: str, port: int, request: h11.Request) -> Upstream:
         """Send an upgrade request; return the 101 (the stream is switched, ``trailing()`` holds
