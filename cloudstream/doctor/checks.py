@@ -24,7 +24,7 @@ from certs.errors import CertificateError
 from certs.files import Layout, load_cert
 from certs.verify import KUBEEDGE_ROOT, Target, cloud_expectations
 from cryptography.hazmat.primitives import serialization
-from proto.doctor.probes import http_get, tcp_connect, tls_handshake
+from proto.doctor.probes import http_get, tcp_connect, tls_handshake, unix_connect
 from proto.doctor.report import FAIL, PASS, SKIP, WARN, Check
 from proto.kubeedge_config import cloudhub_advertised
 
@@ -263,9 +263,7 @@ class CloudDoctor:
     async def dnat_checks(self) -> list[Check]:
         egress = getattr(self.config, "egress", None)
         if egress is not None and getattr(egress, "enabled", False):
-            where = f"port {egress.port}" if egress.port is not None else f"socket {egress.uds}"
-            return [Check("dnat", PASS, f"the egress-selector front is configured ({where}): the API server reaches "
-                                        "nodes through it, no DNAT rule needed")]
+            return [await self._egress_check(egress)]
         nodes = self._nodes_with_ip()
         if not nodes:
             return [Check("dnat", SKIP, "no node IP known to compare with the nat table",
@@ -299,6 +297,26 @@ class CloudDoctor:
                                  f"iptables -t nat -A OUTPUT -d {ip}/32 -p tcp --dport {self.kubelet_port} -j DNAT "
                                  f"--to-destination {target}:{port}{manage}"))
         return out
+
+    async def _egress_check(self, egress: Any) -> Check:
+        """The egress-selector front instead of DNAT: is it there to take the API server's CONNECTs?"""
+        where: list[str] = []
+        if egress.port:
+            host = _dial_host(egress.address)
+            why = await tcp_connect(host, egress.port, self.timeout)
+            if why is not None:
+                return Check("egress front", FAIL, f"configured on {host}:{egress.port}, but: {why}",
+                             "start cloudstream with its --egress-* flags (and give doctor the same flags)")
+            where.append(f"{host}:{egress.port}")
+        if egress.uds is not None:
+            why = await unix_connect(str(egress.uds), self.timeout)
+            if why is not None:
+                return Check("egress front", FAIL, f"configured on the socket {egress.uds}, but: {why}",
+                             "start cloudstream with its --egress-uds flag (and give doctor the same flags)")
+            where.append(str(egress.uds))
+        return Check("egress front", PASS, f"the egress-selector front listens on {' and '.join(where) or 'a free port'}: "
+                                           "the API server reaches nodes through it, no DNAT rule needed (its "
+                                           "--egress-selector-config-file: `cloudstream egress-config`)")
 
     # ------------------------------------------------------------------ the whole chain
 

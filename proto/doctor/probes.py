@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import h11
 
-__all__ = ["HttpResult", "TlsResult", "http_get", "resolve", "tcp_connect", "tls_handshake"]
+__all__ = ["HttpResult", "TlsResult", "http_get", "resolve", "tcp_connect", "tls_handshake", "unix_connect"]
 
 MAX_BODY = 64 * 1024
 """Bytes of a response body kept (a doctor reads answers, not streams)."""
@@ -84,6 +84,19 @@ async def tcp_connect(host: str, port: int, timeout: float) -> str | None:
         return f"no answer within {timeout:g} s (a firewall drops it, or the host is down)"
     except OSError as exc:
         return _os_reason(exc)
+    await _close(writer)
+    return None
+
+
+async def unix_connect(path: str, timeout: float) -> str | None:
+    """None when the unix socket at ``path`` accepts a connection within ``timeout``, else why not."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_unix_connection(path)
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return _os_reason(exc) if not isinstance(exc, FileNotFoundError) else "no such socket"
     await _close(writer)
     return None
 

@@ -505,3 +505,27 @@ async def test_missing_dnat_rule_named_and_its_fix_works(netns: str, site: Layou
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["dnat far-node"]["status"] == "PASS", json.dumps(report, indent=1)
     assert f"{node_ip}:10250 -> 127.0.0.1:10003 (chain OUTPUT)" in checks["dnat far-node"]["finding"]
+
+
+async def test_egress_front_instead_of_dnat(site: Layout, tmp_path: Path) -> None:
+    """With the egress-selector front configured no DNAT rule is needed: doctor checks the front
+    listens instead, and names it when it does not."""
+    sock = tmp_path / "egress.sock"
+    cloud, stream_port, tunnel_port = await start_cloud(site, "--egress-uds", str(sock))
+    try:
+        flags = ["--pki-dir", str(site.root), "--stream-address", "127.0.0.1", "--stream-port", str(stream_port),
+                 "--tunnel-address", "127.0.0.1", "--tunnel-port", str(tunnel_port),
+                 "--node", "far-node", "--node-ip", "10.200.0.7"]
+        rc, report = await doctor("cloudstream", *flags, "--egress-uds", str(sock))
+        checks = {c["name"]: c for c in report["checks"]}
+        assert checks["egress front"]["status"] == "PASS", json.dumps(report, indent=1)
+        assert str(sock) in checks["egress front"]["finding"]
+        assert not any(name.startswith("dnat") for name in checks)
+        # far-node has no tunnel: that is the one failure
+        assert_only_fails(rc, report, "chain healthz")
+
+        rc, report = await doctor("cloudstream", *flags, "--egress-uds", str(tmp_path / "elsewhere.sock"))
+        fails = assert_only_fails(rc, report, "egress front", "chain healthz")
+        assert "no such socket" in fails["egress front"]["finding"]
+    finally:
+        await cloud.stop()
