@@ -196,9 +196,14 @@ class EdgeDoctor:
                 why = f"the kubelet at {c.kubelet_address} did not answer within {self.timeout:g} s"
             if why is None:
                 return Check("backend", PASS, f"edged/kubelet at {c.kubelet_address} answers /healthz 200")
+            port = self._read_only_port()
+            if port is not None and not c.kubelet_address.endswith(f":{port}"):
+                return Check("backend", FAIL, f"{why}; edged's read-only port is {port} in {self._where}",
+                             f"edgestream --kubelet-address 127.0.0.1:{port} (KubeEdge's Go cloud hard-codes 10350: "
+                             "issue #4952)")
             return Check("backend", FAIL, why,
-                         "edged's read-only port must stay 127.0.0.1:10350 (tailoredKubeletConfig.readOnlyPort; "
-                         "KubeEdge issue #4952); is edgecore running? (systemctl status edgecore)")
+                         "is edgecore running (systemctl status edgecore)? edged's read-only port is "
+                         "tailoredKubeletConfig.readOnlyPort (10350; KubeEdge issue #4952)")
         from ..backends.cri_client import CriClient
 
         client = CriClient(c.cri_endpoint, timeout=self.timeout)
@@ -215,6 +220,14 @@ class EdgeDoctor:
         finally:
             await client.close()
         return Check("backend", PASS, f"{v.runtime_name} {v.runtime_version} at {c.cri_endpoint} (CRI {v.runtime_api_version})")
+
+    def _read_only_port(self) -> int | None:
+        """edged's ``tailoredKubeletConfig.readOnlyPort`` from edgecore.yaml, when set."""
+        modules = self.yaml.get("modules") if isinstance(self.yaml.get("modules"), dict) else {}
+        edged = modules.get("edged") if isinstance(modules.get("edged"), dict) else {}
+        kubelet = edged.get("tailoredKubeletConfig") if isinstance(edged.get("tailoredKubeletConfig"), dict) else {}
+        port = kubelet.get("readOnlyPort")
+        return int(port) if isinstance(port, int) else None
 
     async def tunnel_check(self) -> Check:
         admin = getattr(self.config, "admin", None)

@@ -529,3 +529,29 @@ async def test_egress_front_instead_of_dnat(site: Layout, tmp_path: Path) -> Non
         assert "no such socket" in fails["egress front"]["finding"]
     finally:
         await cloud.stop()
+
+
+async def test_edge_kubelet_backend_on_another_read_only_port(running: Site, tmp_path: Path) -> None:
+    """edged's read-only port moved in edgecore.yaml (KubeEdge issue #4952) while edgestream dials
+    10350: the backend check names the port and the flag that follows it."""
+    s, lay = running, running.layout
+    moved = free_port()
+    conf = yaml_file(tmp_path / "edgecore.yaml", f"""
+modules:
+  edged:
+    hostnameOverride: {NODE}
+    nodeIP: 127.0.0.1
+    tailoredKubeletConfig:
+      readOnlyPort: {moved}
+  edgeStream:
+    enable: true
+    server: localhost:{s.tunnel_port}
+    tlsTunnelCAFile: {lay.ca_cert}
+    tlsTunnelCertFile: {lay.edge_cert(NODE)}
+    tlsTunnelPrivateKeyFile: {lay.edge_key(NODE)}
+""")
+    rc, report = await doctor("edgestream", "--config", str(conf), "--backend", "kubelet",
+                              "--kubelet-address", f"127.0.0.1:{free_port()}")
+    fails = assert_only_fails(rc, report, "backend")
+    assert f"edged's read-only port is {moved}" in fails["backend"]["finding"]
+    assert fails["backend"]["fix"].startswith(f"edgestream --kubelet-address 127.0.0.1:{moved}")
