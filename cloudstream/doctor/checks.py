@@ -24,6 +24,7 @@ from certs.errors import CertificateError
 from certs.files import Layout, load_cert
 from certs.verify import KUBEEDGE_ROOT, Target, cloud_expectations
 from cryptography.hazmat.primitives import serialization
+from proto.doctor.config_file import section
 from proto.doctor.probes import http_get, tcp_connect, tls_handshake, unix_connect
 from proto.doctor.report import FAIL, PASS, SKIP, WARN, Check
 from proto.kubeedge_config import cloudhub_advertised
@@ -100,8 +101,7 @@ class CloudDoctor:
         if self.yaml_path is None:
             return [Check("config", SKIP, "no cloudcore.yaml given: checking the flags and KubeEdge's defaults",
                           "pass --config /etc/kubeedge/config/cloudcore.yaml when cloudstream runs with it")]
-        modules = self.yaml.get("modules") if isinstance(self.yaml.get("modules"), dict) else {}
-        cs = modules.get("cloudStream") if isinstance(modules.get("cloudStream"), dict) else {}
+        cs = section(self.yaml, "modules", "cloudStream")
         out: list[Check] = []
         if cs.get("enable") is True:
             out.append(Check("config", PASS, f"modules.cloudStream.enable: true in {self.yaml_path}"))
@@ -163,7 +163,8 @@ class CloudDoctor:
                          f"{host}:{port} answers with another certificate than {cert_file}: another process holds the "
                          "port (cloudcore's own cloudStream?), or cloudstream runs with other files than doctor reads",
                          f"`ss -ltnp 'sport = :{port}'` names the process; give doctor cloudstream's flags (--config, --pki-dir)")
-        return Check(name, PASS, f"{host}:{port} listens, TLS with {cert_file}")
+        note = " (cloudstream logs this probe as refused: no client certificate)" if port == self.config.tunnel_port else ""
+        return Check(name, PASS, f"{host}:{port} listens, TLS with {cert_file}{note}")
 
     async def advertise_checks(self) -> list[Check]:
         advertised = self.advertise or tuple(cloudhub_advertised(self.yaml))

@@ -19,6 +19,7 @@ from certs.checks import Finding, check
 from certs.errors import CertificateError
 from certs.files import load_cert
 from certs.verify import KUBEEDGE_ROOT, Target, edge_expectations
+from proto.doctor.config_file import section
 from proto.doctor.probes import TlsResult, http_get, resolve, tcp_connect, tls_handshake
 from proto.doctor.report import FAIL, PASS, SKIP, WARN, Check
 from proto.tunnel.errors import TunnelError
@@ -66,8 +67,7 @@ class EdgeDoctor:
             out.append(Check("config", SKIP, "no edgecore.yaml given: checking the flags and KubeEdge's defaults",
                              f"pass --config {EDGECORE_YAML} when edgestream runs with it"))
         else:
-            modules = self.yaml.get("modules") if isinstance(self.yaml.get("modules"), dict) else {}
-            es = modules.get("edgeStream") if isinstance(modules.get("edgeStream"), dict) else {}
+            es = section(self.yaml, "modules", "edgeStream")
             if es.get("enable") is True:
                 out.append(Check("config", PASS, f"modules.edgeStream.enable: true in {self.yaml_path}"))
             else:
@@ -223,10 +223,7 @@ class EdgeDoctor:
 
     def _read_only_port(self) -> int | None:
         """edged's ``tailoredKubeletConfig.readOnlyPort`` from edgecore.yaml, when set."""
-        modules = self.yaml.get("modules") if isinstance(self.yaml.get("modules"), dict) else {}
-        edged = modules.get("edged") if isinstance(modules.get("edged"), dict) else {}
-        kubelet = edged.get("tailoredKubeletConfig") if isinstance(edged.get("tailoredKubeletConfig"), dict) else {}
-        port = kubelet.get("readOnlyPort")
+        port = section(self.yaml, "modules", "edged", "tailoredKubeletConfig").get("readOnlyPort")
         return int(port) if isinstance(port, int) else None
 
     async def tunnel_check(self) -> Check:
