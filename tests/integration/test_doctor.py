@@ -555,3 +555,28 @@ modules:
     fails = assert_only_fails(rc, report, "backend")
     assert f"edged's read-only port is {moved}" in fails["backend"]["finding"]
     assert fails["backend"]["fix"].startswith(f"edgestream --kubelet-address 127.0.0.1:{moved}")
+
+
+async def test_edge_backend_real_containerd(realstack: Any, tmp_path: Path) -> None:  # noqa: F811
+    """Against a real containerd the backend check passes, naming its version (CRI Version)."""
+    lay = init_lab(tmp_path / "pki", [NODE], node_ips={NODE: ["127.0.0.1"]})
+    rc, report = await doctor("edgestream", "--pki-dir", str(lay.root), "--node-name", NODE, "--node-ip", "127.0.0.1",
+                              "--server", f"localhost:{free_port()}", "--backend", "cri",
+                              "--cri-endpoint", realstack.endpoint)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["backend"]["status"] == "PASS", json.dumps(report, indent=1)
+    assert checks["backend"]["finding"].startswith("containerd ") and realstack.endpoint in checks["backend"]["finding"]
+    assert_only_fails(rc, report, "reach server")  # no cloud at that port: the one failure
+
+
+async def test_an_unanswering_server_is_bounded_by_the_timeout(tmp_path: Path) -> None:
+    """A tunnel server address where nothing answers (TEST-NET-1, dropped or unroutable) fails
+    within --timeout, not the kernel's minutes-long SYN retries."""
+    lay = init_lab(tmp_path / "pki", [NODE])
+    began = time.monotonic()
+    rc, report = await doctor("edgestream", "--pki-dir", str(lay.root), "--node-name", NODE, "--server",
+                              "192.0.2.1:10004", "--backend", "emulator", "--timeout", "1")
+    took = time.monotonic() - began
+    fails = assert_only_fails(rc, report, "reach server")
+    assert "192.0.2.1:10004" in fails["reach server"]["finding"]
+    assert took < 20 * MS, f"doctor took {took:.1f} s with --timeout 1"
