@@ -13,6 +13,8 @@ from pathlib import Path
 from proto.kubeedge_config import cloudstream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
 
+from .iptables.settings import IptablesSettings, add_server_arguments, server_settings
+
 __all__ = ["ALL_ROUTES", "AccessRule", "CloudConfig", "add_arguments"]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,10 @@ class CloudConfig:
     max_request_body: int = 1 * MiB
     """The largest Content-Length we read (and drop) on a logs/metrics request; 413 above."""
 
+    # --- the iptables manager (cloudstream/iptables) ---
+    iptables: IptablesSettings | None = None
+    """``--manage-iptables``: keep one nat DNAT rule per connected node; None: off."""
+
     def __post_init__(self) -> None:
         _check_http_limits(self)
         for name in ("tunnel_port", "stream_port"):
@@ -167,6 +173,9 @@ class CloudConfig:
         budget = {"tunnel_max_violations": ns.tunnel_max_violations, "tunnel_violation_window": ns.tunnel_violation_window}
         settings.update({k: v for k, v in budget.items() if v is not None})
         settings.update({k: getattr(ns, k) for k in _HYGIENE_FIELDS if getattr(ns, k, None) is not None})
+        settings["iptables"] = server_settings(
+            ns, str(settings.get("stream_address", "0.0.0.0")), int(settings.get("stream_port", 10003))  # type: ignore[call-overload]
+        )
         return cls(
             verify_node_identity=not ns.no_verify_node_identity,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
@@ -206,6 +215,7 @@ def _add_hygiene_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_hygiene_arguments(parser)
+    add_server_arguments(parser)
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
     parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
     parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")
