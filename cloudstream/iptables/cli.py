@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from proto.tunnel.errors import ConfigError
@@ -33,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
                    "cleanup: remove our chain and its jumps; show: print the rules there are")
     p.add_argument("--node", action="append", default=[], metavar="NAME=IP",
                    help="an edge node and its internal IP (repeat; sync only; none: an empty chain)")
+    p.add_argument("--node-file", metavar="PATH",
+                   help="more nodes, one NAME=IP per line (# comments); for fleets too large for flags")
     p.add_argument("--dry-run", action="store_true", help="print the iptables-restore input, change nothing (off)")
     p.add_argument("--stream-address", help="cloudstream's --stream-address, the default DNAT target (127.0.0.1)")
     p.add_argument("--stream-port", type=int, help="cloudstream's kubelet API port, the DNAT target port (10003)")
@@ -49,8 +52,15 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
             to_address=ns.iptables_to_address, stream_address=ns.stream_address, stream_port=ns.stream_port,
             kubelet_port=ns.kubelet_port, chain=ns.iptables_chain, prerouting=ns.iptables_prerouting,
         )
-        nodes = unique_nodes(EdgeNode.parse(n) for n in ns.node)
-        if ns.node and ns.action != "sync":
+        lines = list(ns.node)
+        if ns.node_file:
+            try:
+                text = Path(ns.node_file).read_text()
+            except OSError as exc:
+                raise ConfigError(f"--node-file: {exc}") from None
+            lines += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        nodes = unique_nodes(EdgeNode.parse(n) for n in lines)
+        if lines and ns.action != "sync":
             raise ConfigError(f"--node is for sync; {ns.action} looks only at our chain")
     except ConfigError as exc:
         print(f"cloudstream iptables: {exc}", file=sys.stderr)
@@ -67,7 +77,7 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
 
 def _run(action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, dry_run: bool, out: TextIO) -> int:
     try:
-        tables, others, why = choose(backend, chain=config.chain)
+        return _apply(action, config, nodes, backend, dry_run, out)
     except IptablesError as exc:
         if not (dry_run and action == "sync"):
             raise
@@ -75,6 +85,10 @@ def _run(action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, d
         print(f"# could not read the nat table ({exc})\n# the input below assumes it holds none of our rules", file=out)
         _print_plan(plan_sync(config, nodes, NatTable()), out)
         return 0
+
+
+def _apply(action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, dry_run: bool, out: TextIO) -> int:
+    tables, others, why = choose(backend, chain=config.chain)
     logger.info("iptables backend %s (%s)", tables.name, why)
     if action == "show":
         _show(config, tables, others, out)
