@@ -89,6 +89,9 @@ class IptablesLoop:
                 try:
                     await self.sync_once(started)
                     delay, timeout = self.settings.retry_interval, self.settings.resync_interval
+                    if self._inherited:  # wake up when the grace ends, to drop what did not come back
+                        grace_left = started + self.settings.startup_grace - time.monotonic()
+                        timeout = max(0.01, min(timeout, grace_left + 0.01))
                 except IptablesError as exc:
                     self._log.event(("failed", type(exc)), "iptables sync failed (retrying): %s", exc)
                     timeout, delay = delay, min(delay * 2, self.settings.resync_interval)

@@ -39,6 +39,8 @@ class IptablesSettings:
         for name in ("debounce", "max_delay", "resync_interval", "retry_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"iptables {name} must be positive")
+        if self.startup_grace < 0:
+            raise ConfigError("iptables startup_grace must not be negative")
 
 
 def default_target(stream_address: str | None) -> str:
@@ -100,6 +102,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
              "the same rules as `cloudstream iptables sync`",
     )
     add_rule_arguments(parser, prefix="--iptables-")
+    parser.add_argument(
+        "--iptables-startup-grace", type=float, metavar="SECONDS",
+        help="after start, keep rules of nodes not yet reconnected this long (30)",
+    )
 
 
 def server_settings(ns: argparse.Namespace, stream_address: str, stream_port: int) -> IptablesSettings | None:
@@ -109,4 +115,5 @@ def server_settings(ns: argparse.Namespace, stream_address: str, stream_port: in
         to_address=ns.iptables_to_address, stream_address=stream_address, stream_port=stream_port,
         kubelet_port=ns.kubelet_port, chain=ns.iptables_chain, prerouting=ns.iptables_prerouting,
     )
-    return IptablesSettings(rules=rules, backend=ns.iptables_backend)
+    grace = {} if ns.iptables_startup_grace is None else {"startup_grace": ns.iptables_startup_grace}
+    return IptablesSettings(rules=rules, backend=ns.iptables_backend, **grace)

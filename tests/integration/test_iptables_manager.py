@@ -321,3 +321,64 @@ def test_netns_helper_cleans_up_on_failure() -> None:
         raise RuntimeError("a failing test")
     listed = run("ip", "netns", "list").stdout
     assert names and not any(n in listed for n in names)
+
+
+async def test_a_restarted_server_keeps_rules_until_their_nodes_could_come_back(pair: NetnsPair, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    """Rules a previous run left stay through the start-up grace (the API server keeps reaching
+    us, not the unreachable node IPs), follow the new port at once, and go when the grace ends."""
+    ghost = pair.add_node_ip()
+    cli(pair, "nft", "sync", "--node", f"ghost={ghost}", "--node", f"edge-1={pair.node_ip}", "--stream-port", "1")
+    cloud = await Process.start(
+        "cloudstream",
+        [*pair.exec_in(), sys.executable, "-m", "cloudstream", "--pki-dir", str(lab_pki.root), "--stream-address",
+         "127.0.0.1", "--stream-port", "0", "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", "--manage-iptables",
+         "--iptables-backend", "nft", "--iptables-startup-grace", "4"],
+        raw=True,
+    )
+    try:
+        stream_port = (await cloud.wait_for_line(READY)).group(1)
+        await cloud.wait_for_line(r"iptables \(nft\): \+0 -0 node rules")
+        rules = chain_rules(pair, "nft")
+        assert len(rules) == 2 and all(r.endswith(f"--to-destination 127.0.0.1:{stream_port}") for r in rules), rules
+        await _wait_rules(pair, "nft", 0)  # nobody came back within the grace
+    finally:
+        await cloud.stop()
+    cli(pair, "nft", "cleanup")
+
+
+async def test_a_wave_of_tunnels_is_a_few_writes(pair: NetnsPair, tmp_path: Path) -> None:
+    """60 edges dialling at once (one fleet process): every rule in place, in far fewer
+    iptables writes than tunnels (the loop waits for a quiet moment, at most max_delay)."""
+    from certs import init_lab
+
+    layout = init_lab(tmp_path / "pki", [])
+    cloud = await Process.start(
+        "cloudstream",
+        [*pair.exec_in(), sys.executable, "-m", "cloudstream", "--pki-dir", str(layout.root), "--stream-address",
+         "127.0.0.1", "--stream-port", "0", "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", "--manage-iptables",
+         "--iptables-backend", "nft"],
+        raw=True,
+    )
+    fleet = None
+    try:
+        tunnel_port = (await cloud.wait_for_line(READY)).group(2)
+        await cloud.wait_for_line(r"iptables \(nft\): ")
+        mark = len(cloud.lines)
+        fleet = await Process.start(
+            "edgestream",
+            [*pair.exec_in(), sys.executable, "-m", "edgestream", "emulate", "--nodes", "60", "--server",
+             f"127.0.0.1:{tunnel_port}", "--server-name", "localhost", "--pki-dir", str(layout.root), "--cidr",
+             "10.128.0.0/16"],
+            raw=True,
+        )
+        await _wait_rules(pair, "nft", 60, timeout=60)
+        writes = [ln for ln in cloud.lines[mark:] if re.search(r"iptables \(nft\): \+", ln)]
+        assert 1 <= len(writes) <= 30, writes
+        assert sum(int(m.group(1)) for ln in writes if (m := re.search(r": \+(\d+) ", ln))) == 60
+        await fleet.stop()
+        await _wait_rules(pair, "nft", 0, timeout=30)
+    finally:
+        if fleet is not None:
+            await fleet.stop()
+        await cloud.stop()
+    cli(pair, "nft", "cleanup")
