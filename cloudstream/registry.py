@@ -79,9 +79,13 @@ class SessionRegistry:
         for callback in self._watchers:
             callback()
 
-    def bound_ips(self) -> dict[str, str]:
-        """ip -> node for the IPs a live session announced (a dial's peer address is not a node IP)."""
-        return {ip: s.node for ip, s in self._by_ip.items() if s.ip_claim.announced and s.closed_reason is None}
+    def bound_ips(self, verified_only: bool = False) -> dict[str, str]:
+        """ip -> node for the IPs a live session announced (a dial's peer address is not a node IP);
+        with ``verified_only``, only those its certificate proves (IP SAN)."""
+        return {
+            ip: s.node for ip, s in self._by_ip.items()
+            if s.ip_claim.announced and s.closed_reason is None and (s.ip_claim.verified or not verified_only)
+        }
 
     def __len__(self) -> int:
         return len(self._by_node)

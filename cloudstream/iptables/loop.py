@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import time
 
@@ -49,11 +50,17 @@ class IptablesLoop:
 
     def desired(self, now: float, started: float) -> list[EdgeNode]:
         nodes: dict[str, EdgeNode] = {}
-        for ip, name in self.registry.bound_ips().items():
+        for ip, name in self.registry.bound_ips(self.settings.verified_only).items():
             try:
-                nodes[ip] = EdgeNode(name, ip)
+                node = EdgeNode(name, ip)
             except ConfigError as exc:  # an IPv6 node IP, say: ip6tables is not managed
                 self._log.event(("skip", name), "node %s gets no DNAT rule: %s", name, exc)
+                continue
+            if self.settings.allow and not any(ipaddress.IPv4Address(node.ip) in net for net in self.settings.allow):
+                self._log.event(("outside", name), "node %s gets no DNAT rule: its IP %s is outside --iptables-allow-cidr %s",
+                                name, ip, ",".join(map(str, self.settings.allow)))
+                continue
+            nodes[node.ip] = node
         if self._inherited is not None:
             if now - started >= self.settings.startup_grace:
                 self._inherited = None

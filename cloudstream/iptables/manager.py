@@ -31,7 +31,7 @@ class Outcome:
         p = self.plan
         if not self.changes:
             return f"iptables ({self.backend}): nothing to change"
-        parts = [f"iptables ({self.backend}): +{len(p.added)} -{len(p.removed)} node rules"]
+        parts = [f"iptables ({self.backend}): +{len(p.added)} -{len(p.removed)} node rules ({p.rules} in the chain)"]
         if p.jumps_added:
             parts.append(f"jump added from {','.join(p.jumps_added)}")
         if p.jumps_removed:

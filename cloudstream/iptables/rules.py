@@ -194,6 +194,8 @@ class Plan:
     """Node IPs whose rule goes."""
     jumps_added: tuple[str, ...] = ()
     jumps_removed: int = 0
+    rules: int = 0
+    """Node rules in our chain after the run."""
 
     @property
     def changes(self) -> bool:
@@ -231,7 +233,7 @@ def plan_sync(config: RuleConfig, nodes: Iterable[EdgeNode], current: NatTable) 
     have = current.chain_rules(config.chain)
     deletes, adds = _jump_plan(config, current)
     if config.chain in current.chains and have == rules and not deletes and not adds:
-        return Plan(None)
+        return Plan(None, rules=len(rules))
     old_ips, new_ips = set(current.nodes(config)), {node.ip for node in wanted}
     lines = ["*nat", f":{config.chain} - [0:0]", *rules, *deletes, *adds, "COMMIT", ""]
     return Plan(
@@ -240,6 +242,7 @@ def plan_sync(config: RuleConfig, nodes: Iterable[EdgeNode], current: NatTable) 
         removed=tuple(sorted(old_ips - new_ips, key=ipaddress.IPv4Address)),
         jumps_added=tuple(r.split(" ", 2)[1] for r in adds),
         jumps_removed=len(deletes),
+        rules=len(rules),
     )
 
 

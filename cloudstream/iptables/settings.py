@@ -32,6 +32,11 @@ class IptablesSettings:
     startup_grace: float = 30.0
     """Seconds after start during which rules of nodes not yet reconnected are kept (a restart
     keeps the API server's connections coming to us, not to the unreachable node IPs)."""
+    allow: tuple[ipaddress.IPv4Network, ...] = ()
+    """Node IPs that may get a rule (empty: any). An edge announces its IP; a rule for the IP of a
+    node that is *not* an edge would take that node's kubelet traffic, so fence edges' ranges."""
+    verified_only: bool = False
+    """Rules only for IPs the edge's certificate proves (IP SAN), not merely announced ones."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -103,6 +108,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_rule_arguments(parser, prefix="--iptables-")
     parser.add_argument(
+        "--iptables-allow-cidr", action="append", default=[], metavar="CIDR",
+        help="only node IPs in this range get a rule (repeat; default: any announced IPv4)",
+    )
+    parser.add_argument(
+        "--iptables-verified-only", action="store_true",
+        help="rules only for node IPs the edge certificate carries as IP SANs (off: announced IPs too)",
+    )
+    parser.add_argument(
         "--iptables-startup-grace", type=float, metavar="SECONDS",
         help="after start, keep rules of nodes not yet reconnected this long (30)",
     )
@@ -116,4 +129,10 @@ def server_settings(ns: argparse.Namespace, stream_address: str, stream_port: in
         kubelet_port=ns.kubelet_port, chain=ns.iptables_chain, prerouting=ns.iptables_prerouting,
     )
     grace = {} if ns.iptables_startup_grace is None else {"startup_grace": ns.iptables_startup_grace}
-    return IptablesSettings(rules=rules, backend=ns.iptables_backend, **grace)
+    try:
+        allow = tuple(ipaddress.IPv4Network(c, strict=False) for c in ns.iptables_allow_cidr)
+    except ValueError as exc:
+        raise ConfigError(f"--iptables-allow-cidr: {exc} (an IPv4 range, e.g. 192.168.0.0/16)") from None
+    return IptablesSettings(
+        rules=rules, backend=ns.iptables_backend, allow=allow, verified_only=ns.iptables_verified_only, **grace
+    )

@@ -244,15 +244,16 @@ async def test_the_server_keeps_rules_in_step_with_tunnels(pair: NetnsPair, back
         "cloudstream",
         [*exec_in, sys.executable, "-m", "cloudstream", "--pki-dir", str(lab_pki.root), "--stream-address", "127.0.0.1",
          "--stream-port", "0", "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", "--manage-iptables",
-         "--iptables-backend", backend],
+         "--iptables-backend", backend, "--iptables-allow-cidr", f"{pair.subnet}.0/24"],
         raw=True,
     )
     edges: dict[str, Process] = {}
     try:
         m = await cloud.wait_for_line(READY)
         tunnel_port = m.group(2)
-        await cloud.wait_for_line(r"iptables \(\w+\): \+0 -0 node rules; jump added from OUTPUT")
-        for node, ip in (("edge-1", pair.node_ip), ("edge-2", ip2)):
+        await cloud.wait_for_line(r"iptables \(\w+\): \+0 -0 node rules \(0 in the chain\); jump added from OUTPUT")
+        # edge-3 announces an IP outside the allowed range (another, non-edge node's, say): no rule for it
+        for node, ip in (("edge-1", pair.node_ip), ("edge-2", ip2), ("edge-3", "10.77.0.5")):
             edges[node] = await Process.start(
                 "edgestream",
                 [*exec_in, sys.executable, "-m", "edgestream", "--pki-dir", str(lab_pki.root), "--node-name", node,
@@ -260,6 +261,7 @@ async def test_the_server_keeps_rules_in_step_with_tunnels(pair: NetnsPair, back
                  "--emulate", f"default/{node}/app"],
                 raw=True,
             )
+        await cloud.wait_for_line("node edge-3 gets no DNAT rule: its IP 10.77.0.5 is outside --iptables-allow-cidr")
         await _wait_rules(pair, backend, 2)
         for node, ip in (("edge-1", pair.node_ip), ("edge-2", ip2)):
             text = await _logs(pair, lab_pki, ip, node)
