@@ -1,6 +1,6 @@
 """Tiny TCP endpoints run inside network namespaces (``python -m testkit.netprobe MODE ...``).
 
-* ``listen-origdst PORT``: on 127.0.0.1:PORT, answer each connection with
+* ``listen-origdst PORT [HOST]``: on HOST:PORT (127.0.0.1), answer each connection with
   ``cloud <original destination ip:port>`` read by SO_ORIGINAL_DST (what cloudstream reads).
 * ``listen-node PORT``: on 0.0.0.0:PORT, answer ``node <local ip:port>`` (the real node, reached
   when no rule redirects).
@@ -50,7 +50,7 @@ def _probe(ip: str, port: int) -> None:
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "listen-origdst":
-        _serve("127.0.0.1", int(argv[1]), "origdst")
+        _serve(argv[2] if len(argv) > 2 else "127.0.0.1", int(argv[1]), "origdst")
     elif mode == "listen-node":
         _serve("0.0.0.0", int(argv[1]), "node")
     elif mode == "probe":

@@ -16,7 +16,7 @@ from typing import TextIO
 from proto.tunnel.errors import ConfigError
 
 from . import manager
-from .backend import IptablesError, choose
+from .backend import Iptables, IptablesError, choose
 from .rules import EdgeNode, NatTable, Plan, RuleConfig, plan_sync, unique_nodes
 from .settings import add_rule_arguments, rule_config
 
@@ -122,7 +122,7 @@ def _print_plan(plan: Plan, out: TextIO) -> None:
     out.write(plan.restore if plan.restore is not None else "# nothing to change\n")
 
 
-def _show(config: RuleConfig, tables, others, out: TextIO) -> None:  # type: ignore[no-untyped-def]
+def _show(config: RuleConfig, tables: Iptables, others: list[Iptables], out: TextIO) -> None:
     for t in [tables, *others]:
         nat = t.read(create=t is tables)
         role = "writes our rules" if t is tables else "other backend"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.netns import NetnsPair, ensure_iptables, netns_pair, run, skip_reason
+from testkit.netns import NetnsPair, ensure_iptables, netns, netns_pair, run, skip_reason
 from tests.conftest import ROOT
 
 from .framework import READY, Process
@@ -384,3 +384,53 @@ async def test_a_wave_of_tunnels_is_a_few_writes(pair: NetnsPair, tmp_path: Path
             await fleet.stop()
         await cloud.stop()
     cli(pair, "nft", "cleanup")
+
+
+def test_prerouting_redirects_an_api_server_on_another_host(pair: NetnsPair) -> None:
+    """The API server in a third namespace routes node IPs through the cloud host: without
+    --prerouting its connection is forwarded to the real node; with it, DNATed to cloudstream
+    on the cloud host's address."""
+    octet = pair.subnet.rsplit(".", 1)[1]
+    api_ip, gw_ip, tag = f"10.214.{octet}.2", f"10.214.{octet}.1", pair.cloud.rsplit("-", 1)[1]
+    with netns("kes-a") as api:
+        run("ip", "link", "add", f"ka{tag}c", "type", "veth", "peer", "name", f"ka{tag}a")
+        run("ip", "link", "set", f"ka{tag}c", "netns", pair.cloud)
+        run("ip", "link", "set", f"ka{tag}a", "netns", api)
+        run("ip", "-n", pair.cloud, "addr", "add", f"{gw_ip}/24", "dev", f"ka{tag}c")
+        run("ip", "-n", api, "addr", "add", f"{api_ip}/24", "dev", f"ka{tag}a")
+        run("ip", "-n", pair.cloud, "link", "set", f"ka{tag}c", "up")
+        run("ip", "-n", api, "link", "set", f"ka{tag}a", "up")
+        run("ip", "-n", api, "route", "add", "default", "via", gw_ip)
+        run("ip", "-n", pair.node, "route", "add", f"10.214.{octet}.0/24", "via", pair.cloud_ip)
+        pair.cloud_run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        procs = [subprocess.Popen([*pair.exec_in(ns), sys.executable, "-m", "testkit.netprobe", *args],
+                                  stdout=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+                 for ns, args in ((pair.cloud, ("listen-origdst", "10003", gw_ip)), (pair.node, ("listen-node", "10250")))]
+        try:
+            for proc in procs:
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+            def from_api() -> str:
+                return run(*pair.exec_in(api), sys.executable, "-m", "testkit.netprobe", "probe", pair.node_ip,
+                           "10250").stdout.strip()
+
+            assert from_api() == f"node {pair.node_ip}:10250"
+            cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}")  # OUTPUT only
+            assert from_api() == f"node {pair.node_ip}:10250"
+            assert probe(pair, pair.node_ip) == "refused"  # on this host: to 127.0.0.1:10003, nobody there
+            refused = cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}", "--prerouting", check=False)
+            assert refused.returncode == 2 and "route_localnet" in refused.stderr
+            cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}", "--prerouting", "--to-address", gw_ip)
+            assert from_api() == f"cloud {pair.node_ip}:10250"
+            assert probe(pair, pair.node_ip) == f"cloud {pair.node_ip}:10250"
+            assert nat(pair, "nft").count(f"-j {CHAIN}") == 2
+            cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}", "--to-address", gw_ip)  # PREROUTING off again
+            assert nat(pair, "nft").count(f"-j {CHAIN}") == 1
+            assert from_api() == f"node {pair.node_ip}:10250"
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+                assert proc.stdout is not None
+                proc.stdout.close()
+            cli(pair, "nft", "cleanup")
