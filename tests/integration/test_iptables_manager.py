@@ -113,6 +113,8 @@ def test_sync_redirects_removes_is_idempotent_and_cleans_up(pair: NetnsPair, bac
         assert probe(pair, pair.node_ip) == f"cloud {pair.node_ip}:10250"
         assert probe(pair, ip2) == f"cloud {ip2}:10250"
         first = nat(pair, backend)
+        shown = cli(pair, backend, "show").stdout
+        assert f"# {backend} (writes our rules): chain {CHAIN} present, 2 node rules, 1 jumps" in shown, shown
         assert f'--comment "kubeedge-stream node edge-1" -j DNAT --to-destination 127.0.0.1:{STANDIN_PORT}' in first
         assert first.count(f"-j {CHAIN}") == 1
         # Everything that was there is still there, in its order.
