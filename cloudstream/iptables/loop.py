@@ -102,7 +102,7 @@ class IptablesLoop:
                 except IptablesError as exc:
                     self._log.event(("failed", type(exc)), "iptables sync failed (retrying): %s", exc)
                     timeout, delay = delay, min(delay * 2, self.settings.resync_interval)
-        except IptablesError as exc:  # no backend at all: nothing to retry
+        except (IptablesError, ConfigError) as exc:  # no usable backend: nothing to retry
             logger.error("! --manage-iptables: %s; serving without managed rules", exc)
         finally:
             unwatch()

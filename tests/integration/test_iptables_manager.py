@@ -24,7 +24,7 @@ import pytest
 from testkit.netns import NetnsPair, ensure_iptables, netns, netns_pair, run, skip_reason
 from tests.conftest import ROOT
 
-from .framework import READY, Process
+from .framework import READY, Process, start_edge
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -376,6 +376,7 @@ async def test_a_wave_of_tunnels_is_a_few_writes(pair: NetnsPair, tmp_path: Path
             raw=True,
         )
         await _wait_rules(pair, "nft", 60, timeout=60)
+        await cloud.wait_for_line(r"\(60 in the chain\)", since=mark)  # the write's log line follows the write
         writes = [ln for ln in cloud.lines[mark:] if re.search(r"iptables \(nft\): \+", ln)]
         assert 1 <= len(writes) <= 30, writes
         assert sum(int(m.group(1)) for ln in writes if (m := re.search(r": \+(\d+) ", ln))) == 60
@@ -436,3 +437,27 @@ def test_prerouting_redirects_an_api_server_on_another_host(pair: NetnsPair) -> 
                 assert proc.stdout is not None
                 proc.stdout.close()
             cli(pair, "nft", "cleanup")
+
+
+async def test_the_server_without_iptables_says_so_and_serves(tmp_path: Path, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    """No iptables binary (no root needed): one error line that says what to install, and
+    cloudstream still serves its tunnels and kubelet API."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    cloud = await Process.start(
+        "cloudstream",
+        ["env", f"PATH={empty}", sys.executable, "-m", "cloudstream", "--pki-dir", str(lab_pki.root), "--stream-address",
+         "127.0.0.1", "--stream-port", "0", "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", "--manage-iptables"],
+        raw=True,
+    )
+    edge = None
+    try:
+        tunnel_port = (await cloud.wait_for_line(READY)).group(2)
+        line = await cloud.wait_for_line(r"--manage-iptables: .*")
+        assert "apt-get install iptables" in line.group(0) and "serving without managed rules" in line.group(0)
+        edge = await start_edge(lab_pki, "edge-1", int(tunnel_port))
+        await cloud.wait_for_line("tunnel up: node edge-1")
+    finally:
+        if edge is not None:
+            await edge.stop()
+        await cloud.stop()
