@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--node", action="append", default=[], metavar="NAME=IP",
                    help="an edge node and its internal IP (repeat; sync only; none: an empty chain)")
     p.add_argument("--node-file", metavar="PATH",
-                   help="more nodes, one NAME=IP per line (# comments); for fleets too large for flags")
+                   help="more nodes, one NAME=IP per line (# comments; NAME=IP1 IP2: the first, as the API server "
+                        "takes a node's first InternalIP), e.g. from kubectl (README)")
     p.add_argument("--dry-run", action="store_true", help="print the iptables-restore input, change nothing (off)")
     p.add_argument("--stream-address", help="cloudstream's --stream-address, the default DNAT target (127.0.0.1)")
     p.add_argument("--stream-port", type=int, help="cloudstream's kubelet API port, the DNAT target port (10003)")
@@ -58,7 +59,7 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
                 text = Path(ns.node_file).read_text()
             except OSError as exc:
                 raise ConfigError(f"--node-file: {exc}") from None
-            lines += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            lines += [_first_ip(ln) for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
         nodes = unique_nodes(EdgeNode.parse(n) for n in lines)
         if lines and ns.action != "sync":
             raise ConfigError(f"--node is for sync; {ns.action} looks only at our chain")
@@ -73,6 +74,12 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     except IptablesError as exc:
         print(f"cloudstream iptables: {exc}", file=sys.stderr)
         return 1
+
+
+def _first_ip(line: str) -> str:
+    """``edge-1=10.0.0.7 10.0.0.8`` (kubectl's jsonpath prints every InternalIP) -> ``edge-1=10.0.0.7``."""
+    name, sep, ips = line.strip().partition("=")
+    return f"{name}{sep}{(ips.split() or [''])[0]}"
 
 
 def _run(action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, dry_run: bool, out: TextIO) -> int:

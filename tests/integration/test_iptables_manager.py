@@ -399,6 +399,73 @@ async def test_a_wave_of_tunnels_is_a_few_writes(pair: NetnsPair, tmp_path: Path
     cli(pair, "nft", "cleanup")
 
 
+def test_prerouting_redirects_an_api_server_on_another_host(pair: NetnsPair) -> None:
+    """The API server in a third namespace routes node IPs through the cloud host: without
+    --prerouting its connection is forwarded to the real node; with it, DNATed to cloudstream
+    on the cloud host's address."""
+    octet = pair.subnet.rsplit(".", 1)[1]
+    api_ip, gw_ip, tag = f"10.214.{octet}.2", f"10.214.{octet}.1", pair.cloud.rsplit("-", 1)[1]
+    with netns("kes-a") as api:
+        run("ip", "link", "add", f"ka{tag}c", "type", "veth", "peer", "name", f"ka{tag}a")
+        run("ip", "link", "set", f"ka{tag}c", "netns", pair.cloud)
+        run("ip", "link", "set", f"ka{tag}a", "netns", api)
+        run("ip", "-n", pair.cloud, "addr", "add", f"{gw_ip}/24", "dev", f"ka{tag}c")
+        run("ip", "-n", api, "addr", "add", f"{api_ip}/24", "dev", f"ka{tag}a")
+        run("ip", "-n", pair.cloud, "link", "set", f"ka{tag}c", "up")
+        run("ip", "-n", api, "link", "set", f"ka{tag}a", "up")
+        run("ip", "-n", api, "route", "add", "default", "via", gw_ip)
+        run("ip", "-n", pair.node, "route", "add", f"10.214.{octet}.0/24", "via", pair.cloud_ip)
+        pair.cloud_run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        procs = [subprocess.Popen([*pair.exec_in(ns), sys.executable, "-m", "testkit.netprobe", *args],
+                                  stdout=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+                 for ns, args in ((pair.cloud, ("listen-origdst", "10003", gw_ip)), (pair.node, ("listen-node", "10250")))]
+        try:
+            for proc in procs:
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+            def from_api() -> str:
+                return run(*pair.exec_in(api), sys.executable, "-m", "testkit.netprobe", "probe", pair.node_ip,
+                           "10250").stdout.strip()
+
+            assert from_api() == f"node {pair.node_ip}:10250"
+            cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}")  # OUTPUT only
+            assert from_api() == f"node {pair.node_ip}:10250"
+            assert probe(pair, pair.node_ip) == "refused"  # on this host: to 127.0.0.1:10003, nobody there
+            refused = cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}", "--prerouting", check=False)
+            assert refused.returncode == 2 and "route_localnet" in refused.stderr
+            cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}", "--prerouting", "--to-address", gw_ip)
+            assert from_api() == f"cloud {pair.node_ip}:10250"
+            assert probe(pair, pair.node_ip) == f"cloud {pair.node_ip}:10250"
+            assert nat(pair, "nft").count(f"-j {CHAIN}") == 2
+            cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}", "--to-address", gw_ip)  # PREROUTING off again
+            assert nat(pair, "nft").count(f"-j {CHAIN}") == 1
+            assert from_api() == f"node {pair.node_ip}:10250"
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+                assert proc.stdout is not None
+                proc.stdout.close()
+            cli(pair, "nft", "cleanup")
+
+
+def test_dry_run_needs_no_iptables_and_reads_kubectls_node_list(tmp_path: Path) -> None:
+    """No root, no iptables: ``--dry-run`` still prints the rules. The node file is what the
+    README's kubectl jsonpath prints (every InternalIP; the first is the one the API server dials)."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    nodes = tmp_path / "nodes"
+    nodes.write_text("# kubectl get nodes -l node-role.kubernetes.io/edge ...\nedge-1=10.0.0.7 10.0.0.8\nedge-2=10.0.0.9\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudstream", "iptables", "sync", "--node-file", str(nodes), "--dry-run"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(ENV, PATH=str(empty)),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "apt-get install iptables" in done.stdout  # why it could not read the table
+    rules = [ln for ln in done.stdout.splitlines() if ln.startswith(f"-A {CHAIN} ")]
+    assert [r.split()[3] for r in rules] == ["10.0.0.7/32", "10.0.0.9/32"]
+
+
 async def test_the_server_without_iptables_says_so_and_serves(tmp_path: Path, lab_pki) -> None:  # type: ignore[no-untyped-def]
     """No iptables binary (no root needed): one error line that says what to install, and
     cloudstream still serves its tunnels and kubelet API."""
