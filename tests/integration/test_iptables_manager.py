@@ -207,6 +207,11 @@ def test_our_chain_in_the_other_backend_is_removed(pair: NetnsPair) -> None:
             pytest.skip(f"needs both backends; iptables-{b}-restore is not installed")
     cli(pair, "legacy", "sync", "--node", f"edge-1={pair.node_ip}")
     assert len(chain_rules(pair, "legacy")) == 1
+    # What a sync killed between its two steps leaves: nft written, legacy not yet cleaned.
+    restore = cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}", "--dry-run").stdout
+    assert "# legacy (our chain is stale there)" in restore
+    pair.cloud_run("iptables-nft-restore", "--noflush", stdin=restore.split("# legacy")[0])
+    assert len(chain_rules(pair, "nft")) == 1 and len(chain_rules(pair, "legacy")) == 1
     with listeners(pair):
         cli(pair, "nft", "sync", "--node", f"edge-1={pair.node_ip}")
         assert len(chain_rules(pair, "nft")) == 1
