@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cloudstream.iptables.rules import EdgeNode, RuleConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,7 +46,7 @@ def _nodes(n: int, shift: int = 0) -> list[tuple[str, str]]:
 def _inside(args: argparse.Namespace) -> dict[str, object]:
     from cloudstream.iptables import manager
     from cloudstream.iptables.backend import Backend, Iptables, run_exec
-    from cloudstream.iptables.rules import EdgeNode, RuleConfig, plan_sync
+    from cloudstream.iptables.rules import plan_sync
 
     config = RuleConfig(to_address="127.0.0.1")
     results: dict[str, object] = {"nodes": args.nodes, "rounds": args.rounds}
@@ -91,16 +93,13 @@ def _inside(args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
-def _per_rule(name: str, config: object, nodes: list[object]) -> dict[str, float]:
+def _per_rule(name: str, config: RuleConfig, nodes: list[EdgeNode]) -> dict[str, float]:
     """One ``-C`` then ``-A`` per rule, as a rule-at-a-time manager does."""
-    from cloudstream.iptables.rules import RuleConfig
-
-    assert isinstance(config, RuleConfig)
     binary = f"iptables-{name}"
     subprocess.run([binary, "-t", "nat", "-N", config.chain], check=True)
     t0 = time.perf_counter()
     for node in nodes:
-        spec = config.node_rule(node).split()[2:]  # type: ignore[arg-type]
+        spec = config.node_rule(node).split()[2:]
         spec = [s.strip('"') for s in spec]
         comment = spec.index("--comment")
         spec[comment + 1:comment + 4] = [" ".join(spec[comment + 1:comment + 4])]  # "kubeedge-stream node NAME"
