@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         from .egress.command import main as egress_config
 
         return egress_config(args[1:])
+    if args[:1] == ["iptables"]:  # `cloudstream iptables sync|cleanup|show`; plain `cloudstream [flags]` serves
+        from .iptables.cli import main as iptables_main
+
+        return iptables_main(args[1:])
     parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -28,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-open-files", type=int, metavar="N",
         help="set the open-file limit to N (default: raise it to the hard limit; connection caps follow it)",
     )
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(args)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     soft, hard = raise_nofile_limit(ns.max_open_files)
     logging.getLogger("cloudstream").info("open-file limit %d (hard %d)", soft, hard)
