@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from .egress.command import main as egress_config
 
         return egress_config(args[1:])
+    if args[:1] == ["iptables"]:  # `cloudstream iptables sync|cleanup|show`; plain `cloudstream [flags]` serves
+        from .iptables.cli import main as iptables_main
+
+        return iptables_main(args[1:])
     parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

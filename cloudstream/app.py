@@ -100,6 +100,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     kubelet_api = KubeletApiServer(config, registry, stream_tls)
     tunnel = await start_tunnel_server(config, registry, tunnel_tls, signer=CertSigner.from_config(config))
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
+    iptables_task: asyncio.Task[None] | None = None
     try:
         api = await kubelet_api.start()
         egress = EgressFront(config, registry, kubelet_api) if config.egress.enabled else None
@@ -110,11 +111,18 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
             "cloudstream ready: kubelet API on %s:%d, tunnel on %s:%d",
             config.stream_address, running.stream_port, config.tunnel_address, running.tunnel_port,
         )
+        if config.iptables is not None:  # --manage-iptables: DNAT rules follow the connected tunnels
+            from .iptables.loop import IptablesLoop
+
+            iptables_task = asyncio.create_task(IptablesLoop(config.iptables, registry, running.stream_port).run())
         if on_ready is not None:
             on_ready(running)
         await stop.wait()
         logger.info("x shutting down: %d tunnels open", len(registry))
     finally:
+        if iptables_task is not None:
+            iptables_task.cancel()
+            await asyncio.gather(iptables_task, return_exceptions=True)
         # 1. stop accepting, 2. end API-server connections, 3. close tunnels, 4. wait.
         tunnel.close(close_connections=False)
         if egress is not None:

@@ -14,6 +14,7 @@ from proto.kubeedge_config import cloudstream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
 
 from .egress.settings import EgressConfig, add_egress_arguments
+from .iptables.settings import IptablesSettings, add_server_arguments, server_settings
 
 __all__ = ["ALL_ROUTES", "AccessRule", "CloudConfig", "add_arguments"]
 
@@ -131,6 +132,9 @@ class CloudConfig:
 
     egress: EgressConfig = EgressConfig()
     """The egress-selector front (HTTP CONNECT for kube-apiserver; off by default)."""
+    # --- the iptables manager (cloudstream/iptables) ---
+    iptables: IptablesSettings | None = None
+    """``--manage-iptables``: keep one nat DNAT rule per connected node; None: off."""
 
     def __post_init__(self) -> None:
         _check_http_limits(self)
@@ -186,6 +190,9 @@ class CloudConfig:
         if getattr(ns, "tunnel_ca_key_file", None):
             settings["tunnel_ca_key_file"] = Path(ns.tunnel_ca_key_file)
         settings.update({k: getattr(ns, k) for k in ("renew_max_days", "renew_max_per_hour") if getattr(ns, k, None) is not None})
+        settings["iptables"] = server_settings(
+            ns, str(settings.get("stream_address", "0.0.0.0")), int(settings.get("stream_port", 10003))  # type: ignore[call-overload]
+        )
         return cls(
             egress=EgressConfig.from_args(ns),
             verify_node_identity=not ns.no_verify_node_identity,
@@ -227,6 +234,7 @@ def _add_hygiene_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_hygiene_arguments(parser)
     add_egress_arguments(parser)
+    add_server_arguments(parser)
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
     parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
     parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")

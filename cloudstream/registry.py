@@ -26,6 +26,7 @@ import ipaddress
 import itertools
 import logging
 import time
+from collections.abc import Callable
 
 from proto.tunnel.errors import AuthError
 
@@ -67,6 +68,24 @@ class SessionRegistry:
         """node -> monotonic time until which its dials are refused (it spent its misbehaviour budget)."""
         # One process-wide counter, from 1 (as KubeEdge): an ID is never reused while we live.
         self.next_id = itertools.count(1).__next__
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after every change of the IP bindings; returns the unwatch function."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
+
+    def _changed(self) -> None:
+        for callback in self._watchers:
+            callback()
+
+    def bound_ips(self, verified_only: bool = False) -> dict[str, str]:
+        """ip -> node for the IPs a live session announced (a dial's peer address is not a node IP);
+        with ``verified_only``, only those its certificate proves (IP SAN)."""
+        return {
+            ip: s.node for ip, s in self._by_ip.items()
+            if s.ip_claim.announced and s.closed_reason is None and (s.ip_claim.verified or not verified_only)
+        }
 
     def __len__(self) -> int:
         return len(self._by_node)
@@ -113,6 +132,7 @@ class SessionRegistry:
                 )
                 self._by_ip[claim.ip] = session
             # else: an unannounced peer address someone else holds: reachable by name only
+        self._changed()
         return old
 
     def unregister(self, session: EdgeSession) -> None:
@@ -120,6 +140,7 @@ class SessionRegistry:
         if self._by_node.get(session.node) is session:
             del self._by_node[session.node]
         self._drop_ip(session)
+        self._changed()
 
     def _drop_ip(self, session: EdgeSession) -> None:
         ip = session.ip_claim.ip

@@ -22,10 +22,11 @@ from urllib.parse import urlencode
 import pytest
 
 from certs import issue_client_cert, load_cert, load_key, write_pem
+from testkit.netns import run as _run
 from tests.conftest import ROOT
 from tests.integration.framework import READY, Process, apiserver_tls, kubelet_request
 from tests.integration.k8s_ws import open_ws, run_exec
-from tests.integration.test_dnat import _run, netns  # noqa: F401 - the fixture
+from tests.integration.test_dnat import netns  # noqa: F401 - the fixture
 
 from .conftest import NODE_IPS, Fleet
 

@@ -6,14 +6,11 @@ the API server. Real iptables in network namespaces this test creates; root only
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import shutil
-import subprocess
 import sys
 
 import pytest
 
+from testkit.netns import ensure_iptables, netns_pair, run, skip_reason
 from tests.conftest import ROOT
 
 from .framework import READY, Process
@@ -34,43 +31,13 @@ print(data.decode(errors="replace"))
 """
 
 
-def _run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def netns():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and iptables need root")
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 (ip) is not installed")
-    if shutil.which("iptables") is None:
-        if not os.environ.get("CI"):
-            pytest.skip("iptables is not installed (apt-get install iptables; CI installs it)")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "iptables"]
-        if subprocess.run(install, capture_output=True, timeout=300, env=env).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300, env=env)  # a fresh machine
-            subprocess.run(install, check=True, capture_output=True, timeout=300, env=env)
-    tag = secrets.token_hex(3)
-    cloud, node = f"kes-c-{tag}", f"kes-n-{tag}"
-    octet = 100 + secrets.randbelow(100)
-    cloud_ip, node_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
-    try:
-        _run("ip", "netns", "add", cloud)
-        _run("ip", "netns", "add", node)
-        _run("ip", "link", "add", f"kv{tag}c", "type", "veth", "peer", "name", f"kv{tag}n")
-        _run("ip", "link", "set", f"kv{tag}c", "netns", cloud)
-        _run("ip", "link", "set", f"kv{tag}n", "netns", node)
-        _run("ip", "-n", cloud, "addr", "add", f"{cloud_ip}/24", "dev", f"kv{tag}c")
-        _run("ip", "-n", node, "addr", "add", f"{node_ip}/24", "dev", f"kv{tag}n")
-        for ns, dev in ((cloud, f"kv{tag}c"), (node, f"kv{tag}n")):
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
-            _run("ip", "-n", ns, "link", "set", dev, "up")
-        yield cloud, node_ip
-    finally:
-        subprocess.run(["ip", "netns", "del", cloud], capture_output=True)
-        subprocess.run(["ip", "netns", "del", node], capture_output=True)
+    reason = skip_reason() or ensure_iptables()
+    if reason:
+        pytest.skip(reason)
+    with netns_pair() as pair:
+        yield pair.cloud, pair.node_ip
 
 
 async def test_node_found_from_the_dnat_original_destination(netns, lab_pki) -> None:
@@ -87,7 +54,7 @@ async def test_node_found_from_the_dnat_original_destination(netns, lab_pki) -> 
         m = await cloud.wait_for_line(READY)
         stream_port, tunnel_port = m.group(1), m.group(2)
         # What KubeEdge's seed does by hand: nodeIP:10250 -> cloudstream:10003, locally generated traffic.
-        _run(*exec_in, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", f"{node_ip}/32", "-p", "tcp", "--dport", "10250",
+        run(*exec_in, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", f"{node_ip}/32", "-p", "tcp", "--dport", "10250",
              "-j", "DNAT", "--to-destination", f"127.0.0.1:{stream_port}")
         edge = await Process.start(
             "edgestream",
