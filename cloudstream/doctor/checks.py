@@ -274,29 +274,43 @@ class CloudDoctor:
                for n, ip in nodes if (n, ip) not in remote]
         if not remote:
             return out
-        text, why = await dnat.read_nat(self.timeout)
-        if text is None:
+        texts, why = await dnat.read_nat(self.timeout)
+        if texts is None:
             return out + [Check("dnat", SKIP, f"cannot read the nat table: {why}",
                                 "run doctor as root (iptables-save -t nat needs CAP_NET_ADMIN)")]
-        rules, jumps = dnat.parse_nat(text)
-        port, target = self.config.stream_port, _dial_host(self.config.stream_address)
-        manage = " (or run cloudstream with --manage-iptables)" if hasattr(self.config, "iptables") else ""
+        parsed = {name: dnat.parse_nat(text) for name, text in texts.items()}
+        port = self.config.stream_port
+        managed = getattr(self.config, "iptables", None)
+        target = managed.rules.to_address if managed is not None else _dial_host(self.config.stream_address)
+        kubelet_port = managed.rules.kubelet_port if managed is not None else self.kubelet_port
         for node, ip in remote:
-            live, dead = dnat.rules_for(ip, port, rules, jumps)
+            live, dead = [], []
+            for name, (rules, jumps) in parsed.items():
+                found = dnat.rules_for(ip, port, rules, jumps)
+                live += [(name, r) for r in found[0]]
+                dead += [(name, r) for r in found[1]]
             if live:
-                r = live[0]
+                name, r = live[0]
                 out.append(Check(f"dnat {node}", PASS,
-                                 f"{ip}:{r.dport or 'any'} -> {r.to_address}:{r.to_port} (chain {r.chain})"))
+                                 f"{ip}:{r.dport or 'any'} -> {r.to_address}:{r.to_port} (iptables-{name}, chain {r.chain})"))
             elif dead:
+                name, r = dead[0]
                 out.append(Check(f"dnat {node}", FAIL,
-                                 f"a DNAT rule for {ip} sits in chain {dead[0].chain}, which OUTPUT/PREROUTING never jump to",
-                                 f"iptables -t nat -A OUTPUT -j {dead[0].chain}"))
+                                 f"a DNAT rule for {ip} sits in chain {r.chain} (iptables-{name}), which OUTPUT/PREROUTING "
+                                 "never jump to", f"iptables-{name} -t nat -A OUTPUT -j {r.chain}"))
+            elif managed is not None:
+                out.append(Check(f"dnat {node}", FAIL,
+                                 f"cloudstream manages the nat rules (--manage-iptables) but holds none for {ip}: the node "
+                                 "is not connected, its IP is outside --iptables-allow-cidr, or not in its certificate "
+                                 "(--iptables-verified-only)",
+                                 f"`cloudstream iptables show` lists the rules; connect {node} (edgestream doctor there) "
+                                 "or widen --iptables-allow-cidr"))
             else:
                 out.append(Check(f"dnat {node}", FAIL,
-                                 f"no nat rule sends {ip}:{self.kubelet_port} to cloudstream's :{port}: the API server "
+                                 f"no nat rule sends {ip}:{kubelet_port} to cloudstream's :{port}: the API server "
                                  "dials the node itself and times out (KubeEdge issue #5784)",
-                                 f"iptables -t nat -A OUTPUT -d {ip}/32 -p tcp --dport {self.kubelet_port} -j DNAT "
-                                 f"--to-destination {target}:{port}{manage}"))
+                                 f"iptables -t nat -A OUTPUT -d {ip}/32 -p tcp --dport {kubelet_port} -j DNAT "
+                                 f"--to-destination {target}:{port} (or run cloudstream with --manage-iptables)"))
         return out
 
     async def _egress_check(self, egress: Any) -> Check:

@@ -1,6 +1,7 @@
 """Reading ``iptables-save -t nat`` for the doctor: is there a DNAT rule that brings the API
 server's connection for a node IP to cloudstream's kubelet API port, and is its chain reached
-from OUTPUT/PREROUTING? Pure parsing plus one bounded subprocess call.
+from OUTPUT/PREROUTING? Pure parsing, plus reading every installed backend's nat table through
+the iptables manager's backends (each call bounded by doctor's timeout).
 
 It recognises any such rule: ours (``cloudstream iptables``, chain KUBEEDGE-STREAM, one rule per
 node IP), KubeEdge's iptables-manager (chain TUNNEL-PORT, one rule per cloudcore, matched by port
@@ -12,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import shlex
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..iptables.backend import Iptables, IptablesError, IptablesMissing, Result, find_backends
 
 __all__ = ["DnatRule", "parse_nat", "read_nat", "rules_for"]
 
@@ -87,23 +92,31 @@ def rules_for(ip: str, stream_port: int, rules: list[DnatRule], jumps: dict[str,
     return [r for r in mine if _reached(r.chain, jumps)], [r for r in mine if not _reached(r.chain, jumps)]
 
 
-async def read_nat(timeout: float) -> tuple[str | None, str]:
-    """(``iptables-save -t nat`` output, "") or (None, why it could not be read)."""
+async def read_nat(timeout: float) -> tuple[dict[str, str] | None, str]:
+    """({backend: ``iptables-save -t nat`` output}, "") for every installed backend (the kernel
+    applies the legacy and the nft tables both), or (None, why they could not be read). Read
+    through the iptables manager's backends (``cloudstream.iptables.backend``)."""
+    def run(argv: Sequence[str], stdin: str | None = None) -> Result:
+        """The manager's runner, with doctor's timeout (the thread ends when the check does)."""
+        try:
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise IptablesMissing(f"{argv[0]} is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise IptablesError(f"{' '.join(argv[:2])} did not finish within {timeout:g} s (xtables lock held?)") from None
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def read() -> dict[str, str]:
+        out = {}
+        for name, backend in find_backends(run=run).items():
+            table = Iptables(backend, run)
+            out[name] = table.save_text() if table.has_nat() else ""
+        return out
+
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "iptables-save", "-t", "nat", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-    except FileNotFoundError:
-        return None, "iptables-save is not installed"
-    except OSError as exc:
-        return None, f"cannot run iptables-save: {exc.strerror or exc}"
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return None, f"iptables-save did not answer within {timeout:g} s"
-    if proc.returncode != 0:
-        return None, f"iptables-save failed: {err.decode(errors='replace').strip()[:200]}"
-    return out.decode(errors="replace"), ""
+        texts = await asyncio.to_thread(read)
+    except IptablesError as exc:
+        return None, str(exc)
+    if not texts:
+        return None, "iptables-save is not installed (apt-get install iptables)"
+    return texts, ""

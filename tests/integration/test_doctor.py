@@ -12,13 +12,11 @@ import datetime as dt
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certs import Layout, create_ca, init_lab, issue_client_cert, load_cert, load_key, write_pem
 from tests.conftest import MS, ROOT, free_port
 
-from .framework import Process, start_cloud, start_edge
+from testkit import netns
+
+from .framework import READY, Process, start_cloud, start_edge
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -463,48 +463,78 @@ async def test_cloud_server_certificate_named_from_both_sides(site: Layout, tmp_
 
 
 @pytest.fixture
-def netns() -> AsyncIterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("a network namespace and iptables need root")
-    if not shutil.which("ip") or not shutil.which("iptables") or not shutil.which("iptables-save"):
-        pytest.skip("iproute2 and iptables are needed (apt-get install iproute2 iptables)")
-    name = f"kesdoc{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True,
-                       capture_output=True, timeout=30)
+def ns() -> Iterator[str]:
+    why = netns.skip_reason() or netns.ensure_iptables()
+    if why:
+        pytest.skip(why)
+    with netns.netns("kesdoc") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 
-async def test_missing_dnat_rule_named_and_its_fix_works(netns: str, site: Layout) -> None:
+async def ns_doctor(ns: str, *args: str) -> dict[str, dict[str, str]]:
+    """``cloudstream doctor`` inside ``ns``: its checks by name."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns, sys.executable, "-m", "cloudstream", "doctor", *args, "--json", "--timeout", "1",
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60 * MS)
+    return {c["name"]: c for c in json.loads(out)["checks"]}
+
+
+async def test_missing_dnat_rule_named_and_its_fix_works(ns: str, site: Layout) -> None:
     """In a fresh namespace (empty nat table) a node IP that is not this host's has no DNAT rule:
     named, with the iptables command; running that very command makes the check pass."""
     node_ip = "10.200.0.7"
-
-    async def run_doctor() -> tuple[int, dict[str, Any]]:
-        proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", netns, sys.executable, "-m", "cloudstream", "doctor", "--pki-dir", str(site.root),
-            "--stream-address", "127.0.0.1", "--node", "far-node", "--node-ip", node_ip, "--json", "--timeout", "1",
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60 * MS)
-        return proc.returncode or 0, json.loads(out)
-
-    _, report = await run_doctor()
-    checks = {c["name"]: c for c in report["checks"]}
-    dnat = checks["dnat far-node"]
-    assert dnat["status"] == "FAIL", json.dumps(report, indent=1)
+    flags = ["--pki-dir", str(site.root), "--stream-address", "127.0.0.1", "--node", "far-node", "--node-ip", node_ip]
+    dnat = (await ns_doctor(ns, *flags))["dnat far-node"]
+    assert dnat["status"] == "FAIL", dnat
     assert f"no nat rule sends {node_ip}:10250 to cloudstream's :10003" in dnat["finding"]
-    assert dnat["fix"].startswith(f"iptables -t nat -A OUTPUT -d {node_ip}/32 -p tcp --dport 10250 -j DNAT "
-                                  "--to-destination 127.0.0.1:10003")
-    subprocess.run(["ip", "netns", "exec", netns, *dnat["fix"].split(" (or")[0].split()], check=True,
-                   capture_output=True, timeout=30)
-    _, report = await run_doctor()
-    checks = {c["name"]: c for c in report["checks"]}
-    assert checks["dnat far-node"]["status"] == "PASS", json.dumps(report, indent=1)
-    assert f"{node_ip}:10250 -> 127.0.0.1:10003 (chain OUTPUT)" in checks["dnat far-node"]["finding"]
+    command = dnat["fix"].split(" (or")[0]
+    assert command == f"iptables -t nat -A OUTPUT -d {node_ip}/32 -p tcp --dport 10250 -j DNAT --to-destination 127.0.0.1:10003"
+    assert "--manage-iptables" in dnat["fix"]
+    netns.run("ip", "netns", "exec", ns, *command.split())
+    dnat = (await ns_doctor(ns, *flags))["dnat far-node"]
+    assert dnat["status"] == "PASS", dnat
+    assert re.search(rf"{node_ip}:10250 -> 127\.0\.0\.1:10003 \(iptables-\w+, chain OUTPUT\)", dnat["finding"]), dnat
+
+
+async def test_dnat_rule_of_the_iptables_manager_follows_the_tunnel(ns: str, site: Layout) -> None:
+    """A real cloudstream with --manage-iptables in the namespace and an edge announcing a node IP
+    that is not the host's: doctor finds the manager's rule while the tunnel is up (and the whole
+    chain answers), and names the missing rule with the manager's causes once the edge is gone."""
+    node_ip, exec_in = "10.200.0.9", ["ip", "netns", "exec", ns]
+    cloud = await Process.start("cloudstream", [
+        *exec_in, sys.executable, "-m", "cloudstream", "--pki-dir", str(site.root), "--stream-address", "127.0.0.1",
+        "--stream-port", "0", "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", "--manage-iptables"], raw=True)
+    edge = None
+    try:
+        m = await cloud.wait_for_line(READY)
+        stream_port, tunnel_port = m.group(1), m.group(2)
+        flags = ["--pki-dir", str(site.root), "--stream-address", "127.0.0.1", "--stream-port", stream_port,
+                 "--tunnel-address", "127.0.0.1", "--tunnel-port", tunnel_port, "--manage-iptables",
+                 "--node", "edge-2", "--node-ip", node_ip]
+        edge = await Process.start("edgestream", [
+            *exec_in, sys.executable, "-m", "edgestream", "--pki-dir", str(site.root), "--node-name", "edge-2",
+            "--server", f"localhost:{tunnel_port}", "--node-ip", node_ip, "--backend", "emulator"], raw=True)
+        await cloud.wait_for_line(r"tunnel up: node edge-2 ")
+        deadline = time.monotonic() + 15 * MS
+        while (checks := await ns_doctor(ns, *flags))["dnat edge-2"]["status"] != "PASS":
+            assert time.monotonic() < deadline, checks["dnat edge-2"]
+            await asyncio.sleep(0.3)
+        assert "chain KUBEEDGE-STREAM" in checks["dnat edge-2"]["finding"]
+        assert checks["chain healthz"]["status"] == "PASS", checks["chain healthz"]
+        await edge.stop()
+        edge = None
+        deadline = time.monotonic() + 15 * MS
+        while (checks := await ns_doctor(ns, *flags))["dnat edge-2"]["status"] != "FAIL":
+            assert time.monotonic() < deadline, checks["dnat edge-2"]
+            await asyncio.sleep(0.3)
+        assert "cloudstream manages the nat rules (--manage-iptables) but holds none" in checks["dnat edge-2"]["finding"]
+        assert "cloudstream iptables show" in checks["dnat edge-2"]["fix"]
+    finally:
+        if edge is not None:
+            await edge.stop()
+        await cloud.stop()
 
 
 async def test_egress_front_instead_of_dnat(site: Layout, tmp_path: Path) -> None:
