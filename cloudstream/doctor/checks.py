@@ -112,6 +112,7 @@ class CloudDoctor:
                 "default is false): kubectl logs/exec for edge nodes stay off",
                 f"set `modules: cloudStream: enable: true` in {self.yaml_path}",
             ))
+        out += self._cloudhub_fallback()
         advertised = cloudhub_advertised(self.yaml)
         if advertised:
             out.append(Check("config cloudHub", PASS, f"modules.cloudHub.advertiseAddress/dnsNames: {', '.join(advertised)}"))
@@ -123,6 +124,22 @@ class CloudDoctor:
                 f"set `modules: cloudHub: advertiseAddress: [<this host's IP>]` in {self.yaml_path}",
             ))
         return out
+
+    def _cloudhub_fallback(self) -> list[Check]:
+        """cloudcore falls back to cloudHub's CA and certificate when cloudStream's tunnel files are
+        missing (spec §7.1); cloudstream does not: name the flags that point it at them."""
+        hub = section(self.yaml, "modules", "cloudHub")
+        c = self.config
+        pairs = [("tlsCAFile", c.tls_tunnel_ca_file, "--tls-tunnel-ca-file"),
+                 ("tlsCertFile", c.tls_tunnel_cert_file, "--tls-tunnel-cert-file"),
+                 ("tlsPrivateKeyFile", c.tls_tunnel_private_key_file, "--tls-tunnel-private-key-file")]
+        flags = [f"{flag} {shlex.quote(str(hub[key]))}" for key, mine, flag in pairs
+                 if not mine.exists() and hub.get(key) and Path(str(hub[key])).exists()]
+        if not flags:
+            return []
+        return [Check("config cloudHub tls", WARN,
+                      "cloudStream's tunnel files are missing but cloudHub's exist: cloudcore falls back to them, "
+                      "cloudstream does not", "run cloudstream (and doctor) with " + " ".join(flags))]
 
     # ------------------------------------------------------------------ 10003 / 10004
 

@@ -253,6 +253,41 @@ modules:
     assert rc == 0 and "config" in by_status(report, "PASS"), json.dumps(report, indent=1)
 
 
+async def test_cloud_tunnel_files_missing_but_cloudhub_has_them(running: Site, tmp_path: Path) -> None:
+    """cloudcore falls back to cloudHub's CA and certificate (spec §7.1); cloudstream does not:
+    the missing files are named, and the warning gives the flags that use cloudHub's."""
+    s, lay = running, running.layout
+    gone = tmp_path / "nowhere"
+    conf = yaml_file(tmp_path / "cloudcore.yaml", f"""
+modules:
+  cloudHub:
+    advertiseAddress: [127.0.0.1]
+    tlsCAFile: {lay.ca_cert}
+    tlsCertFile: {lay.server_cert}
+    tlsPrivateKeyFile: {lay.server_key}
+  cloudStream:
+    enable: true
+    streamPort: {s.stream_port}
+    tunnelPort: {s.tunnel_port}
+    tlsTunnelCAFile: {gone}/rootCA.crt
+    tlsTunnelCertFile: {gone}/server.crt
+    tlsTunnelPrivateKeyFile: {gone}/server.key
+    tlsStreamCAFile: {lay.stream_ca}
+    tlsStreamCertFile: {lay.stream_cert}
+    tlsStreamPrivateKeyFile: {lay.stream_key}
+""")
+    rc, report = await doctor("cloudstream", "--config", str(conf), "--stream-address", "127.0.0.1",
+                              "--tunnel-address", "127.0.0.1")
+    assert_only_fails(rc, report, "cert tunnel CA", "cert tunnel server (10004)")
+    warn = by_status(report, "WARN")["config cloudHub tls"]
+    assert warn["fix"] == (f"run cloudstream (and doctor) with --tls-tunnel-ca-file {lay.ca_cert} --tls-tunnel-cert-file "
+                           f"{lay.server_cert} --tls-tunnel-private-key-file {lay.server_key}")
+    flags = warn["fix"].removeprefix("run cloudstream (and doctor) with ").split()
+    rc, report = await doctor("cloudstream", "--config", str(conf), "--stream-address", "127.0.0.1",
+                              "--tunnel-address", "127.0.0.1", *flags)
+    assert rc == 0, json.dumps(report, indent=1)
+
+
 async def test_cloud_port_not_listening(running: Site) -> None:
     s = running
     closed = free_port()
