@@ -645,3 +645,73 @@ async def test_an_unanswering_server_is_bounded_by_the_timeout(tmp_path: Path) -
     fails = assert_only_fails(rc, report, "reach server")
     assert "192.0.2.1:10004" in fails["reach server"]["finding"]
     assert took < 20 * MS, f"doctor took {took:.1f} s with --timeout 1"
+
+
+# ---------------------------------------------------------------------- tunnels through the admin port
+
+
+def _has_admin() -> bool:
+    from cloudstream.config import CloudConfig
+    from edgestream.config import EdgeConfig
+
+    return "admin" in CloudConfig.__dataclass_fields__ and "admin" in EdgeConfig.__dataclass_fields__
+
+
+needs_admin = pytest.mark.skipif(not _has_admin(), reason="this build has no admin port (the admin server's branch)")
+
+
+@needs_admin
+async def test_tunnel_up_and_down_seen_on_both_admin_ports(site: Layout) -> None:
+    """cloudstream's /debug/nodes and edgestream's /readyz say whether the tunnel is up: doctor
+    passes while it is, and names it (with the fix) on both sides once the edge is gone."""
+    cloud_admin, edge_admin = free_port(), free_port()
+    cloud, stream_port, tunnel_port = await start_cloud(site, "--admin-port", str(cloud_admin))
+    edge = None
+    try:
+        cloud_flags = ["--pki-dir", str(site.root), "--stream-address", "127.0.0.1", "--stream-port", str(stream_port),
+                       "--tunnel-address", "127.0.0.1", "--tunnel-port", str(tunnel_port),
+                       "--admin-port", str(cloud_admin)]
+        since = len(cloud.lines)
+        edge = await start_edge(site, NODE, tunnel_port, "--admin-port", str(edge_admin))
+        await cloud.wait_for_line(rf"tunnel up: node {NODE} ", since=since)
+        edge_flags = ["--pki-dir", str(site.root), "--node-name", NODE, "--server", f"localhost:{tunnel_port}",
+                      "--node-ip", "127.0.0.1", "--backend", "emulator", "--admin-port", str(edge_admin)]
+        rc, report = await doctor("cloudstream", *cloud_flags, "--node", NODE)
+        assert rc == 0, json.dumps(report, indent=1)
+        passed = by_status(report, "PASS")
+        assert f"node {NODE} has a tunnel (127.0.0.1" in passed["tunnels"]["finding"]
+        assert "no DNAT needed" in passed[f"dnat {NODE}"]["finding"]  # the node IP from /debug/nodes, local here
+        rc, report = await doctor("edgestream", *edge_flags)
+        assert rc == 0 and "tunnel" in by_status(report, "PASS"), json.dumps(report, indent=1)
+
+        await cloud.stop()  # the edge's tunnel goes down with it
+        deadline = time.monotonic() + 15 * MS
+        while True:
+            rc, report = await doctor("edgestream", *edge_flags)
+            if "tunnel" in failed(report) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        fails = failed(report)
+        assert "tunnel" in fails and "503" in fails["tunnel"]["finding"], json.dumps(report, indent=1)
+        assert "no tunnel to cloudstream" in fails["tunnel"]["finding"]
+    finally:
+        if edge is not None:
+            await edge.stop()
+        await cloud.stop()
+
+
+@needs_admin
+async def test_a_node_without_tunnel_named_by_the_cloud_admin_port(site: Layout) -> None:
+    cloud_admin = free_port()
+    cloud, stream_port, tunnel_port = await start_cloud(site, "--admin-port", str(cloud_admin))
+    try:
+        flags = ["--pki-dir", str(site.root), "--stream-address", "127.0.0.1", "--stream-port", str(stream_port),
+                 "--tunnel-address", "127.0.0.1", "--tunnel-port", str(tunnel_port), "--admin-port", str(cloud_admin)]
+        rc, report = await doctor("cloudstream", *flags, "--node", NODE)
+        fails = assert_only_fails(rc, report, "tunnels", "chain healthz")
+        assert f"node {NODE} has no tunnel; connected: none" in fails["tunnels"]["finding"]
+        assert fails["tunnels"]["fix"].startswith(f"on {NODE}: `edgestream doctor")
+        rc, report = await doctor("cloudstream", *flags)
+        assert by_status(report, "WARN")["tunnels"]["finding"] == "no edge node is connected"
+    finally:
+        await cloud.stop()
