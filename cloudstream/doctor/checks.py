@@ -238,6 +238,9 @@ class CloudDoctor:
 
     async def tunnel_checks(self) -> list[Check]:
         admin = self._admin()
+        if admin is None and getattr(getattr(self.config, "admin", None), "port", None) == 0:
+            return [Check("tunnels", SKIP, "--admin-port 0: the admin port is a free one, logged at start",
+                          "give doctor the port cloudstream logged (`cloudstream admin on http://...`)")]
         if admin is None:
             how = ("run cloudstream with --admin-port 10005 and give doctor the same flag"
                    if hasattr(self.config, "admin") else "this build has no admin port (needs the admin server)")
