@@ -30,6 +30,7 @@ import time
 from proto.tunnel.errors import AuthError
 
 from .edge_session import EdgeSession, IPClaim
+from .stats import CloudStats
 
 __all__ = ["IPClaim", "IPClaimConflict", "SessionRegistry", "canonical_ip"]
 
@@ -67,6 +68,8 @@ class SessionRegistry:
         """node -> monotonic time until which its dials are refused (it spent its misbehaviour budget)."""
         # One process-wide counter, from 1 (as KubeEdge): an ID is never reused while we live.
         self.next_id = itertools.count(1).__next__
+        self.stats = CloudStats()
+        """The process's totals for /metrics (the registry is what every part already holds)."""
 
     def __len__(self) -> int:
         return len(self._by_node)

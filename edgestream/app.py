@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from .admin import EdgeAdmin
 from .backends import make_backend
 from .config import EdgeConfig
 from .node_endpoints import NodeEndpoints
@@ -38,9 +39,13 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
             pass
     backend = NodeEndpoints(make_backend(config), config)  # /healthz, /metrics, stream counts
     logger.info("edgestream node %s, backend %s, cloud %s", config.node_name, config.backend, config.server)
+    admin = EdgeAdmin(config.admin, lambda: [backend], drain.is_set)
     try:
+        if config.admin.enabled:
+            await admin.server.start()
         await run_tunnel(config, backend, stop, on_session=backend.on_session, drain=drain)
     finally:
+        await admin.server.close()
         await backend.close()
         for sig in installed:
             loop.remove_signal_handler(sig)
