@@ -271,3 +271,43 @@ def test_dashboard_is_valid_json_with_a_panel_per_family() -> None:
         "stream_setup_seconds_bucket", "certificate_expiry_timestamp_seconds",
     ):
         assert "kubeedge_stream_" + family in exprs, family
+
+
+async def test_emulated_fleet_serves_one_admin_port_for_all_its_nodes(tmp_path) -> None:
+    from certs import Layout
+    from edgestream.fleet import node_configs
+    from edgestream.fleet_profile import FleetProfile
+
+    nodes = 5
+    node_configs(FleetProfile(nodes=nodes, pki_dir=tmp_path / "pki", cidr="10.78.0.0/24"))
+    layout = Layout(tmp_path / "pki")
+    cloud, port, tunnel_port = await start_cloud(layout, "--admin-port", "0")
+    cloud_admin = int((await cloud.wait_for_line(CLOUD_ADMIN)).group(1))
+    fleet = await Process.start("fleet", [
+        "edgestream", "emulate", "--nodes", str(nodes), "--pki-dir", str(layout.root), "--cidr", "10.78.0.0/24",
+        "--server", f"localhost:{tunnel_port}", "--admin-port", "0", "--log-format", "json",
+    ])
+    try:
+        fleet_admin = int((await fleet.wait_for_line(re.compile(r"emulate admin on http://127\.0\.0\.1:(\d+)"))).group(1))
+        await fleet.wait_for_line(rf"all {nodes} nodes up", timeout=60)
+        assert await get(fleet_admin, "/readyz") == (200, "ok\n")
+        listing = json.loads((await get(fleet_admin, "/debug/nodes?limit=2"))[1])
+        assert listing["total"] == nodes and listing["truncated"] and all(n["tunnel_up"] for n in listing["nodes"])
+        samples = await scrape(fleet_admin)
+        assert value(samples, "kubeedge_stream_tunnels_connected") == nodes
+        cloud_samples = await scrape(cloud_admin)
+        assert value(cloud_samples, "kubeedge_stream_tunnels_connected") == nodes
+        assert len([k for k in cloud_samples if k[0] == "kubeedge_stream_node_streams"]) == nodes
+        certs = [k for k in samples if k[0] == "kubeedge_stream_certificate_expiry_timestamp_seconds"]
+        assert len(certs) == nodes + 1  # each node's certificate and the one CA
+        assert await cloud.stop() == 0  # the fleet's nodes lose their tunnel: not ready, and says how many
+        deadline = time.monotonic() + 10 * MS
+        while (status := await get(fleet_admin, "/readyz"))[0] != 503:
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.1)
+        assert "nodes have no tunnel" in status[1]
+    finally:
+        await fleet.stop()
+        await cloud.stop()
+    assert all(json.loads(line) for line in fleet.lines if line.strip())
+    no_traceback(fleet)
