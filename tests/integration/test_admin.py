@@ -311,3 +311,27 @@ async def test_emulated_fleet_serves_one_admin_port_for_all_its_nodes(tmp_path) 
         await cloud.stop()
     assert all(json.loads(line) for line in fleet.lines if line.strip())
     no_traceback(fleet)
+
+
+async def test_edge_sigterm_drains_not_ready_then_exits_0(lab_pki) -> None:
+    cloud, edge, port, _, _, edge_admin = await started_pair(lab_pki, edge_args=("--drain-timeout", "2"))
+    tls = apiserver_tls(lab_pki)
+    try:
+        async with kubelet_request(port, FOLLOW, host="edge-1", tls=tls) as follow:
+            assert follow.status == 200
+            chunks = follow.chunks()
+            await anext(chunks)
+            edge.proc.send_signal(signal.SIGTERM)
+            await edge.wait_for_line("draining")
+            status, text = await get(edge_admin, "/readyz")
+            assert status == 503 and "draining" in text, (status, text)
+            received_after = 0
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                async for chunk in chunks:  # runs on during the drain, then the tunnel goes
+                    received_after += len(chunk)
+            assert received_after > 0
+        assert await asyncio.wait_for(edge.proc.wait(), 10 * MS) == 0
+    finally:
+        await edge.stop()
+        await cloud.stop()
+    no_traceback(edge)
