@@ -10,7 +10,7 @@ Labels are bounded: kinds, states, directions, reasons and causes come from fixe
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -54,7 +54,7 @@ class CloudCollector(Collector):
         stalls = Counter(stats.stalls_done)
         violations = stats.violations_done
         queued = 0
-        nodes = []
+        nodes: list[tuple[str, int, int]] = []
         for session in sessions:
             for state in session.mux.streams.values():
                 kind = kind_name(state.kind)
@@ -124,14 +124,14 @@ class CloudCollector(Collector):
         )
 
 
-def _gauge(name: str, doc: str, samples: list[tuple[list[str], float]], labels: list[str] | None = None) -> Metric:
+def _gauge(name: str, doc: str, samples: Sequence[tuple[list[str], float]], labels: list[str] | None = None) -> Metric:
     family = GaugeMetricFamily(name, doc, labels=labels or [])
     for values, value in samples:
         family.add_metric(values, value)
     return family
 
 
-def _counter(name: str, doc: str, samples: list[tuple[list[str], float]], labels: list[str] | None = None) -> Metric:
+def _counter(name: str, doc: str, samples: Sequence[tuple[list[str], float]], labels: list[str] | None = None) -> Metric:
     family = CounterMetricFamily(name, doc, labels=labels or [])
     for values, value in samples:
         family.add_metric(values, value)

@@ -6,7 +6,7 @@ The families share cloudstream's names where they mean the same (tunnels, stream
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -93,7 +93,7 @@ class EdgeCollector(Collector):
 
 def _family(
     cls: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
-    samples: list[tuple[list[str], float]], labels: list[str] | None = None,
+    samples: Sequence[tuple[list[str], float]], labels: list[str] | None = None,
 ) -> Metric:
     family = cls(name, doc, labels=labels or [])
     for values, value in samples:

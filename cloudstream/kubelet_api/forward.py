@@ -250,29 +250,19 @@ async def _edge_to_client(
     conn: Connection, stream: CloudStream, counts: list[int], cut: CutStatus | None, answer: _Answer
 ) -> None:
     writer = conn.writer
-    first = await stream.read()
-    if first is None:
-        return
-    answer.first(first)  # (once, outside the loop)
-    more = await stream.read_more()
-    chunk = b"".join([first, *more]) if more else first
-    counts[0] += len(chunk)
-    if cut is not None:
-        cut.feed(chunk)
-    writer.write(chunk)
-    await writer.drain()
-    while True:
-        chunk = await stream.read()
-        if chunk is None:
-            return
+    chunk = await stream.read()
+    if chunk is not None:
+        answer.first(chunk)  # (once, outside the loop)
+    while chunk is not None:
         more = await stream.read_more()
         if more:
             chunk = b"".join([chunk, *more])
         counts[0] += len(chunk)
         if cut is not None:
-            cut.feed(chunk)
+            cut.feed(chunk)  # type: ignore[arg-type]
         writer.write(chunk)
         await writer.drain()
+        chunk = await stream.read()
 
 
 async def _end_cut(conn: Connection, cut: CutStatus, message: str) -> None:

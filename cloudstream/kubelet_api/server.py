@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import Any
 
 from ..config import CloudConfig
 from ..listener import Limits, Listener, Slot
@@ -77,7 +78,7 @@ class KubeletApiServer:
                 left = deadline - loop.time()
                 if not self.busy or left <= 0 or (stop is not None and stop.done()):
                     break
-                waits: set[asyncio.Future[object]] = set(self.busy)  # type: ignore[arg-type]
+                waits: set[asyncio.Future[Any]] = set(self.busy)
                 if stop is not None:
                     waits.add(stop)
                 await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
