@@ -24,12 +24,15 @@ __all__ = ["CloudAdmin"]
 class CloudAdmin:
     """Readiness: both listeners serving and no shutdown begun."""
 
-    def __init__(self, config: CloudConfig, registry: SessionRegistry, listeners: Callable[[], list[Listener]]) -> None:
+    def __init__(
+        self, config: CloudConfig, registry: SessionRegistry, listeners: Callable[[], list[Listener]],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.listeners = listeners
-        self.shutting_down: str | None = None
-        """Why /readyz says 503 from the first SIGTERM on."""
+        self.stopping = stopping
+        """True from the first SIGTERM on (read in the handler itself: 503 at once, not a loop turn later)."""
         self.metrics: CollectorRegistry = registry.stats.registry
         self.metrics.register(CloudCollector(registry, listeners))
         self.metrics.register(CertExpiryCollector(self.cert_files))
@@ -44,8 +47,8 @@ class CloudAdmin:
         return [c.tls_tunnel_cert_file, c.tls_tunnel_ca_file, c.tls_stream_cert_file, c.tls_stream_ca_file]
 
     def ready(self) -> str | None:
-        if self.shutting_down is not None:
-            return self.shutting_down
+        if self.stopping():
+            return "cloudstream is shutting down: running streams finish, nothing new is accepted"
         listeners = self.listeners()
         if len(listeners) < 2:
             return "the listeners are not bound yet"

@@ -106,7 +106,8 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     tunnel = await start_tunnel_server(config, registry, tunnel_tls)
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
     admin = CloudAdmin(
-        config, registry, lambda: [x for x in (kubelet_api.server if kubelet_api else None, tunnel_listener) if x]
+        config, registry, lambda: [x for x in (kubelet_api.server if kubelet_api else None, tunnel_listener) if x],
+        stop.is_set,
     )
     try:
         admin_port = await admin.server.start() if config.admin.enabled else 0
@@ -119,7 +120,6 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         if on_ready is not None:
             on_ready(running)
         await stop.wait()
-        admin.shutting_down = "cloudstream is shutting down"
         await _drain(config, kubelet_api, tunnel, registry, now)
     finally:
         # 1. stop accepting, 2. end the streams left (their clients get the error), 3. end
