@@ -17,11 +17,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .config import AdminConfig
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["DEFAULT_DEBUG_ITEMS", "MAX_DEBUG_ITEMS", "AdminServer", "Debug"]
 
@@ -56,6 +59,8 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
+        from aiohttp import web  # imported when the port is on: it costs a process 0.2-1 s to start
+
         app = web.Application(client_max_size=1024)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -66,6 +71,8 @@ class AdminServer:
 
     async def start(self) -> int:
         """Listen; returns the bound port. An address that cannot be bound is fatal (OSError)."""
+        from aiohttp import web
+
         # No access log: a prober every few seconds would fill the log with nothing.
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -94,10 +101,14 @@ class AdminServer:
     # ------------------------------------------------------------------ handlers
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         loop = asyncio.get_running_loop()
         began = time.monotonic()
         turned: asyncio.Future[None] = loop.create_future()
@@ -109,6 +120,8 @@ class AdminServer:
         return web.Response(text=f"ok (event loop lag {lag * 1000:.1f} ms)\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         problem = self.debug.ready()
         if problem is not None:
             return web.Response(status=503, text=f"not ready: {problem}\n")
@@ -123,6 +136,8 @@ class AdminServer:
     def _listing(
         self, request: web.Request, key: str, source: Callable[[int], tuple[int, list[dict[str, object]]]]
     ) -> web.Response:
+        from aiohttp import web
+
         try:
             limit = int(request.query.get("limit", DEFAULT_DEBUG_ITEMS))
         except ValueError:
