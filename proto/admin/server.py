@@ -79,10 +79,13 @@ class AdminServer:
         site = web.TCPSite(self._runner, self.config.address, self.config.port or 0, reuse_address=True)
         try:
             await site.start()
-        except OSError:
+        except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
-            raise
+            raise OSError(
+                exc.errno, f"cannot serve the admin port on {self.config.address}:{self.config.port} "
+                f"({exc.strerror or exc}): pick another --admin-port, or leave it off",
+            ) from exc
         server = site._server  # aiohttp keeps the asyncio.Server there; the only way to read port 0 back
         sockets = getattr(server, "sockets", None) or ()
         self.port = int(sockets[0].getsockname()[1]) if sockets else int(self.config.port or 0)
