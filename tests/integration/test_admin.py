@@ -335,3 +335,31 @@ async def test_edge_sigterm_drains_not_ready_then_exits_0(lab_pki) -> None:
         await edge.stop()
         await cloud.stop()
     no_traceback(edge)
+
+
+async def _state(cloud: Process) -> dict[str, int]:
+    since = len(cloud.lines)
+    cloud.proc.send_signal(signal.SIGUSR1)
+    m = await cloud.wait_for_line(re.compile(r"state (.*)$"), since=since, timeout=10)
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+async def test_admin_requests_leave_nothing_behind(lab_pki) -> None:
+    cloud, edge, _, _, cloud_admin, _ = await started_pair(lab_pki)
+    try:
+        await scrape(cloud_admin)  # warm up (first-use imports and objects)
+        baseline = await _state(cloud)
+        for _ in range(30):
+            await scrape(cloud_admin)
+            for path in ("/healthz", "/readyz", "/debug/nodes", "/debug/streams?limit=1000", "/nope"):
+                await get(cloud_admin, path)
+        deadline = time.monotonic() + 10 * MS
+        while True:
+            after = await _state(cloud)
+            if (after["tasks"] <= baseline["tasks"] and after["fds"] <= baseline["fds"]) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert after["tasks"] <= baseline["tasks"] and after["fds"] <= baseline["fds"], (baseline, after)
+    finally:
+        await edge.stop()
+        await cloud.stop()
