@@ -51,8 +51,8 @@ class EdgeAdmin:
         if down:
             first = down[0].config
             if len(nodes) == 1:
-                return (f"no tunnel to cloudstream at {first.server} for node {first.node_name} "
-                        "(the log says why the last dial failed)")
+                why = down[0].last_dial_error or "not dialled yet, or the tunnel just ended"
+                return f"no tunnel to cloudstream at {first.server} for node {first.node_name}: {why}"
             return f"{len(down)} of {len(nodes)} nodes have no tunnel (first: {first.node_name} to {first.server})"
         draining = [n for n in nodes if n.session is not None and n.session.draining]
         if draining:

@@ -43,7 +43,8 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
     try:
         if config.admin.enabled:
             await admin.server.start()
-        await run_tunnel(config, backend, stop, on_session=backend.on_session, drain=drain)
+        await run_tunnel(config, backend, stop, on_session=backend.on_session, drain=drain,
+                         on_dial_error=backend.on_dial_error)
     finally:
         await admin.server.close()
         await backend.close()

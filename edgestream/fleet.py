@@ -92,7 +92,8 @@ class FleetNode:
 
     async def _run(self) -> None:
         try:
-            await run_tunnel(self.config, self.endpoints, self.stop, on_session=self.on_session)
+            await run_tunnel(self.config, self.endpoints, self.stop, on_session=self.on_session,
+                             on_dial_error=self.endpoints.on_dial_error)
         except Exception:  # one node's bug must not end the fleet
             logger.exception("! node %s: tunnel loop crashed", self.name)
 

@@ -27,7 +27,7 @@ class EdgeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         nodes = self.nodes()
-        up = connects = reconnects = queued = stalls = violations = 0
+        up = connects = reconnects = queued = stalls = violations = dial_failures = 0
         disconnects: Counter[str] = Counter()
         results: Counter[tuple[str, str]] = Counter()
         byte_counts: Counter[tuple[str, str]] = Counter()
@@ -35,6 +35,7 @@ class EdgeCollector(Collector):
         for node in nodes:
             connects += node.connects
             reconnects += max(0, node.connects - 1)
+            dial_failures += node.dial_failures
             disconnects.update(node.disconnects)
             results.update(node.results)
             byte_counts.update(node.bytes_done)
@@ -58,6 +59,10 @@ class EdgeCollector(Collector):
         yield _family(
             CounterMetricFamily, "kubeedge_stream_tunnel_reconnects", "Tunnels established after a node's first one.",
             [([], reconnects)],
+        )
+        yield _family(
+            CounterMetricFamily, "kubeedge_stream_tunnel_dial_failures", "Dials to cloudstream that failed.",
+            [([], dial_failures)],
         )
         yield _family(
             CounterMetricFamily, "kubeedge_stream_tunnel_disconnects", "Tunnels ended, by reason.",

@@ -72,6 +72,8 @@ class NodeEndpoints:
         self.bytes_done: Counter[tuple[str, str]] = Counter()
         self.stalls_done = 0
         self.violations_done = 0
+        self.dial_failures = 0
+        self.last_dial_error = ""
         self.session: AgentSession | None = None
         self._messages = [0, 0]  # in, out: of finished tunnels
         self._unhealthy = RateLimitedLog(logger, interval=60.0)
@@ -111,6 +113,11 @@ class NodeEndpoints:
 
     async def close(self) -> None:
         await self.backend.close()
+
+    def on_dial_error(self, why: str) -> None:
+        """``run_tunnel``'s callback: a dial failed (``why`` is the line it logs)."""
+        self.dial_failures += 1
+        self.last_dial_error = why
 
     def on_session(self, session: AgentSession | None) -> None:
         """``run_tunnel``'s callback: a tunnel came up (session) or ended (None)."""

@@ -181,6 +181,11 @@ async def test_readyz_follows_the_tunnel_and_the_listeners(lab_pki) -> None:
             assert time.monotonic() < deadline, status
             await asyncio.sleep(0.1)
         assert "no tunnel to cloudstream" in status[1]
+        deadline = time.monotonic() + 10 * MS
+        while "nothing listens on" not in (status := await get(edge_admin, "/readyz"))[1]:  # the next dial says why
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.1)
+        assert value(await scrape(edge_admin), "kubeedge_stream_tunnel_dial_failures_total") >= 1
         assert (await get(edge_admin, "/healthz"))[0] == 200  # alive, only not ready
         cloud, _, _ = await start_cloud(lab_pki, "--tunnel-port", str(tunnel_port), "--admin-port", "0")
         cloud_admin = int((await cloud.wait_for_line(CLOUD_ADMIN)).group(1))
