@@ -101,6 +101,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     tunnel = await start_tunnel_server(config, registry, tunnel_tls, signer=CertSigner.from_config(config))
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
     iptables_task: asyncio.Task[None] | None = None
+    kube_task: asyncio.Task[None] | None = None
     try:
         api = await kubelet_api.start()
         egress = EgressFront(config, registry, kubelet_api) if config.egress.enabled else None
@@ -114,12 +115,21 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         if config.iptables is not None:  # --manage-iptables: DNAT rules follow the connected tunnels
             from .iptables.loop import IptablesLoop
 
-            iptables_task = asyncio.create_task(IptablesLoop(config.iptables, registry, running.stream_port).run())
+            iptables_loop = IptablesLoop(config.iptables, registry, running.stream_port)
+            iptables_task = asyncio.create_task(iptables_loop.run())
+        if config.kube is not None:  # KubeEdge's tunnel-port scheme (cloudstream/kube)
+            from .kube.runner import KubeSide
+
+            routes = iptables_loop.set_port_routes if config.iptables is not None else None
+            kube_task = asyncio.create_task(KubeSide(config.kube, registry, routes).run())
         if on_ready is not None:
             on_ready(running)
         await stop.wait()
         logger.info("x shutting down: %d tunnels open", len(registry))
     finally:
+        if kube_task is not None:  # first: release our tunnel-port entry while the API is still ours
+            kube_task.cancel()
+            await asyncio.gather(kube_task, return_exceptions=True)
         if iptables_task is not None:
             iptables_task.cancel()
             await asyncio.gather(iptables_task, return_exceptions=True)
