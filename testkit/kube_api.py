@@ -132,7 +132,7 @@ class KubeApi:
         self._changed = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)  # a watcher gone ends its watch
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0, ssl_context=ctx)
         await site.start()
