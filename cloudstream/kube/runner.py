@@ -37,6 +37,12 @@ class KubeSide:
 
     async def run(self) -> None:
         """Until cancelled; a cancel (clean shutdown) releases our record entry first."""
+        try:
+            await self._run()
+        except ConfigError as exc:  # a kubeconfig that does not load: say so, keep serving tunnels
+            logger.error("! Kubernetes API: %s; serving without the tunnel-port scheme", exc)
+
+    async def _run(self) -> None:
         log = RateLimitedLog(logger, interval=60.0)
         async with core_v1(self.settings) as core:
             claimer = TunnelPortClaimer(core, self.settings)

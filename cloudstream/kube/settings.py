@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -14,6 +16,10 @@ from proto.tunnel.errors import ConfigError
 from .record import CONFIGMAP, NAMESPACE
 
 __all__ = ["KubeSettings", "add_kube_arguments", "default_replica_ip", "kube_settings"]
+
+logger = logging.getLogger("cloudstream.kube")
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,7 +70,7 @@ def add_kube_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubeconfig", metavar="PATH",
         help="kubeconfig for the Kubernetes API (default: the in-cluster service account when "
-             "KUBERNETES_SERVICE_HOST is set, else no Kubernetes API; needs the [kube] extra)",
+             "KUBERNETES_SERVICE_HOST is set and a token is mounted, else no Kubernetes API; needs the [kube] extra)",
     )
     parser.add_argument(
         "--kubeedge-tunnel-port", choices=["auto", "on", "off"], default="auto",
@@ -82,9 +88,16 @@ def add_kube_arguments(parser: argparse.ArgumentParser) -> None:
 def kube_settings(ns: argparse.Namespace) -> KubeSettings | None:
     mode = getattr(ns, "kubeedge_tunnel_port", "auto")
     path = getattr(ns, "kubeconfig", None)
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    # In a pod whose account has a token (automountServiceAccountToken): the in-cluster API.
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and Path(SERVICE_ACCOUNT_TOKEN).exists()
     if mode == "off" or (path is None and not in_cluster):
         if mode == "on":
             raise ConfigError("--kubeedge-tunnel-port on needs --kubeconfig (or running in a pod)")
+        return None
+    if importlib.util.find_spec("kubernetes_asyncio") is None:
+        hint = "install the [kube] extra: pip install 'kubeedge-stream[kube]'"
+        if mode == "on" or path is not None:
+            raise ConfigError(f"the Kubernetes API (--kubeconfig, --kubeedge-tunnel-port) needs kubernetes-asyncio; {hint}")
+        logger.warning("running in a pod, but kubernetes-asyncio is not installed: no tunnel-port scheme (%s)", hint)
         return None
     return KubeSettings(kubeconfig=Path(path) if path else None, replica_ip=ns.replica_ip or default_replica_ip())
