@@ -67,7 +67,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main_async(replicas: list[int], rounds: int) -> list[dict[str, object]]:
-    out = []
+    out: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         api = await KubeApi().start(Path(tmp))
         try:
@@ -101,7 +101,7 @@ CLAIM_LINE = r"tunnel port \d+ for .*\((\d+) rounds, (\d+) conflicts, ([\d.]+) s
 async def processes_async(replicas: list[int], rounds: int) -> list[dict[str, object]]:
     from certs import init_lab
 
-    out = []
+    out: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         layout = init_lab(Path(tmp) / "pki", ["edge-1"])
         api = await KubeApi().start(Path(tmp))

@@ -34,7 +34,7 @@ class KubeSettings:
     configmap: str = CONFIGMAP
     claim_attempts: int = 30
     """Optimistic-concurrency rounds (a 409 Conflict, a lost create) before giving up."""
-    retry_base: float = 0.05
+    retry_base: float = 0.02
     retry_max: float = 1.0
     """Jittered backoff between rounds: uniform(0, min(retry_max, retry_base * 2**round))."""
     node_update_interval: float = 20.0
