@@ -98,6 +98,12 @@ CLAIM_LINE = r"tunnel port \d+ for .*\((\d+) rounds, (\d+) conflicts, ([\d.]+) s
 """cloudstream/kube/tunnelport.py's log line: rounds, conflicts, the claim's own seconds."""
 
 
+async def claimed(p: Process, start: float) -> tuple[float, float, int, int]:
+    """(spawn to the claim line, the claim's own seconds, its rounds, its conflicts)."""
+    m = await p.wait_for_line(CLAIM_LINE, timeout=60)
+    return time.perf_counter() - start, float(m[3]), int(m[1]), int(m[2])
+
+
 async def processes_async(replicas: list[int], rounds: int) -> list[dict[str, object]]:
     from certs import init_lab
 
@@ -119,10 +125,7 @@ async def processes_async(replicas: list[int], rounds: int) -> list[dict[str, ob
                         "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", "--kubeconfig", str(api.kubeconfig),
                         "--replica-ip", f"10.244.{i}.7"]) for i in range(n)))
                     try:
-                        async def claimed(p: Process) -> tuple[float, float, int, int]:
-                            m = await p.wait_for_line(CLAIM_LINE, timeout=60)
-                            return time.perf_counter() - start, float(m[3]), int(m[1]), int(m[2])
-                        got = await asyncio.gather(*(claimed(p) for p in procs))
+                        got = await asyncio.gather(*(claimed(p, start) for p in procs))
                         times += [g[0] for g in got]
                         claims += [g[1] for g in got]
                         claim_rounds += [g[2] for g in got]

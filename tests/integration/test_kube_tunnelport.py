@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -44,6 +45,14 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeApi]:
 
 def settings(api: KubeApi, ip: str, **kw: object) -> KubeSettings:
     return KubeSettings(kubeconfig=api.kubeconfig, replica_ip=ip, retry_base=0.01, retry_max=0.1, **kw)  # type: ignore[arg-type]
+
+
+async def state(cloud) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """cloudstream's own account (SIGUSR1 -> one ``state`` line)."""
+    since = len(cloud.lines)
+    cloud.proc.send_signal(signal.SIGUSR1)
+    m = await cloud.wait_for_line(re.compile(r"state (.*)$"), since=since, timeout=10)
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
 def annotation(api: KubeApi) -> TunnelPortRecord:
@@ -174,6 +183,7 @@ async def test_cloudstream_claims_writes_the_node_port_and_releases(kube: KubeAp
     edge = None
     try:
         await cloud.wait_for_line(r"tunnel port 10352 for 10\.244\.3\.4")
+        before = await state(cloud)
         edge = await start_edge(lab_pki, "edge-1", tunnel_port)
         await edge.wait_for_line(TUNNEL_UP)
         await cloud.wait_for_line(r"node edge-1: kubeletEndpoint.Port = 10352")
@@ -187,6 +197,14 @@ async def test_cloudstream_claims_writes_the_node_port_and_releases(kube: KubeAp
         edge = await start_edge(lab_pki, "edge-1", tunnel_port)
         await cloud.wait_for_line(r"node edge-1: kubeletEndpoint.Port = 10352", since=since)
         assert kube.get("nodes", "edge-1")["status"]["daemonEndpoints"]["kubeletEndpoint"] == {"Port": 10352}  # type: ignore[index]
+        await edge.stop()
+        edge = None
+        for _ in range(100):  # the node writes done, the tunnel gone: back to where it started
+            now = await state(cloud)
+            if now["tunnels"] == 0 and now["tasks"] <= before["tasks"] and now["fds"] <= before["fds"]:
+                break
+            await asyncio.sleep(0.1)
+        assert now["tunnels"] == 0 and now["tasks"] <= before["tasks"] and now["fds"] <= before["fds"], (before, now)
     finally:
         if edge is not None:
             await edge.stop()
@@ -195,3 +213,26 @@ async def test_cloudstream_claims_writes_the_node_port_and_releases(kube: KubeAp
     record = annotation(kube)
     assert record.ip_ports == {"192.168.1.16": 10351} and record.ports == {10351, 10352}
     assert json.loads(record.dump())["port"] == {"10351": True, "10352": True}
+
+
+async def test_an_api_that_refuses_is_one_line_with_the_fix_and_tunnels_still_serve(
+    kube: KubeApi, lab_pki, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """A kubeconfig whose token the API server refuses (401): not retried in a loop per request,
+    one rate-limited line naming the fix, and cloudstream keeps serving tunnels."""
+    bad = tmp_path / "bad-kubeconfig"
+    bad.write_text(kube.kubeconfig.read_text().replace(kube.token, "not-the-token"))  # type: ignore[union-attr]
+    cloud, _, tunnel_port = await start_cloud(lab_pki, "--kubeconfig", str(bad), "--replica-ip", "10.244.3.4")
+    edge = None
+    try:
+        await cloud.wait_for_line(r"! tunnel port: cannot claim a tunnel port in kubeedge/tunnelport: HTTP 401 .*grant")
+        requests = kube.requests
+        edge = await start_edge(lab_pki, "edge-1", tunnel_port)
+        await edge.wait_for_line(TUNNEL_UP)
+        await asyncio.sleep(0.5)
+        assert kube.requests == requests  # nothing hammers the API server meanwhile (next try in 10 s)
+    finally:
+        if edge is not None:
+            await edge.stop()
+        assert await cloud.stop(signal.SIGTERM) == 0, cloud.output
+    assert cloud.output.count("HTTP 401") == 1
