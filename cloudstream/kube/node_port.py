@@ -38,8 +38,6 @@ def kubelet_port_patch(port: int) -> dict[str, object]:
 class KubeletPortWriter:
     def __init__(self, core: Any, settings: KubeSettings, registry: SessionRegistry, port: int) -> None:
         self.core, self.settings, self.registry, self.port = core, settings, registry, port
-        self.written: dict[str, int] = {}
-        """node -> times written (tests and the state line read it)."""
         self._sessions: dict[str, object] = {}
         """node -> the session we wrote for (a new session of the node is written again)."""
         self._changed = asyncio.Event()
@@ -74,7 +72,6 @@ class KubeletPortWriter:
                     await self.core.patch_node_status(
                         node, kubelet_port_patch(self.port), _content_type="application/merge-patch+json"
                     )
-                self.written[node] = self.written.get(node, 0) + 1
                 logger.info("node %s: kubeletEndpoint.Port = %d (this replica's tunnel port)", node, self.port)
                 return
             except Exception as exc:

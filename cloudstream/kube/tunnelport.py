@@ -94,13 +94,6 @@ class TunnelPortClaimer:
             logger.info("tunnel port %d of %s released", port, self.ip)
         return bool(done and done[-1])
 
-    async def read(self) -> tuple[TunnelPortRecord, str | None]:
-        """The record and the ConfigMap's resourceVersion (None: no ConfigMap)."""
-        cm = await self._get()
-        if cm is None:
-            return TunnelPortRecord(), None
-        return TunnelPortRecord.parse((cm.metadata.annotations or {}).get(ANNOTATION)), cm.metadata.resource_version
-
     async def _get(self) -> Any:
         try:
             async with asyncio.timeout(self.settings.request_timeout):
