@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 
 from proto.tunnel.errors import ConfigError
 
-__all__ = ["ANNOTATION", "CONFIGMAP", "FIRST_PORT", "NAMESPACE", "SERVER_PORT", "TunnelPortRecord"]
+__all__ = [
+    "ANNOTATION", "CONFIGMAP", "FIRST_PORT", "NAMESPACE", "RELEASED", "SERVER_PORT", "TunnelPortRecord", "claim_in",
+    "release_in",
+]
 
 NAMESPACE = "kubeedge"
 """``constants.SystemNamespace``."""
@@ -32,6 +35,10 @@ ANNOTATION = "tunnelportrecord.kubeedge.io"
 SERVER_PORT = 10350
 """``constants.ServerPort``; negotiatePort starts its search one above."""
 FIRST_PORT = SERVER_PORT + 1
+RELEASED = "kubeedge-stream.io/released-tunnel-ports"
+"""Ours, beside cloudcore's: ``{ip: port}`` of entries released on a clean shutdown, so that the same
+IP coming back (a restart on the host network, a rolling update) gets its old port again while no
+other IP ever does. Go cloudcores update the ConfigMap they read, so they keep this annotation."""
 MAX_RECORD = 256 * 1024
 """Annotations hold 256 KiB in all; a longer value is not a record anyone wrote."""
 
@@ -80,12 +87,15 @@ class TunnelPortRecord:
     def port_of(self, ip: str) -> int | None:
         return self.ip_ports.get(ip)
 
-    def claim(self, ip: str) -> tuple[TunnelPortRecord, int]:
-        """(the record with ``ip`` holding a port, that port): its own when it has one, else the
-        smallest free one above 10350, as negotiatePort picks it."""
+    def claim(self, ip: str, previous: int | None = None) -> tuple[TunnelPortRecord, int]:
+        """(the record with ``ip`` holding a port, that port): its own when it has one, else
+        ``previous`` (the port it released) when no other IP holds it, else the smallest free one
+        above 10350, as negotiatePort picks it."""
         own = self.ip_ports.get(ip)
         if own is not None:
             return (self if own in self.ports else TunnelPortRecord(self.ip_ports, self.ports | {own})), own
+        if previous is not None and previous not in self.ip_ports.values() and 0 < previous <= 65535:
+            return TunnelPortRecord({**self.ip_ports, ip: previous}, self.ports | {previous}), previous
         taken = self.ports | set(self.ip_ports.values())
         port = FIRST_PORT
         while port in taken:  # bounded: taken is finite
@@ -112,3 +122,39 @@ class TunnelPortRecord:
             except ValueError:
                 continue
         return sorted(out)
+
+
+def _released(text: str | None) -> dict[str, int]:
+    """Our released-ports annotation; anything unreadable is no memory (never an error: it is a hint)."""
+    try:
+        raw = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict) or len(text or "") > MAX_RECORD:
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _with(annotations: dict[str, str], record: TunnelPortRecord, released: dict[str, int]) -> dict[str, str]:
+    out = {**annotations, ANNOTATION: record.dump()}
+    if released:
+        out[RELEASED] = json.dumps({k: released[k] for k in sorted(released)}, separators=(",", ":"))
+    else:
+        out.pop(RELEASED, None)
+    return out
+
+
+def claim_in(annotations: dict[str, str], ip: str) -> tuple[dict[str, str] | None, int]:
+    """The ConfigMap's annotations with ``ip`` holding a port (None: already so), and the port."""
+    released = _released(annotations.get(RELEASED))
+    record, port = TunnelPortRecord.parse(annotations.get(ANNOTATION)).claim(ip, released.pop(ip, None))
+    new = _with(annotations, record, released)
+    return (None if new == annotations else new), port
+
+
+def release_in(annotations: dict[str, str], ip: str, port: int) -> dict[str, str] | None:
+    """The annotations without ``ip``'s entry, remembered as released (None: it was gone or re-pointed)."""
+    record = TunnelPortRecord.parse(annotations.get(ANNOTATION)).release(ip, port)
+    if record is None:
+        return None
+    return _with(annotations, record, {**_released(annotations.get(RELEASED)), ip: port})

@@ -27,7 +27,7 @@ from proto.aio.ratelog import RateLimitedLog
 from proto.tunnel.errors import ConfigError, TunnelError
 
 from .client import api_status
-from .record import ANNOTATION, TunnelPortRecord
+from .record import claim_in, release_in
 from .settings import KubeSettings
 
 __all__ = ["Claim", "KubeApiError", "TunnelPortClaimer"]
@@ -64,10 +64,10 @@ class TunnelPortClaimer:
         started = time.monotonic()
         chosen: list[int] = []
 
-        def mutate(record: TunnelPortRecord) -> TunnelPortRecord | None:
-            new, port = record.claim(self.ip)
+        def mutate(annotations: dict[str, str]) -> dict[str, str] | None:
+            new, port = claim_in(annotations, self.ip)
             chosen.append(port)
-            return None if new == record else new
+            return new
 
         rounds, conflicts = await self._update(mutate, "claim a tunnel port")
         self.port = chosen[-1]
@@ -77,14 +77,14 @@ class TunnelPortClaimer:
         return claim
 
     async def release(self) -> bool:
-        """Remove our ``ipTunnelPort`` entry (the port stays used, as KubeEdge keeps it); False when
-        it was already gone or re-pointed."""
+        """Remove our ``ipTunnelPort`` entry (the port stays used, as KubeEdge keeps it, and is
+        remembered for this IP's return); False when it was already gone or re-pointed."""
         if self.port is None:
             return False
         port, done = self.port, []
 
-        def mutate(record: TunnelPortRecord) -> TunnelPortRecord | None:
-            new = record.release(self.ip, port)
+        def mutate(annotations: dict[str, str]) -> dict[str, str] | None:
+            new = release_in(annotations, self.ip, port)
             done.append(new is not None)
             return new
 
@@ -104,7 +104,7 @@ class TunnelPortClaimer:
             raise
 
     async def _update(
-        self, mutate: Callable[[TunnelPortRecord], TunnelPortRecord | None], what: str, create: bool = True
+        self, mutate: Callable[[dict[str, str]], dict[str, str] | None], what: str, create: bool = True
     ) -> tuple[int, int]:
         """Read, mutate, write with the read resourceVersion; redo on 409. (rounds, conflicts)."""
         s, conflicts = self.settings, 0
@@ -114,22 +114,18 @@ class TunnelPortClaimer:
                 async with asyncio.timeout(s.request_timeout * 2):
                     cm = await self._get()
                     if cm is None:
-                        if not create:
-                            mutate(TunnelPortRecord())
+                        new = mutate({})
+                        if not create or new is None:
                             return round_, conflicts
-                        new = mutate(TunnelPortRecord())
                         await self.core.create_namespaced_config_map(s.namespace, {
                             "apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": s.configmap, "namespace": s.namespace,
-                                         "annotations": {ANNOTATION: (new or TunnelPortRecord()).dump()}},
+                            "metadata": {"name": s.configmap, "namespace": s.namespace, "annotations": new},
                         })
                         return round_, conflicts
-                    annotations = dict(cm.metadata.annotations or {})
-                    new = mutate(TunnelPortRecord.parse(annotations.get(ANNOTATION)))
+                    new = mutate(dict(cm.metadata.annotations or {}))
                     if new is None:
                         return round_, conflicts
-                    annotations[ANNOTATION] = new.dump()
-                    cm.metadata.annotations = annotations  # resourceVersion stays: the write is conditional
+                    cm.metadata.annotations = new  # resourceVersion stays: the write is conditional
                     await self.core.replace_namespaced_config_map(s.configmap, s.namespace, cm)
                     return round_, conflicts
             except ConfigError:

@@ -23,7 +23,7 @@ from .framework import TUNNEL_UP, start_cloud, start_edge
 kubernetes_asyncio = pytest.importorskip("kubernetes_asyncio", reason="the [kube] extra (kubernetes-asyncio) is not installed")
 
 from cloudstream.kube.client import core_v1  # noqa: E402
-from cloudstream.kube.record import ANNOTATION, TunnelPortRecord  # noqa: E402
+from cloudstream.kube.record import ANNOTATION, RELEASED, TunnelPortRecord  # noqa: E402
 from cloudstream.kube.settings import KubeSettings  # noqa: E402
 from cloudstream.kube.tunnelport import TunnelPortClaimer  # noqa: E402
 from cloudstream.kube.watch import watch_record  # noqa: E402
@@ -123,11 +123,11 @@ async def test_racing_replicas_next_to_a_go_cloudcore(kube: KubeApi, no_leaks: N
     assert record.ip_ports["192.168.1.16"] == 10351 and len(record.ip_ports) == 3
 
 
-async def test_shutdown_releases_and_a_crash_restart_keeps_its_port(kube: KubeApi, no_leaks: None) -> None:
+async def test_shutdown_releases_and_a_restart_keeps_its_port(kube: KubeApi, no_leaks: None) -> None:
     s = settings(kube, "10.244.0.7")
     async with core_v1(s) as core:
         first = await TunnelPortClaimer(core, s).claim()
-    # a restart (no release: a crash) finds its own entry and writes nothing
+    # a restart after a crash (no release) finds its own entry and writes nothing
     writes = kube.writes
     async with core_v1(s) as core:
         claimer = TunnelPortClaimer(core, s)
@@ -136,8 +136,14 @@ async def test_shutdown_releases_and_a_crash_restart_keeps_its_port(kube: KubeAp
         assert await claimer.release()
     record = annotation(kube)
     assert "10.244.0.7" not in record.ip_ports and 10351 in record.ports  # the port stays used, as KubeEdge keeps it
-    async with core_v1(settings(kube, "10.244.9.9")) as core:
-        assert (await TunnelPortClaimer(core, settings(kube, "10.244.9.9")).claim()).port == 10352
+    assert kube.get("configmaps", "tunnelport", "kubeedge")["metadata"]["annotations"][RELEASED] == '{"10.244.0.7":10351}'  # type: ignore[index]
+    other = settings(kube, "10.244.9.9")
+    async with core_v1(other) as core:  # another IP never gets a released port
+        assert (await TunnelPortClaimer(core, other).claim()).port == 10352
+    async with core_v1(s) as core:  # the same IP back after a clean shutdown (host network, rolling update): its port
+        assert (await TunnelPortClaimer(core, s).claim()).port == 10351
+    assert RELEASED not in kube.get("configmaps", "tunnelport", "kubeedge")["metadata"]["annotations"]  # type: ignore[index]
+    assert annotation(kube).ip_ports == {"10.244.0.7": 10351, "10.244.9.9": 10352}
 
 
 async def test_release_of_an_entry_someone_else_removed_writes_nothing(kube: KubeApi, no_leaks: None) -> None:

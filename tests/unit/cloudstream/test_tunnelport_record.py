@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloudstream.iptables.rules import NatTable, PortRoute, RuleConfig, parse_save, plan_sync
-from cloudstream.kube.record import FIRST_PORT, TunnelPortRecord
+from cloudstream.kube.record import ANNOTATION, FIRST_PORT, RELEASED, TunnelPortRecord, claim_in, release_in
 from proto.tunnel.errors import ConfigError
 
 # The record as the website's HA docs show `kubectl get cm tunnelport -nkubeedge -oyaml` (Go's json.Marshal).
@@ -102,3 +102,25 @@ def test_port_rules_are_kubeedges_tunnel_port_rules_in_our_chain_after_the_node_
 def test_port_route_refuses_non_ipv4() -> None:
     with pytest.raises(ConfigError):
         PortRoute(10351, "fd00::1")
+
+
+def test_a_released_port_comes_back_to_its_ip_only_and_other_annotations_stay() -> None:
+    annotations = {ANNOTATION: DOCS, "someone.else/key": "v"}
+    released = release_in(annotations, "192.168.202.202", 10351)
+    assert released is not None and released["someone.else/key"] == "v"
+    assert released[RELEASED] == '{"192.168.202.202":10351}'
+    assert claim_in(released, "10.0.0.9")[1] == 10353  # never to another IP
+    back, port = claim_in(released, "192.168.202.202")
+    assert port == 10351 and back is not None and RELEASED not in back
+    assert TunnelPortRecord.parse(back[ANNOTATION]) == TunnelPortRecord.parse(DOCS)
+    assert claim_in(back, "192.168.202.202") == (None, 10351)  # nothing to write
+
+
+def test_a_released_port_someone_else_holds_is_not_taken_back() -> None:
+    taken = {ANNOTATION: '{"ipTunnelPort":{"10.0.0.2":10351},"port":{"10351":true}}', RELEASED: '{"10.0.0.1":10351}'}
+    new, port = claim_in(taken, "10.0.0.1")
+    assert port == 10352 and new is not None and RELEASED not in new
+
+
+def test_an_unreadable_released_annotation_is_no_memory() -> None:
+    assert claim_in({RELEASED: "garbage"}, "10.0.0.1")[1] == 10351
