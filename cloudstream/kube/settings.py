@@ -100,4 +100,4 @@ def kube_settings(ns: argparse.Namespace) -> KubeSettings | None:
             raise ConfigError(f"the Kubernetes API (--kubeconfig, --kubeedge-tunnel-port) needs kubernetes-asyncio; {hint}")
         logger.warning("running in a pod, but kubernetes-asyncio is not installed: no tunnel-port scheme (%s)", hint)
         return None
-    return KubeSettings(kubeconfig=Path(path) if path else None, replica_ip=ns.replica_ip or default_replica_ip())
+    return KubeSettings(kubeconfig=Path(path) if path else None, replica_ip=getattr(ns, "replica_ip", None) or default_replica_ip())
