@@ -31,6 +31,7 @@ from collections.abc import Callable
 from proto.tunnel.errors import AuthError
 
 from .edge_session import EdgeSession, IPClaim
+from .replicas import ReplicaDirectory
 
 __all__ = ["IPClaim", "IPClaimConflict", "SessionRegistry", "canonical_ip"]
 
@@ -69,6 +70,8 @@ class SessionRegistry:
         # One process-wide counter, from 1 (as KubeEdge): an ID is never reused while we live.
         self.next_id = itertools.count(1).__next__
         self._watchers: list[Callable[[], None]] = []
+        self.replicas: ReplicaDirectory | None = None
+        """HA mode: this replica's name and where else nodes are (set by the tunnel server)."""
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` after every change of the IP bindings; returns the unwatch function."""

@@ -189,10 +189,13 @@ class Connection:
         connected = ", ".join(f"{s.node} ({s.internal_ip})" for s in sessions[:10]) or "none"
         if len(sessions) > 10:
             connected += f" and {len(sessions) - 10} more"
+        replica = ""
+        if registry.replicas is not None:  # HA mode: name this replica and where the node is
+            replica = " " + registry.replicas.miss(v for k, v in keys if k != "ip")
         return None, (
             f"no edge node with {wanted} has a tunnel to this cloudstream. "
             f"Check that edgestream runs on that node and reaches tunnel port {self.config.tunnel_port} "
-            f"(its log says why it cannot connect). Connected nodes: {connected}"
+            f"(its log says why it cannot connect). Connected nodes: {connected}.{replica}"
         )
 
     async def _discard_body(self, request: RequestReader) -> bool:
