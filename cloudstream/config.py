@@ -150,9 +150,16 @@ class CloudConfig:
     """This replica's stable name, told to our edges at dial time (default: $POD_NAME, else the hostname)."""
     replicas: int = 1
     """How many replicas serve the tunnel address; our edges keep one tunnel to each."""
+    replica_peers: tuple[str, ...] = ()
+    """``host:port`` tunnel addresses of the replicas (a headless Service name resolves to all):
+    asked which one holds a node that has no tunnel here (``peers.py``); empty: never asked."""
 
     def __post_init__(self) -> None:
         _check_http_limits(self)
+        for peer in self.replica_peers:
+            host, _, port = peer.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ConfigError(f"replica peer {peer!r} is not HOST:PORT (a replica's tunnel address)")
         if not valid_replica_id(self.replica_id) or not 1 <= self.replicas <= MAX_REPLICAS:
             raise ConfigError(f"replica id {self.replica_id!r} must be a pod-name-like name and replicas "
                               f"({self.replicas}) 1..{MAX_REPLICAS}")
@@ -209,6 +216,8 @@ class CloudConfig:
             settings["tunnel_ca_key_file"] = Path(ns.tunnel_ca_key_file)
         settings.update({k: getattr(ns, k) for k in ("renew_max_days", "renew_max_per_hour") if getattr(ns, k, None) is not None})
         settings.update({k: getattr(ns, k) for k in ("replica_id", "replicas") if getattr(ns, k, None) is not None})
+        if getattr(ns, "replica_peers", None):
+            settings["replica_peers"] = tuple(p.strip() for arg in ns.replica_peers for p in arg.split(",") if p.strip())
         settings["iptables"] = server_settings(
             ns, str(settings.get("stream_address", "0.0.0.0")), int(settings.get("stream_port", 10003))  # type: ignore[call-overload]
         )
@@ -290,6 +299,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="this replica's stable name, told to edges (default: $POD_NAME, else the hostname)")
     parser.add_argument("--replicas", type=int, metavar="N",
                         help="replicas behind the tunnel address; our edges keep a tunnel to each (1)")
+    parser.add_argument("--replica-peers", action="append", metavar="HOST:PORT",
+                        help="the replicas' tunnel addresses (repeat, or a headless Service name:port), asked "
+                        "which replica holds a node that has no tunnel here (default: none, not asked)")
     # --- misbehaviour budget of a tunnel ---
     parser.add_argument(
         "--tunnel-max-violations", type=int, metavar="N",

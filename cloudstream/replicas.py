@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from proto.tunnel.replicas import MAX_REPLICAS, ReplicaAnnouncement
 
@@ -39,6 +39,8 @@ class ReplicaDirectory:
         self.count_source = count_source
         """Optional: returns the current replica count (e.g. ready endpoints of the Service)."""
         self._clock = clock
+        self.lookup: Callable[[str], Awaitable[str | None]] | None = None
+        """Optional: asks the peer replicas which one holds a node (``peers.PeerLookup.holder``)."""
         self._holders: OrderedDict[str, tuple[frozenset[str], float, bool]] = OrderedDict()
         """node -> (other replicas it holds, when we learnt it, whether its tunnel here is up)."""
 
@@ -77,8 +79,10 @@ class ReplicaDirectory:
             return None
         return others, age
 
-    def miss(self, nodes: Iterable[str]) -> str:
-        """The sentence a "no tunnel to this node" error gains: this replica, and where else."""
+    async def miss(self, nodes: Iterable[str]) -> str:
+        """The sentence a "no tunnel to this node" error gains: this replica, and where else
+        (the node's own last report, else the peers' answer when ``lookup`` is set)."""
+        nodes = list(nodes)[:4]
         text = f"This is cloudstream replica {self.replica_id} (of {self.replicas})"
         for node in nodes:
             known = self.elsewhere(node)
@@ -89,6 +93,12 @@ class ReplicaDirectory:
                 return (f"{text}; node {node} said {age:.0f} s ago that it holds tunnels to replica(s) "
                         f"{', '.join(sorted(others))}: a request through the Service reaches one of them on retry.")
             return f"{text}; node {node} held a tunnel to this replica only ({age:.0f} s ago)."
+        if self.lookup is not None:
+            for node in nodes:
+                holder = await self.lookup(node)
+                if holder is not None:
+                    return (f"{text}; node {node} holds a tunnel to replica {holder} only (a Go edgecore keeps "
+                            f"one tunnel): a request through the Service reaches it on retry.")
         if self.replicas > 1:
             return (f"{text}; which replica holds this node is not known here (a Go edgecore keeps one tunnel, "
                     f"to one replica, and tells the others nothing).")

@@ -34,6 +34,7 @@ from .config import CloudConfig
 from .edge_session import EdgeSession, IPClaim
 from .listener import Limits, Listener, Slot
 from .registry import IPClaimConflict, SessionRegistry, canonical_ip
+from .peers import PEER_PATH, PeerLookup, answer_peer, asked_node, own_common_name
 from .replicas import ReplicaDirectory
 
 __all__ = ["SUPPORTED_FEATURES", "start_tunnel_server"]
@@ -177,8 +178,18 @@ async def start_tunnel_server(
     if registry.replicas is None:
         registry.replicas = ReplicaDirectory(config.replica_id, config.replicas)
     replicas = registry.replicas
+    if config.replica_peers and replicas.lookup is None:
+        replicas.lookup = PeerLookup(
+            config.replica_peers, config.tls_tunnel_ca_file, config.tls_tunnel_cert_file,
+            config.tls_tunnel_private_key_file, config.replica_id,
+        ).holder
+    own_cn = own_common_name(config.tls_tunnel_cert_file)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] == PEER_PATH:  # a peer replica asks (peers.py), not a tunnel dial
+            node = asked_node(request)
+            return answer_peer(replicas, own_cn, None if node is None else registry.get(node) is not None,
+                               connection, request)
         refusal = _check_request(config, registry, refuse, connection, request)
         if refusal is None:
             offered = parse_features(request.headers.get(FEATURES_HEADER))

@@ -25,8 +25,9 @@ class Replica:
 
 
 class Replicas:
-    def __init__(self, layout: Layout, count: int = 3) -> None:
+    def __init__(self, layout: Layout, count: int = 3, peers: bool = True) -> None:
         self.layout = layout
+        self.peers = peers
         self.all = [Replica(f"replica-{i}") for i in range(count)]
 
     async def start(self, replica: Replica) -> None:
@@ -35,6 +36,7 @@ class Replicas:
             "--stream-address", "127.0.0.1", "--stream-port", str(replica.stream_port),
             "--tunnel-address", "127.0.0.1", "--tunnel-port", str(replica.tunnel_port),
             "--replica-id", replica.replica_id, "--replicas", str(len(self.all)),
+            *(["--replica-peers", ",".join(f"127.0.0.1:{r.tunnel_port}" for r in self.all)] if self.peers else []),
         ])
         await replica.process.wait_for_line(READY)
 
