@@ -7,8 +7,9 @@ before the upgrade (no session, the held tunnel untouched). The edge keeps diall
 jittered backoff, until it holds one tunnel per replica:
 
 - a 409 (the balancer sent us to a replica we hold) waits ``uniform(initial, 3 * previous)``
-  up to ``reconnect_max`` (``proto/tunnel/backoff.py``): spread, bounded, and it converges with
-  round-robin or leastconn because every dial is a fresh TCP connection the balancer places;
+  up to ``BUSY_STRETCH * reconnect_max`` (``proto/tunnel/backoff.py``): spread, bounded, and it
+  converges with round-robin or leastconn because every dial is a fresh TCP connection the
+  balancer places;
 - a failed dial or a lost tunnel waits the ordinary reconnect backoff;
 - never two tunnels to the same replica: a 101 from a replica already held (a cloud that did
   not refuse) is closed at once with 1000, before any stream.
@@ -140,11 +141,20 @@ async def run_tunnels(
             await asyncio.gather(*tunnels.tasks.values(), return_exceptions=True)
 
 
+BUSY_STRETCH = 2.5
+"""A 409 means a live replica did a TLS handshake for nothing: while a replica stays away
+(killed, rolling update) the edges' dials land on the others. So 409s back off to a longer cap
+than failed dials, ``BUSY_STRETCH * reconnect_max`` (15 s by default): N edges cost about
+N / 9 handshakes per second meanwhile, and an edge re-attaches within a few such waits after
+the replica is back (at once with ``balance leastconn``, which sends new dials to the replica
+with the fewest tunnels: the one that just came back)."""
+
+
 def _busy_delays(config: EdgeConfig) -> Iterator[float]:
-    """After a 409: short and spread at first (a round-robin balancer's next pick is another
-    replica), then up to the reconnect cap while the missing replica stays away."""
+    """After a 409: short and spread at first (the balancer's next pick is likely another
+    replica), then up to the longer busy cap while the missing replica stays away."""
     initial = min(0.2, config.reconnect_initial)
-    return backoff(initial, max(initial, config.reconnect_max), first_window=initial * 2)
+    return backoff(initial, max(initial, BUSY_STRETCH * config.reconnect_max), first_window=initial * 2)
 
 
 def _failed(exc: BaseException, config: EdgeConfig, failures: int, delays: Iterator[float]) -> tuple[int, float]:

@@ -28,8 +28,8 @@ from edgestream.fleet_profile import FleetProfile
 from testkit.haproxy import HAProxy, Pool
 from testkit.k8s_ws import open_ws, run_exec
 from testkit.processes import MS, Process, apiserver_tls, kubelet_request
+from testkit.replicas import Replicas
 
-from .replicas import Replicas
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -125,6 +125,9 @@ async def test_three_replicas_behind_haproxy(tmp_path, haproxy_installed, no_lea
         for replica in replicas.all:
             await replicas.wait_tunnels(replica, NODES, within=40)
         assert all(n == 0 for n in replicas.lines("dialled again").values()), replicas.lines("dialled again")
+        dials = sum((await haproxy.server_sessions("tunnel")).values())
+        await asyncio.sleep(2)  # once every edge holds every replica, nobody dials
+        assert sum((await haproxy.server_sessions("tunnel")).values()) == dials
 
         # -- 100 requests through HAProxy (logs and exec), all succeed, spread over all replicas
         before = await haproxy.server_sessions("api")

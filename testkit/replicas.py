@@ -1,5 +1,5 @@
-"""Three cloudstream replicas on fixed loopback ports (so one can be killed and come back on the
-same ports behind HAProxy), and what the tests ask them."""
+"""cloudstream replicas on fixed loopback ports (so one can be killed and come back on the same
+ports behind HAProxy), and what the HA tests and ``bench.ha`` ask them."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ class Replica:
 
 
 class Replicas:
-    def __init__(self, layout: Layout, count: int = 3, peers: bool = True) -> None:
+    def __init__(
+        self, layout: Layout, count: int = 3, peers: bool = True, announce: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.layout = layout
         self.peers = peers
+        self.announce = announce or count
+        """The replica count told to edges (1: they keep one tunnel, the baseline of bench.ha)."""
+        self.extra = extra
         self.all = [Replica(f"replica-{i}") for i in range(count)]
 
     async def start(self, replica: Replica) -> None:
@@ -35,7 +40,7 @@ class Replicas:
             "cloudstream", "--pki-dir", str(self.layout.root),
             "--stream-address", "127.0.0.1", "--stream-port", str(replica.stream_port),
             "--tunnel-address", "127.0.0.1", "--tunnel-port", str(replica.tunnel_port),
-            "--replica-id", replica.replica_id, "--replicas", str(len(self.all)),
+            "--replica-id", replica.replica_id, "--replicas", str(self.announce), *self.extra,
             *(["--replica-peers", ",".join(f"127.0.0.1:{r.tunnel_port}" for r in self.all)] if self.peers else []),
         ])
         await replica.process.wait_for_line(READY)
