@@ -98,12 +98,12 @@ class PeerLookup:
         self.own_id = own_id
         self._tls = client_context(ca_file, cert_file, key_file)
         self._tls.check_hostname = False  # peers are pod addresses; the chain and the CN prove them
-        self._cache: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        self._running: dict[str, asyncio.Future[str | None]] = {}
+        self._cache: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
+        self._running: dict[str, asyncio.Future[tuple[str, ...]]] = {}
         self._log = RateLimitedLog(logger)
 
-    async def holder(self, node: str) -> str | None:
-        """The id of a peer replica that holds ``node`` now, or None (nobody, or no answer)."""
+    async def holders(self, node: str) -> tuple[str, ...]:
+        """The ids of the peer replicas that hold ``node`` now (empty: none, or no answer)."""
         cached = self._cache.get(node)
         if cached is not None and time.monotonic() - cached[0] < CACHE_FOR:
             return cached[1]
@@ -114,10 +114,10 @@ class PeerLookup:
             running.add_done_callback(lambda _f: self._running.pop(node, None))
         return await asyncio.shield(running)
 
-    async def _ask_all(self, node: str) -> str | None:
+    async def _ask_all(self, node: str) -> tuple[str, ...]:
         addresses = await self._addresses()
         answers = await asyncio.gather(*(self._ask(host, port, node) for host, port in addresses))
-        found = next((a for a in answers if a is not None and a != self.own_id), None)
+        found = tuple(sorted({a for a in answers if a is not None and a != self.own_id}))
         self._cache[node] = (time.monotonic(), found)
         self._cache.move_to_end(node)
         while len(self._cache) > MAX_CACHED:

@@ -39,8 +39,8 @@ class ReplicaDirectory:
         self.count_source = count_source
         """Optional: returns the current replica count (e.g. ready endpoints of the Service)."""
         self._clock = clock
-        self.lookup: Callable[[str], Awaitable[str | None]] | None = None
-        """Optional: asks the peer replicas which one holds a node (``peers.PeerLookup.holder``)."""
+        self.lookup: Callable[[str], Awaitable[tuple[str, ...]]] | None = None
+        """Optional: asks the peer replicas which hold a node now (``peers.PeerLookup.holders``)."""
         self._holders: OrderedDict[str, tuple[frozenset[str], float, bool]] = OrderedDict()
         """node -> (other replicas it holds, when we learnt it, whether its tunnel here is up)."""
 
@@ -80,26 +80,24 @@ class ReplicaDirectory:
         return others, age
 
     async def miss(self, nodes: Iterable[str]) -> str:
-        """The sentence a "no tunnel to this node" error gains: this replica, and where else
-        (the node's own last report, else the peers' answer when ``lookup`` is set)."""
+        """The sentence a "no tunnel to this node" error gains: this replica, and where the node
+        is: the peers' answer now (``lookup``), else what the node said when it last dialled here."""
         nodes = list(nodes)[:4]
         text = f"This is cloudstream replica {self.replica_id} (of {self.replicas})"
-        for node in nodes:
-            known = self.elsewhere(node)
-            if known is None:
-                continue
-            others, age = known
-            if others:
-                return (f"{text}; node {node} said {age:.0f} s ago that it holds tunnels to replica(s) "
-                        f"{', '.join(sorted(others))}: a request through the Service reaches one of them on retry.")
-            return f"{text}; node {node} held a tunnel to this replica only ({age:.0f} s ago)."
         if self.lookup is not None:
             for node in nodes:
-                holder = await self.lookup(node)
-                if holder is not None:
-                    return (f"{text}; node {node} holds a tunnel to replica {holder} only (a Go edgecore keeps "
-                            f"one tunnel): a request through the Service reaches it on retry.")
+                holders = await self.lookup(node)
+                if holders:
+                    return (f"{text}; node {node} holds a tunnel to replica(s) {', '.join(holders)} (asked just now): "
+                            f"a request through the Service reaches one of them on retry.")
+        for node in nodes:
+            known = self.elsewhere(node)
+            if known is not None and known[0]:
+                return (f"{text}; node {node}, when it dialled here {known[1]:.0f} s ago, also held tunnels to "
+                        f"replica(s) {', '.join(sorted(known[0]))}: a request through the Service may reach them.")
+        if self.lookup is not None:
+            return f"{text}; no other replica holds a tunnel to this node either (asked just now)."
         if self.replicas > 1:
-            return (f"{text}; which replica holds this node is not known here (a Go edgecore keeps one tunnel, "
-                    f"to one replica, and tells the others nothing).")
+            return (f"{text}; which replica holds this node is not known here (a Go edgecore keeps one tunnel "
+                    f"and tells nothing; --replica-peers lets replicas ask each other).")
         return text + "."

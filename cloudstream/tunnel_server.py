@@ -182,7 +182,7 @@ async def start_tunnel_server(
         replicas.lookup = PeerLookup(
             config.replica_peers, config.tls_tunnel_ca_file, config.tls_tunnel_cert_file,
             config.tls_tunnel_private_key_file, config.replica_id,
-        ).holder
+        ).holders
     own_cn = own_common_name(config.tls_tunnel_cert_file)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:

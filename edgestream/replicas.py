@@ -80,6 +80,7 @@ async def run_tunnels(
     delays = _delays(config)
     busy_delays = _busy_delays(config)
     wait = 0.0  # before the next dial
+    watcher: str | None = None  # the replica whose tunnel watches the certificate
     try:
         while not stop.is_set():
             wait, delays, failures = _after_losses(tunnels, config, delays, failures, wait)
@@ -124,7 +125,10 @@ async def run_tunnels(
                 continue
             target = announced.replicas if announced is not None and config.ha else 1
             busy_delays = _busy_delays(config)
-            watch = renewal if not tunnels.tasks else None  # one tunnel watches the certificate
+            # one tunnel watches the certificate (a renewal is one CSR per edge, not per replica)
+            watch = renewal if watcher not in tunnels.tasks else None
+            if watch is not None:
+                watcher = replica
             task = asyncio.create_task(
                 hold(ws, config, backend, stop, drain, watch, tunnels.reporter(replica), replica),
                 name=f"tunnel-{config.node_name}-{replica or 'cloud'}",

@@ -77,7 +77,7 @@ async def test_dials_and_peer_questions(lab_pki, no_leaks) -> None:
             async with kubelet_request(r1.stream_port, "/containerLogs/a/b/c", host=NODE,
                                        tls=apiserver_tls(lab_pki)) as r:
                 text = (await r.body()).decode()
-            assert r.status == 503 and "replica-1 (of 2)" in text and "replica replica-0 only" in text, text
+            assert r.status == 503 and "replica-1 (of 2)" in text and "replica(s) replica-0 (asked just now)" in text, text
         # a Go dial (no features header): no replica header, one plain tunnel
         async with _dial(r1.tunnel_port, edge_tls) as go:
             assert REPLICA_HEADER not in go.response.headers and FEATURES_HEADER not in go.response.headers

@@ -24,7 +24,7 @@ async def test_a_node_that_left_is_named_with_the_replicas_it_said_it_holds() ->
     d.tunnel_down("edge-1")
     clock.now += 12
     text = await d.miss(["edge-1"])
-    assert "replica r0 (of 3)" in text and "r1, r2" in text and "12 s ago" in text
+    assert "replica r0 (of 3)" in text and "r1, r2" in text and "12 s ago" in text, text
 
 
 async def test_unknown_node_says_so_and_one_replica_says_only_its_name() -> None:
@@ -32,11 +32,11 @@ async def test_unknown_node_says_so_and_one_replica_says_only_its_name() -> None
     assert await ReplicaDirectory("only", 1).miss(["edge-9"]) == "This is cloudstream replica only (of 1)."
 
 
-async def test_a_node_holding_only_this_replica() -> None:
+async def test_a_node_that_named_no_other_replica_is_not_claimed_to_hold_this_one_only() -> None:
     d = ReplicaDirectory("r0", 2)
-    d.tunnel_up("edge-1", ())
+    d.tunnel_up("edge-1", ())  # its first dial: it held nothing yet, and later dials are not reported here
     d.tunnel_down("edge-1")
-    assert "this replica only" in await d.miss(["edge-1"])
+    assert "not known here" in await d.miss(["edge-1"])
 
 
 async def test_old_reports_expire_and_memory_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,18 +55,18 @@ async def test_old_reports_expire_and_memory_is_capped(monkeypatch: pytest.Monke
 async def test_peers_are_asked_when_the_node_said_nothing() -> None:
     asked: list[str] = []
 
-    async def lookup(node: str) -> str | None:
+    async def lookup(node: str) -> tuple[str, ...]:
         asked.append(node)
-        return "r2" if node == "go-edge" else None
+        return ("r2",) if node == "go-edge" else ()
 
     d = ReplicaDirectory("r0", 3)
     d.lookup = lookup
-    assert "holds a tunnel to replica r2 only" in await d.miss(["go-edge"])
-    assert "not known here" in await d.miss(["nobody"])
+    assert "holds a tunnel to replica(s) r2 (asked just now)" in await d.miss(["go-edge"])
+    assert "no other replica holds a tunnel to this node" in await d.miss(["nobody"])
     d.tunnel_up("edge-1", {"r1"})
     d.tunnel_down("edge-1")
-    await d.miss(["edge-1"])  # its own report answers: no round trip
-    assert asked == ["go-edge", "nobody"]
+    assert "also held tunnels to replica(s) r1" in await d.miss(["edge-1"])  # the peers said nothing: its report
+    assert asked == ["go-edge", "nobody", "edge-1"]
 
 
 def test_count_source_overrides_and_is_clamped() -> None:
