@@ -54,6 +54,7 @@ CACHE_FOR = 3.0
 """Seconds an answer (found or not) serves further misses for the same node."""
 MAX_CACHED = 10_000
 _MAX_BODY = 4096
+_refusals = RateLimitedLog(logger)
 
 
 def own_common_name(cert_file: Path) -> str:
@@ -76,8 +77,12 @@ def answer_peer(
         cn = peer_identity(der).common_name if der else ""
     except CertificateError:
         cn = ""
-    connection.kes_refused = True  # type: ignore[attr-defined]  (not a tunnel: no handshake log line)
+    # not a tunnel dial: the tunnel server's handshake log line is not for this
+    connection.kes_refused = True  # type: ignore[attr-defined]
     if not cn or cn != own_cn:
+        peer = connection.remote_address[0] if connection.remote_address else "?"
+        _refusals.event((peer, "peer"), "! refused a replica question from %s: certificate CN=%r is not this "
+                        "replica's (%r)", peer, cn, own_cn)
         return connection.respond(403, f"only cloudstream replicas (certificate CN={own_cn!r}) may ask this\n")
     if holds is None:
         return connection.respond(400, "which node? ?node=NAME\n")

@@ -193,7 +193,8 @@ async def start_tunnel_server(
         refusal = _check_request(config, registry, refuse, connection, request)
         if refusal is None:
             offered = parse_features(request.headers.get(FEATURES_HEADER))
-            connection.kes_features = features = negotiate(offered, supported)  # type: ignore[attr-defined]
+            features = negotiate(offered, supported)
+            connection.kes_features = features  # type: ignore[attr-defined]
             if Feature.REPLICAS in features:
                 refusal = _held_here(replicas, connection, request)
         return refusal
@@ -201,7 +202,7 @@ async def start_tunnel_server(
     def process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
         if response.status_code != 101 and not getattr(connection, "kes_refused", False):
             refuse.handshake(connection, response)
-        features = getattr(connection, "kes_features", frozenset())
+        features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
         if response.status_code in (101, 409) and features:
             headers = Headers(response.headers)
             if response.status_code == 101:
