@@ -14,13 +14,16 @@ jittered backoff, until it holds one tunnel per replica:
 - never two tunnels to the same replica: a 101 from a replica already held (a cloud that did
   not refuse) is closed at once with 1000, before any stream.
 
-A cloud that names no replica (Go cloudcore, or ``--single-tunnel``) gets exactly one tunnel.
+While it holds every replica it knows of, an edge dials once every ``replica_probe_interval``
+(300 s, jittered): a 409 refreshes the count, a new replica (scale-up) accepts. A cloud that
+names no replica (Go cloudcore, or ``--single-tunnel``) gets exactly one tunnel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 
@@ -81,6 +84,7 @@ async def run_tunnels(
     busy_delays = _busy_delays(config)
     wait = 0.0  # before the next dial
     watcher: str | None = None  # the replica whose tunnel watches the certificate
+    probing = False  # all known replicas held, and it is time to look for a new one
     try:
         while not stop.is_set():
             wait, delays, failures = _after_losses(tunnels, config, delays, failures, wait)
@@ -89,9 +93,11 @@ async def run_tunnels(
                     return  # drained: every tunnel ended after its streams
                 await _wait_change(tunnels, stop, None)
                 continue
-            if len(tunnels.tasks) >= target:
-                await _wait_change(tunnels, stop, drain)
+            if len(tunnels.tasks) >= target and not probing:
+                probe = _probe_after(config) if _UNNAMED not in tunnels.tasks else None
+                probing = not await _wait_change(tunnels, stop, drain, probe)
                 continue
+            was_probe, probing = probing, False
             if wait > 0:
                 await _sleep_or_stop(wait, stop, drain)
                 wait = 0.0
@@ -108,7 +114,8 @@ async def run_tunnels(
                 busy = parse_announcement(exc.response.headers.get(REPLICA_HEADER))
                 if exc.response.status_code == 409 and busy is not None:
                     target = busy.replicas if config.ha else 1
-                    wait = next(busy_delays)  # the balancer sent us to a replica we hold
+                    # the balancer sent us to a replica we hold (a probe's 409 only refreshed the count)
+                    wait = 0.0 if was_probe else next(busy_delays)
                     logger.debug("= dial landed on replica %s again (held: %s); next dial in %.1f s",
                                  exc.response.headers.get(REPLICA_HEADER), format_held(held), wait)
                     continue
@@ -192,14 +199,24 @@ def _after_losses(
     return wait, delays, failures
 
 
-async def _wait_change(tunnels: _Tunnels, stop: asyncio.Event, drain: asyncio.Event | None) -> None:
-    """Until a tunnel ends, or stop (or drain) is set."""
+def _probe_after(config: EdgeConfig) -> float | None:
+    """Seconds until a probe dial (uniform over 0.8-1.2 of the interval: N edges spread out)."""
+    if not config.ha or config.replica_probe_interval <= 0:
+        return None
+    return config.replica_probe_interval * (0.8 + 0.4 * random.random())
+
+
+async def _wait_change(
+    tunnels: _Tunnels, stop: asyncio.Event, drain: asyncio.Event | None, timeout: float | None = None
+) -> bool:
+    """Until a tunnel ends, or stop (or drain) is set: True; False when ``timeout`` passed first."""
     waits = [asyncio.ensure_future(tunnels.changed.wait()), asyncio.ensure_future(stop.wait())]
     if drain is not None:
         waits.append(asyncio.ensure_future(drain.wait()))
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waits:
             w.cancel()
     tunnels.changed.clear()
+    return bool(done)

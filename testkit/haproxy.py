@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -38,9 +39,24 @@ def ensure_haproxy() -> str | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port *below* the kernel's ephemeral range: ports the tests must reuse
+    (a replica restarted on its ports, HAProxy's config) are never handed to another process's
+    outgoing connection or ``bind(0)`` meanwhile, as an ephemeral one can be."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port below the ephemeral range")
 
 
 @dataclass
@@ -51,6 +67,8 @@ class Pool:
     servers: list[tuple[str, int]]
     balance: str = "roundrobin"
     port: int = field(default_factory=free_port)
+    disabled: tuple[str, ...] = ()
+    """Servers that start in maintenance (``enable`` puts them in)."""
 
 
 class HAProxy:
@@ -70,7 +88,8 @@ class HAProxy:
         for pool in self.pools.values():
             lines += [f"frontend {pool.name}", f"    bind 127.0.0.1:{pool.port}", f"    default_backend {pool.name}_b",
                       f"backend {pool.name}_b", f"    balance {pool.balance}"]
-            lines += [f"    server {sid} 127.0.0.1:{port} check inter 300ms fall 1 rise 1" for sid, port in pool.servers]
+            lines += [f"    server {sid} 127.0.0.1:{port} check inter 300ms fall 1 rise 1"
+                      + (" disabled" if sid in pool.disabled else "") for sid, port in pool.servers]
         return "\n".join(lines) + "\n"
 
     async def start(self) -> None:
@@ -101,6 +120,10 @@ class HAProxy:
             return (await asyncio.wait_for(reader.read(), 5)).decode()
         finally:
             writer.close()
+
+    async def enable(self, pool: str, server: str) -> None:
+        """Take a server out of maintenance (a scale-up: the Service gains an endpoint)."""
+        await self.command(f"enable server {pool}_b/{server}")
 
     async def server_sessions(self, pool: str) -> dict[str, int]:
         """server id -> sessions it was given since start (``show stat`` column stot)."""
