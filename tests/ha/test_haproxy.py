@@ -99,6 +99,16 @@ async def _go_edge_answers(ws) -> None:
             await ws.send(bytes([data[0], 4]).decode("latin-1"))
 
 
+async def _baseline(replicas: Replicas, replica, tls) -> dict[str, int]:
+    """A replica's state after one miss (its first TLS accept on 10003, a peer question on each
+    tunnel port): what it holds with no tunnel and no stream, for the leak check at the end."""
+    async with kubelet_request(replica.stream_port, "/containerLogs/a/b/c", host="nobody", tls=tls) as r:
+        assert r.status == 503
+        await r.body()
+    await asyncio.sleep(0.2)
+    return await replicas.state(replica)
+
+
 async def test_three_replicas_behind_haproxy(tmp_path, haproxy_installed, no_leaks) -> None:
     profile = FleetProfile(nodes=NODES, pki_dir=tmp_path / "pki", cidr=CIDR)
     configs = node_configs(profile)
@@ -115,6 +125,7 @@ async def test_three_replicas_behind_haproxy(tmp_path, haproxy_installed, no_lea
     tls = apiserver_tls(layout)
     try:
         await haproxy.start()
+        baseline = {r.replica_id: await _baseline(replicas, r, tls) for r in replicas.all}
         fleet = await Process.start("fleet", [
             "edgestream", "emulate", "--nodes", str(NODES), "--pki-dir", str(layout.root), "--cidr", CIDR,
             "--server", f"127.0.0.1:{tunnel_pool.port}", "--server-name", "localhost", "--ramp", "50",
@@ -180,6 +191,7 @@ async def test_three_replicas_behind_haproxy(tmp_path, haproxy_installed, no_lea
 
         # -- the replica comes back on its ports; every edge re-attaches to it
         await replicas.start(victim)
+        baseline[victim.replica_id] = await _baseline(replicas, victim, tls)
         reattach = await replicas.wait_tunnels(victim, NODES, within=45)
         for replica in replicas.all:
             assert (await replicas.state(replica))["tunnels"] == NODES
@@ -238,9 +250,12 @@ async def test_three_replicas_behind_haproxy(tmp_path, haproxy_installed, no_lea
         assert fleet is not None and fleet.proc.returncode == 0, fleet.output if fleet else ""
         # -- nothing left on any replica once the edges are gone
         for replica in replicas.all:
-            async with asyncio.timeout(15 * MS):
-                while (state := await replicas.state(replica))["tunnels"] or state["streams"]:
-                    await asyncio.sleep(0.2)
+            base = baseline[replica.replica_id]
+            deadline = time.monotonic() + 15 * MS
+            while ((state := await replicas.state(replica))["tunnels"] or state["streams"]
+                   or state["tasks"] > base["tasks"] or state["fds"] > base["fds"]):
+                assert time.monotonic() < deadline, f"{replica.replica_id} leaked: {base} -> {state}"
+                await asyncio.sleep(0.2)
             assert state["mux_streams"] == 0 and state["api_connections"] == 0, (replica.replica_id, state)
     finally:
         await replicas.stop_all()
