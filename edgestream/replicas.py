@@ -73,6 +73,7 @@ async def run_tunnels(
     stop: asyncio.Event,
     on_session: Callable[[AgentSession | None], None] | None = None,
     drain: asyncio.Event | None = None,
+    on_dial_error: Callable[[str], None] | None = None,
 ) -> None:
     tls = tls_context(config)
     renewal = CertRenewal(config)
@@ -119,10 +120,10 @@ async def run_tunnels(
                     logger.debug("= dial landed on replica %s again (held: %s); next dial in %.1f s",
                                  exc.response.headers.get(REPLICA_HEADER), format_held(held), wait)
                     continue
-                failures, wait = _failed(exc, config, failures, delays)
+                failures, wait = _failed(exc, config, failures, delays, on_dial_error)
                 continue
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                failures, wait = _failed(exc, config, failures, delays)
+                failures, wait = _failed(exc, config, failures, delays, on_dial_error)
                 continue
             announced = parse_announcement(ws.response.headers.get(REPLICA_HEADER) if ws.response else None)
             replica = announced.replica_id if announced is not None else _UNNAMED
@@ -168,12 +169,17 @@ def _busy_delays(config: EdgeConfig) -> Iterator[float]:
     return backoff(initial, max(initial, BUSY_STRETCH * config.reconnect_max), first_window=initial * 2)
 
 
-def _failed(exc: BaseException, config: EdgeConfig, failures: int, delays: Iterator[float]) -> tuple[int, float]:
+def _failed(
+    exc: BaseException, config: EdgeConfig, failures: int, delays: Iterator[float],
+    on_dial_error: Callable[[str], None] | None,
+) -> tuple[int, float]:
     failures += 1
     delay = next(delays)
+    why = describe_dial_error(exc, config)
+    if on_dial_error is not None:
+        on_dial_error(why)
     log = logger.warning if failures <= 3 or failures % 20 == 0 else logger.debug
-    log("! tunnel to %s failed (attempt %d): %s; retrying in %.1f s", config.server, failures,
-        describe_dial_error(exc, config), delay)
+    log("! tunnel to %s failed (attempt %d): %s; retrying in %.1f s", config.server, failures, why, delay)
     return failures, delay
 
 

@@ -63,13 +63,15 @@ async def run_tunnel(
     stop: asyncio.Event,
     on_session: Callable[[AgentSession | None], None] | None = None,
     drain: asyncio.Event | None = None,
+    on_dial_error: Callable[[str], None] | None = None,
 ) -> None:
     """Keep the tunnel(s) up until ``stop`` is set: one per cloudstream replica when the cloud
     announces replicas (our HA mode, ``replicas.py``), else one, as KubeEdge. When ``drain`` is
-    set first, refuse new streams and let running ones finish (up to ``drain_timeout``), then stop."""
+    set first, refuse new streams and let running ones finish (up to ``drain_timeout``), then stop.
+    ``on_dial_error`` hears why each failed dial failed (a 409 of HA mode is not a failure)."""
     from .replicas import run_tunnels  # the supervisor builds on dial() and hold() below
 
-    await run_tunnels(config, backend, stop, on_session, drain)
+    await run_tunnels(config, backend, stop, on_session, drain, on_dial_error)
 
 
 def dial_headers(config: EdgeConfig, offer: frozenset[Feature]) -> dict[str, str]:
