@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from proto.admin.config import AdminConfig, add_admin_arguments
 from proto.kubeedge_config import cloudstream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
+from proto.tunnel.replicas import MAX_REPLICAS, valid_replica_id
 
 from .egress.settings import EgressConfig, add_egress_arguments
 from .iptables.settings import IptablesSettings, add_server_arguments, server_settings
@@ -57,6 +60,13 @@ DEFAULT_ACCESS = (AccessRule("cn", "kube-apiserver-kubelet-client"), AccessRule(
 SECONDS = 1.0
 KiB = 1024
 MiB = 1024 * KiB
+
+
+def default_replica_id() -> str:
+    """The pod's name in a Deployment (the downward API sets $POD_NAME), else the hostname
+    (a pod's hostname is its name too)."""
+    name = os.environ.get("POD_NAME", "") or socket.gethostname()
+    return name if valid_replica_id(name) else "cloudstream"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,9 +154,24 @@ class CloudConfig:
     """``--manage-iptables``: keep one nat DNAT rule per connected node; None: off."""
     kube: KubeSettings | None = None
     """The Kubernetes API (``--kubeconfig`` or in-cluster): KubeEdge's tunnel-port scheme; None: off."""
+    # --- HA mode (cloudstream/replicas.py) ---
+    replica_id: str = field(default_factory=default_replica_id)
+    """This replica's stable name, told to our edges at dial time (default: $POD_NAME, else the hostname)."""
+    replicas: int = 1
+    """How many replicas serve the tunnel address; our edges keep one tunnel to each."""
+    replica_peers: tuple[str, ...] = ()
+    """``host:port`` tunnel addresses of the replicas (a headless Service name resolves to all):
+    asked which one holds a node that has no tunnel here (``peers.py``); empty: never asked."""
 
     def __post_init__(self) -> None:
         _check_http_limits(self)
+        for peer in self.replica_peers:
+            host, _, port = peer.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ConfigError(f"replica peer {peer!r} is not HOST:PORT (a replica's tunnel address)")
+        if not valid_replica_id(self.replica_id) or not 1 <= self.replicas <= MAX_REPLICAS:
+            raise ConfigError(f"replica id {self.replica_id!r} must be a pod-name-like name and replicas "
+                              f"({self.replicas}) 1..{MAX_REPLICAS}")
         if self.renew_max_days <= 0 or self.renew_max_per_hour < 1:
             raise ConfigError("renew_max_days must be positive and renew_max_per_hour at least 1")
         for name in ("tunnel_port", "stream_port"):
@@ -201,6 +226,9 @@ class CloudConfig:
         if getattr(ns, "tunnel_ca_key_file", None):
             settings["tunnel_ca_key_file"] = Path(ns.tunnel_ca_key_file)
         settings.update({k: getattr(ns, k) for k in ("renew_max_days", "renew_max_per_hour") if getattr(ns, k, None) is not None})
+        settings.update({k: getattr(ns, k) for k in ("replica_id", "replicas") if getattr(ns, k, None) is not None})
+        if getattr(ns, "replica_peers", None):
+            settings["replica_peers"] = tuple(p.strip() for arg in ns.replica_peers for p in arg.split(",") if p.strip())
         settings["iptables"] = server_settings(
             ns, str(settings.get("stream_address", "0.0.0.0")), int(settings.get("stream_port", 10003))  # type: ignore[call-overload]
         )
@@ -289,6 +317,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest validity of a renewed edge certificate (365; else the old one's lifetime)")
     parser.add_argument("--renew-max-per-hour", type=int, metavar="N",
                         help="renewal requests per node per hour, refused ones included (6)")
+    # --- HA mode ---
+    parser.add_argument("--replica-id", metavar="NAME",
+                        help="this replica's stable name, told to edges (default: $POD_NAME, else the hostname)")
+    parser.add_argument("--replicas", type=int, metavar="N",
+                        help="replicas behind the tunnel address; our edges keep a tunnel to each (1)")
+    parser.add_argument("--replica-peers", action="append", metavar="HOST:PORT",
+                        help="the replicas' tunnel addresses (repeat, or a headless Service name:port), asked "
+                        "which replica holds a node that has no tunnel here (default: none, not asked)")
     # --- misbehaviour budget of a tunnel ---
     parser.add_argument(
         "--tunnel-max-violations", type=int, metavar="N",

@@ -57,6 +57,11 @@ class EdgeConfig:
     ping_timeout_go: float = 150 * SECONDS
     """Pong timeout for a Go cloudcore, which reads nothing for up to 120 s after a dial."""
     reconnect_initial: float = 0.5 * SECONDS
+    ha: bool = True
+    """Offer our HA mode: keep one tunnel per cloudstream replica when the cloud announces them."""
+    replica_probe_interval: float = 300 * SECONDS
+    """HA mode: while the edge holds every replica it knows of, one dial about this often (jittered)
+    learns the current count and finds a replica added by a scale-up (0: never)."""
     reconnect_max: float = 6 * SECONDS
     """Longest redial delay, and so the longest wait after the cloud is back (see proto/tunnel/backoff.py)."""
     reconnect_window: float = 2 * SECONDS
@@ -133,6 +138,10 @@ class EdgeConfig:
             settings["verify_server"] = False
         if getattr(ns, "no_cert_renewal", False):
             settings["cert_renewal"] = False
+        if getattr(ns, "single_tunnel", False):
+            settings["ha"] = False
+        if getattr(ns, "replica_probe_interval", None) is not None:
+            settings["replica_probe_interval"] = ns.replica_probe_interval
         renew = {"renew_fraction": getattr(ns, "renew_at", None), "renew_min_left": getattr(ns, "renew_min_left", None)}
         settings.update({k: v for k, v in renew.items() if v is not None})
         pods = tuple(_parse_pod(p) for p in (ns.emulate or ["default/demo/app"]))
@@ -161,6 +170,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pki-dir", help="a `streamcerts lab` directory")
     for name in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name)
+    parser.add_argument("--single-tunnel", action="store_true",
+                        help="keep one tunnel even when cloudstream announces replicas (default: one per replica)")
+    parser.add_argument("--replica-probe-interval", type=float, metavar="SECONDS",
+                        help="HA mode: seconds between dials that look for a new replica while all are held (300)")
     parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the cloud (as a Go edge)")
     parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (5)")
     parser.add_argument("--ping-timeout", type=float, help="pong timeout with our cloud (20; a Go cloud gets 150)")

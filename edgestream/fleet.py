@@ -55,7 +55,7 @@ def node_configs(profile: FleetProfile) -> list[EdgeConfig]:
             tls_tunnel_ca_file=layout.ca_cert, tls_tunnel_cert_file=layout.edge_cert(name),
             tls_tunnel_private_key_file=layout.edge_key(name), backend="emulator", emulator=emulator,
             ping_interval=profile.ping_interval, ping_timeout=profile.ping_timeout,
-            reconnect_max=profile.reconnect_max,
+            reconnect_max=profile.reconnect_max, replica_probe_interval=profile.replica_probe,
         )
         for name in names
     ]
