@@ -160,7 +160,6 @@ class EdgeSession(TunnelConnection):
         self.config = config
         self.streams: dict[int, CloudStream] = {}
         self.connected_at = time.time()
-        self.done = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<EdgeSession {self.node} {self.internal_ip} streams={len(self.streams)}>"
@@ -247,7 +246,6 @@ class EdgeSession(TunnelConnection):
         finally:
             reason = self.closed_reason or "tunnel closed"
             self.end_streams(f"the tunnel from node {self.node} closed ({reason})")
-            self.done.set()
 
     def end_streams(self, reason: str) -> None:
         error = TunnelClosed(reason)

@@ -170,11 +170,11 @@ async def start_tunnel_server(
         return response
 
     async def handler(connection: ServerConnection) -> None:
-        headers = connection.request.headers if connection.request else Headers()
-        node = headers.get(_NODE_HEADER, "").strip()
+        node = (connection.request.headers.get(_NODE_HEADER, "") if connection.request else "").strip()
         claim: IPClaim = getattr(connection, "kes_claim", None) or IPClaim(_peer(connection), announced=False)
         ip = claim.ip
         features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
+        _forget_handshake(connection)
         # Our edges answer pings at once; a Go edge's reader may stall for minutes.
         connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
         keepalive = shared_keepalive()  # one timer for every tunnel instead of a task each
@@ -245,6 +245,16 @@ async def start_tunnel_server(
     )
     server.create_server = listener.start  # type: ignore[assignment]
     return await server
+
+
+def _forget_handshake(connection: ServerConnection) -> None:
+    """Drop the upgrade's request and response headers (about 5 KB a tunnel, kept by websockets
+    for the connection's life): what we need of them is read. websockets tells the handshake
+    from later frames by ``request`` being set, so a bare one stays."""
+    request = connection.request
+    if request is not None:
+        connection.request = Request(request.path, Headers())
+    connection.response = None
 
 
 class _TrackedConnection(ServerConnection):

@@ -24,6 +24,7 @@ from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, par
 from .backends.base import Backend
 from .config import EdgeConfig
 from .session import AgentSession
+from .stop import StopEvent
 
 __all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "run_tunnel"]
 
@@ -117,16 +118,13 @@ async def run_tunnel(
         if on_session is not None:
             on_session(session)
         began = time.monotonic()
-        runner = asyncio.create_task(session.run())
-        stopper = asyncio.create_task(_drained_or_stopped(session, config, stop, drain))
         try:
-            await asyncio.wait((runner, stopper), return_when=asyncio.FIRST_COMPLETED)
+            if drain is None and isinstance(stop, StopEvent):
+                await _serve_inline(session, stop)
+            else:
+                await _serve_watched(session, config, stop, drain)
         finally:
             keepalive.discard(ws)
-            stopper.cancel()
-            if not runner.done():
-                await ws.close(1001, "edge shutting down")
-                await runner
             if on_session is not None:
                 on_session(None)
         logger.warning("x tunnel to %s ended: %s", config.server, session.closed_reason)
@@ -135,6 +133,39 @@ async def run_tunnel(
             failures = 0
         if not stop.is_set():
             await _sleep_or_stop(next(delays), stop, drain)
+
+
+async def _serve_inline(session: AgentSession, stop: StopEvent) -> None:
+    """The tunnel's reader runs in this task; ``stop`` closes the tunnel from its callback
+    (an idle node then costs its caller's task and nothing else)."""
+    closing: list[asyncio.Task[None]] = []
+
+    def close() -> None:
+        closing.append(asyncio.create_task(session.ws.close(1001, "edge shutting down"), name="tunnel-close"))
+
+    remove = stop.on_set(close)
+    try:
+        await session.run()
+    finally:
+        remove()
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+
+
+async def _serve_watched(
+    session: AgentSession, config: EdgeConfig, stop: asyncio.Event, drain: asyncio.Event | None
+) -> None:
+    """The reader and a watcher of ``stop``/``drain`` as two tasks (drain needs to watch
+    the session's streams; a plain Event has no callbacks)."""
+    runner = asyncio.create_task(session.run())
+    stopper = asyncio.create_task(_drained_or_stopped(session, config, stop, drain))
+    try:
+        await asyncio.wait((runner, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not runner.done():
+            await session.ws.close(1001, "edge shutting down")
+            await runner
 
 
 def _delays(config: EdgeConfig) -> Iterator[float]:
@@ -165,6 +196,15 @@ async def _drained_or_stopped(
 
 
 async def _sleep_or_stop(delay: float, stop: asyncio.Event, drain: asyncio.Event | None = None) -> None:
+    if drain is None and isinstance(stop, StopEvent):  # no task: a future the callback completes
+        woken = asyncio.get_running_loop().create_future()
+        remove = stop.on_set(lambda: woken.done() or woken.set_result(None))
+        try:
+            await asyncio.wait([woken], timeout=delay)
+        finally:
+            remove()
+            woken.cancel()
+        return
     events = [asyncio.ensure_future(stop.wait())]
     if drain is not None:
         events.append(asyncio.ensure_future(drain.wait()))
