@@ -16,12 +16,12 @@ import asyncio
 import json
 import os
 import resource
-import ssl
+
 import sys
 import tempfile
 from pathlib import Path
 
-from certs import client_context, init_lab, server_context
+from certs import client_context, init_lab
 
 SERVER = r"""
 import asyncio, os, sys, gc
@@ -94,6 +94,8 @@ async def main():
         tracemalloc.start(int(trace))
     while line := await reader.readline():
         gc.collect()
+        if os.environ.get("TRIM"):
+            _libc.malloc_trim(0)
         if trace:
             snaps.append(tracemalloc.take_snapshot())
             if len(snaps) == 2:
