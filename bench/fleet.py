@@ -131,8 +131,8 @@ def api_tls(layout: Layout) -> ssl.SSLContext:
 
 async def start_cloud(layout: Layout, root: Path, nodes: int, extra_api: int = 0,
                       trace: str | None = None) -> tuple[Proc, int, int]:
-    """``trace``: run it under ``bench.memtrace`` writing to that file (SIGUSR2: a snapshot diff)."""
-    wrap = ["bench.memtrace", trace, "--frames", os.environ.get("MEMTRACE_FRAMES", "1"), "--"] if trace else []
+    """``trace``: run it under ``testkit.memtrace`` writing to that file (SIGUSR2: a snapshot diff)."""
+    wrap = ["testkit.memtrace", trace, "--frames", os.environ.get("MEMTRACE_FRAMES", "1"), "--"] if trace else []
     cloud = await Proc.start([
         *wrap, "cloudstream", "--pki-dir", str(layout.root), "--stream-address", "127.0.0.1", "--stream-port", "0",
         "--tunnel-address", "127.0.0.1", "--tunnel-port", "0",
@@ -160,7 +160,8 @@ async def warm_up(port: int, tls: ssl.SSLContext) -> None:
 async def start_fleet(layout: Layout, tunnel_port: int, nodes: int, *extra: str) -> Proc:
     fleet = await Proc.start([
         "edgestream", "emulate", "--nodes", str(nodes), "--pki-dir", str(layout.root), "--cidr", "10.128.0.0/16",
-        "--server", f"localhost:{tunnel_port}", "--ramp", "500", "--report-every", "5", *extra,
+        "--server", f"localhost:{tunnel_port}", "--ramp", os.environ.get("FLEET_RAMP", "500"), "--report-every", "5",
+        *extra,
     ], ROOT)
     await fleet.wait_for(rf"all {nodes} nodes up", timeout=120 + nodes / 50)
     return fleet
@@ -189,6 +190,9 @@ async def idle_once(layout: Layout, root: Path, nodes: int, label: str, trace: s
         if trace:
             cloud.proc.send_signal(signal.SIGUSR2)
             await asyncio.sleep(5)  # the snapshot of 10,000 tunnels takes a while
+            if os.environ.get("MEMTRACE_FRAMES") == "0":
+                print(f"# after gc + malloc_trim: {(cloud.rss_mb() - base_rss) * 1024 / max(1, state['tunnels']):.1f} "
+                      "kB per tunnel", flush=True)
         result = {
             "nodes": nodes, "tunnels": state["tunnels"], "up_s": round(up_after, 1),
             "kb_per_tunnel": round((rss - base_rss) * 1024 / max(1, state["tunnels"]), 1),
@@ -378,7 +382,7 @@ def main() -> None:
     p.add_argument("--base", help="a worktree of the commit to compare (its cloudstream)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--trace", metavar="PREFIX",
-                   help="run cloudstream under tracemalloc (bench.memtrace); the Python allocation sites grown "
+                   help="run cloudstream under tracemalloc (testkit.memtrace); the Python allocation sites grown "
                         "by the tunnels go to PREFIX.LABEL.NODES (tracing slows it: RSS figures then include it)")
     p = sub.add_parser("streams")
     p.add_argument("--nodes", type=int, default=1000)

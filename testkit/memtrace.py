@@ -1,12 +1,13 @@
 """Run a product command under tracemalloc; each SIGUSR2 writes a snapshot diff to a file.
 
-    python -m bench.memtrace OUT.txt [--frames 1] -- cloudstream --pki-dir ...
+    python -m testkit.memtrace OUT.txt [--frames 1] -- cloudstream --pki-dir ...
+    python -m testkit.memtrace OUT.txt --frames 0 -- cloudstream ...   (no tracing: RSS before/after gc and malloc_trim)
 
 Snapshot 0 is taken at the first SIGUSR2; every later SIGUSR2 appends to OUT the top
 allocation sites (by line, or by traceback with ``--frames`` > 1) grown since the previous
 snapshot and since the first, with counts, plus the process's RSS and open fds. Allocations
 by native code (OpenSSL, libuv) are invisible here except uvloop's ``PyMem_Raw`` buffers.
-Used to split cloudstream's RSS per idle tunnel into its Python part (bench/fleet idle) and
+Used to split cloudstream's RSS per idle tunnel into its Python part (bench.fleet idle, the gauntlet soak) and
 to tell growth from allocator noise in a soak.
 """
 
@@ -28,6 +29,24 @@ def _rss_kb() -> int:
     return -1
 
 
+def _trim_only(out: str) -> None:
+    """What the allocators give back: glibc keeps freed chunks mapped until ``malloc_trim``."""
+    import ctypes
+    import gc
+
+    libc = ctypes.CDLL("libc.so.6")
+
+    def trim(signum: int, frame: object) -> None:
+        before = _rss_kb()
+        gc.collect()
+        collected = _rss_kb()
+        libc.malloc_trim(0)
+        with open(out, "a") as f:
+            f.write(f"=== at {time.time():.0f}: rss {before} kB, after gc {collected} kB, after malloc_trim {_rss_kb()} kB\n")
+
+    signal.signal(signal.SIGUSR2, trim)
+
+
 def main() -> None:
     argv = sys.argv[1:]
     out = argv.pop(0)
@@ -38,6 +57,11 @@ def main() -> None:
     if argv and argv[0] == "--":
         argv = argv[1:]
     module, args = argv[0], argv[1:]
+    if frames == 0:  # no tracing: SIGUSR2 reports RSS before and after gc + malloc_trim(0)
+        _trim_only(out)
+        sys.argv = [module, *args]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return
     tracemalloc.start(frames)
     snaps: list[tracemalloc.Snapshot] = []
     key = "traceback" if frames > 1 else "lineno"
