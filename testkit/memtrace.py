@@ -64,15 +64,20 @@ def main() -> None:
         return
     tracemalloc.start(frames)
     snaps: list[tracemalloc.Snapshot] = []
+    taken = [0]
     key = "traceback" if frames > 1 else "lineno"
     filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
 
     def dump(signum: int, frame: object) -> None:
         snap = tracemalloc.take_snapshot().filter_traces(filters)
         snaps.append(snap)
+        taken[0] += 1
+        count = taken[0]
+        if len(snaps) > 3:  # keep the first and the previous only: snapshots are megabytes each
+            del snaps[1:-2]
         traced, _ = tracemalloc.get_traced_memory()
         with open(out, "a") as f:
-            f.write(f"=== snapshot {len(snaps) - 1} at {time.time():.0f}: rss {_rss_kb()} kB, traced {traced // 1024} kB,"
+            f.write(f"=== snapshot {count - 1} at {time.time():.0f}: rss {_rss_kb()} kB, traced {traced // 1024} kB,"
                     f" fds {len(os.listdir('/proc/self/fd'))}\n")
             for label, base in (("since previous", snaps[-2] if len(snaps) > 1 else None),
                                 ("since first", snaps[0] if len(snaps) > 2 else None)):
