@@ -189,7 +189,10 @@ async def idle_once(layout: Layout, root: Path, nodes: int, label: str, trace: s
         rss, state = cloud.rss_mb(), await cloud.state()
         if trace:
             cloud.proc.send_signal(signal.SIGUSR2)
-            await asyncio.sleep(5)  # the snapshot of 10,000 tunnels takes a while
+            for _ in range(120):  # the snapshot of 10,000 tunnels takes a while
+                await asyncio.sleep(1)
+                if Path(trace).exists() and Path(trace).read_text().count("=== ") >= 2:
+                    break
             if os.environ.get("MEMTRACE_FRAMES") == "0":
                 print(f"# after gc + malloc_trim: {(cloud.rss_mb() - base_rss) * 1024 / max(1, state['tunnels']):.1f} "
                       "kB per tunnel", flush=True)

@@ -248,13 +248,16 @@ async def start_tunnel_server(
 
 
 def _forget_handshake(connection: ServerConnection) -> None:
-    """Drop the upgrade's request and response headers (about 5 KB a tunnel, kept by websockets
-    for the connection's life): what we need of them is read. websockets tells the handshake
-    from later frames by ``request`` being set, so a bare one stays."""
-    request = connection.request
-    if request is not None:
-        connection.request = Request(request.path, Headers())
-    connection.response = None
+    """Empty the upgrade's request and response headers (about 5 KB a tunnel, kept for the
+    connection's life: by the connection, and by the suspended frame of websockets' parser,
+    whose local still names the request): what we need of them is read. Emptied in place, as
+    that frame cannot be reached; ``request`` stays set (websockets tells the handshake from
+    later frames by it)."""
+    if connection.request is not None:
+        connection.request.headers.clear()
+    if connection.response is not None:
+        connection.response.headers.clear()
+        connection.response = None
 
 
 class _TrackedConnection(ServerConnection):
