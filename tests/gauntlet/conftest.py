@@ -2,7 +2,7 @@
 check every byte, and cloudstream's own account of what it holds (SIGUSR1 ``state`` line).
 
 Size: CI runs it reduced (a few edges, seconds of soak); ``KES_GAUNTLET=full`` runs it at full
-size (a storm of 1,000 tunnels, a 5-minute soak):
+size (a storm of 1,000 tunnels, a 10-minute soak):
 
     KES_GAUNTLET=full PYTHONPATH=$PWD python -m pytest -p no:cacheprovider tests/gauntlet
 """
@@ -28,8 +28,13 @@ EDGES = 8 if FULL else 3
 """Edge processes (about 35 MB each) in the process-level tests."""
 STORM = 1000 if FULL else 100
 """Tunnels in the reconnect storm (in-process run_tunnel edges against a real cloudstream)."""
-SOAK_SECONDS = float(os.environ.get("KES_SOAK_SECONDS", 300.0 if FULL else 20.0))
-"""``KES_SOAK_SECONDS`` sets it (a longer soak tells a slow leak from allocator steps)."""
+SOAK_SECONDS = float(os.environ.get("KES_SOAK_SECONDS", 600.0 if FULL else 20.0))
+"""``KES_SOAK_SECONDS`` sets it. Full: 10 minutes, because cloudstream's RSS climbs for the first
+4-5 (arenas and heap grow to the highest concurrent buffering seen: 43 -> 119 MB in one run),
+then stays flat (+2.8 MB fitted over minutes 5-10); a 5-minute soak's second half is still
+climbing."""
+RSS_CHECKED = SOAK_SECONDS >= 600
+"""Below that the second half is warm-up: its RSS is reported, not asserted (fds always are)."""
 SOAK_MEMTRACE = os.environ.get("KES_SOAK_MEMTRACE")
 """A file: the soak's cloudstream runs under tracemalloc and appends a diff of its Python
 allocation sites there every 30 s (``testkit.memtrace``); RSS then includes the tracing."""

@@ -22,16 +22,17 @@ from tests.conftest import MS
 from tests.integration.framework import apiserver_tls
 from tests.integration.k8s_ws import open_ws
 
-from .conftest import NODES, SOAK_SECONDS, STORM, STORM_NODES, Follow, Lab, node_ip
+from .conftest import NODES, RSS_CHECKED, SOAK_SECONDS, STORM, STORM_NODES, Follow, Lab, node_ip
 from .flatness import fit, second_half
 
 pytestmark = [pytest.mark.gauntlet, pytest.mark.timeout(SOAK_SECONDS + 300 if SOAK_SECONDS > 60 else 120)]
 
-RSS_GROWTH_KB = float(os.environ.get("KES_SOAK_RSS_GROWTH_KB", 6 * 1024))
-"""The most cloudstream's RSS may grow over the soak's second half, by a line fitted through a
-sample a second: a few allocator steps (pymalloc arenas of 256 KiB, heap extensions) tilt that
-line by at most 1.5 times their height; a leak tilts it by all it adds (see the README's soak
-numbers for what was measured)."""
+RSS_GROWTH_KB = float(os.environ.get("KES_SOAK_RSS_GROWTH_KB", 8 * 1024))
+"""The most cloudstream's RSS may grow over the second half of a full soak (minutes 5-10), by a
+line fitted through a sample a second. Measured without a leak: +2.8 MB. A step (a new high of
+concurrent buffering) tilts the line by at most 1.5 times its height; a leak by all it adds:
+8 MB over 300 s is 27 kB/s, about 2 KB per stream at the soak's 14 streams a second. Proven to
+fail with 4 KB leaked per stream (see the README)."""
 FDS_GROWTH = 8.0
 """Descriptors in flight vary with the six workers' streams; a leak of one per fault or stream
 adds dozens over the second half."""
@@ -234,7 +235,7 @@ async def test_soak_streams_across_nodes_with_edge_faults(lab: Lab) -> None:
     if os.environ.get("KES_SOAK_SAMPLES"):
         with open(os.environ["KES_SOAK_SAMPLES"], "w") as f:
             f.writelines(f"{t:.1f} {r} {n}\n" for t, r, n in samples)
-    assert rss_line.growth <= RSS_GROWTH_KB, (
+    assert not RSS_CHECKED or rss_line.growth <= RSS_GROWTH_KB, (
         f"cloudstream's RSS grows over the soak's second half: {rss_line.slope:+.2f} kB/s, {rss_line.growth:+.0f} kB "
         f"fitted over {rss_line.span:.0f} s (at most {RSS_GROWTH_KB:.0f} kB): a leak")
     assert fds_line.growth <= FDS_GROWTH, f"descriptors grow over the soak's second half: {fds_line.growth:+.1f}"
