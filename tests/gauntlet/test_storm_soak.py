@@ -223,9 +223,6 @@ async def test_soak_streams_across_nodes_with_edge_faults(lab: Lab) -> None:
     print(f"soak: {SOAK_SECONDS:.0f} s, {faults} edge faults, {tally.complete} streams complete "
           f"({tally.bytes} lines/bytes verified), {tally.failed} failed with an error {tally.errors}, "
           f"{tally.silent} silent")
-    assert tally.complete > 0 and faults > 0
-    assert tally.silent == 0, f"{tally.silent} exec streams ended with a clean close and no status"
-    await lab.assert_no_leak(baseline)
     half = second_half([(t, float(r)) for t, r, _ in samples])
     rss_line = fit(half)
     fds_line = fit(second_half([(t, float(n)) for t, _, n in samples]))
@@ -235,7 +232,11 @@ async def test_soak_streams_across_nodes_with_edge_faults(lab: Lab) -> None:
     if os.environ.get("KES_SOAK_SAMPLES"):
         with open(os.environ["KES_SOAK_SAMPLES"], "w") as f:
             f.writelines(f"{t:.1f} {r} {n}\n" for t, r, n in samples)
-    assert not RSS_CHECKED or rss_line.growth <= RSS_GROWTH_KB, (
+    # Under tracemalloc, RSS carries the snapshots' own churn: reported, not judged.
+    assert not RSS_CHECKED or lab.memtrace or rss_line.growth <= RSS_GROWTH_KB, (
         f"cloudstream's RSS grows over the soak's second half: {rss_line.slope:+.2f} kB/s, {rss_line.growth:+.0f} kB "
         f"fitted over {rss_line.span:.0f} s (at most {RSS_GROWTH_KB:.0f} kB): a leak")
     assert fds_line.growth <= FDS_GROWTH, f"descriptors grow over the soak's second half: {fds_line.growth:+.1f}"
+    assert tally.complete > 0 and faults > 0
+    assert tally.silent == 0, f"{tally.silent} exec streams ended with a clean close and no status"
+    await lab.assert_no_leak(baseline)
