@@ -163,7 +163,11 @@ async def start_fleet(layout: Layout, tunnel_port: int, nodes: int, *extra: str)
         "--server", f"localhost:{tunnel_port}", "--ramp", os.environ.get("FLEET_RAMP", "500"), "--report-every", "5",
         *extra,
     ], ROOT)
-    await fleet.wait_for(rf"all {nodes} nodes up", timeout=120 + nodes / 50)
+    try:
+        await fleet.wait_for(rf"all {nodes} nodes up", timeout=120 + nodes / 50)
+    except BaseException:
+        await fleet.stop()  # else an orphaned emulator keeps its N tunnels (and a core) after we exit
+        raise
     return fleet
 
 
