@@ -146,6 +146,10 @@ async def _serve_inline(session: AgentSession, stop: StopEvent) -> None:
     remove = stop.on_set(close)
     try:
         await session.run()
+    except BaseException:  # cancelled (or a bug): still close the tunnel, as the two-task form does
+        if not closing:
+            close()
+        raise
     finally:
         remove()
         if closing:
