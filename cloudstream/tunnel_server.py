@@ -218,11 +218,11 @@ async def start_tunnel_server(
         return response
 
     async def handler(connection: ServerConnection) -> None:
-        headers = connection.request.headers if connection.request else Headers()
-        node = headers.get(_NODE_HEADER, "").strip()
+        node = (connection.request.headers.get(_NODE_HEADER, "") if connection.request else "").strip()
         claim: IPClaim = getattr(connection, "kes_claim", None) or IPClaim(_peer(connection), announced=False)
         ip = claim.ip
         features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
+        _forget_handshake(connection)
         # Our edges answer pings at once; a Go edge's reader may stall for minutes.
         connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
         keepalive = shared_keepalive()  # one timer for every tunnel instead of a task each
@@ -312,6 +312,17 @@ def _count_end(stats: CloudStats, session: EdgeSession) -> None:
     stats.stalls_done["credit"] += session.credit_stalls
     stats.stalls_done["slow_reader"] += session.reader_stalls
     stats.violations_done += session.violations.total
+def _forget_handshake(connection: ServerConnection) -> None:
+    """Empty the upgrade's request and response headers (about 5 KB a tunnel, kept for the
+    connection's life: by the connection, and by the suspended frame of websockets' parser,
+    whose local still names the request): what we need of them is read. Emptied in place, as
+    that frame cannot be reached; ``request`` stays set (websockets tells the handshake from
+    later frames by it)."""
+    if connection.request is not None:
+        connection.request.headers.clear()
+    if connection.response is not None:
+        connection.response.headers.clear()
+        connection.response = None
 
 
 class _TrackedConnection(ServerConnection):
