@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 
+from certs.watch import shared_watch
+
 from .backends import make_backend
 from .config import EdgeConfig
 from .node_endpoints import NodeEndpoints
@@ -30,9 +32,10 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
             drain.set()
 
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, handler in ((signal.SIGINT, on_signal), (signal.SIGTERM, on_signal),
+                         (signal.SIGHUP, lambda: shared_watch().reload_all())):  # certificates: reload now
         try:
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass

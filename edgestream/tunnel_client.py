@@ -12,11 +12,13 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from certs import client_context
+from certs.watch import ReloadingContext, shared_watch
 from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
@@ -66,10 +68,30 @@ async def run_tunnel(
 ) -> None:
     """Keep one tunnel up until ``stop`` is set. When ``drain`` is set first, refuse new
     streams and let running ones finish (up to ``drain_timeout``), then stop."""
-    tls = client_context(
-        config.tls_tunnel_ca_file, config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file,
-        verify=config.verify_server,
+    # Hot reload: changed files (or SIGHUP) give the next dial a new context; the tunnel up keeps its own.
+    tls = ReloadingContext(
+        f"edge {config.node_name} TLS",
+        [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
+        partial(client_context, config.tls_tunnel_ca_file, config.tls_tunnel_cert_file,
+                config.tls_tunnel_private_key_file, verify=config.verify_server),
     )
+    watch = shared_watch()
+    watch.interval = config.cert_watch_interval
+    watch.add(tls)
+    try:
+        await _keep_tunnel(config, backend, stop, tls, on_session, drain)
+    finally:
+        watch.discard(tls)
+
+
+async def _keep_tunnel(
+    config: EdgeConfig,
+    backend: Backend,
+    stop: asyncio.Event,
+    tls: ReloadingContext,
+    on_session: Callable[[AgentSession | None], None] | None,
+    drain: asyncio.Event | None,
+) -> None:
     headers = {
         "SessionHostNameOverride": config.node_name,
         "SessionInternalIP": config.node_ip,
@@ -83,7 +105,7 @@ async def run_tunnel(
         try:
             ws = await connect(
                 config.url,
-                ssl=tls,
+                ssl=tls.current,
                 server_hostname=config.server_name or (config.host if config.verify_server else None),
                 additional_headers=headers,
                 user_agent_header="Go-http-client/1.1",

@@ -1,0 +1,89 @@
+"""cloudstream's TLS material, hot-reloaded: the 10004 and 10003 contexts and the serving CA.
+
+Each is a ``certs.watch.Reloading`` on the process's one file watch; a swap changes what the
+port's listener hands *new* connections (tunnels and streams already open keep theirs). With a
+serving CA, 10003 picks a per-node leaf per connection (``serving_certs``); a new serving CA or
+client CA drops the cached leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from functools import partial
+from typing import Any
+
+from certs import server_context
+from certs.serving import ServingCA
+from certs.watch import Reloading, ReloadingContext, shared_watch
+
+from .config import CloudConfig
+from .listener import ContextChooser, Listener
+from .registry import SessionRegistry
+from .serving_certs import ServingCertificates
+
+__all__ = ["CloudCertificates"]
+
+logger = logging.getLogger(__name__)
+
+
+class CloudCertificates:
+    """Built at start (a file that does not load is fatal then); ``attach`` once the listeners exist."""
+
+    def __init__(self, config: CloudConfig, registry: SessionRegistry) -> None:
+        self.config = config
+        self.tunnel = ReloadingContext(
+            "tunnel TLS (10004)",
+            [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
+            partial(server_context, config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file,
+                    config.tls_tunnel_ca_file, require_client_cert=True, alpn=None),
+        )
+        # 10003: verify a certificate when one is offered; answer 401 ourselves when none is.
+        self.stream = ReloadingContext(
+            "kubelet API TLS (10003)",
+            [config.tls_stream_cert_file, config.tls_stream_private_key_file, config.tls_stream_ca_file],
+            partial(server_context, config.tls_stream_cert_file, config.tls_stream_private_key_file,
+                    config.tls_stream_ca_file, require_client_cert=False, alpn=["http/1.1"]),
+        )
+        self.reloading: list[Reloading[Any]] = [self.tunnel, self.stream]
+        self.serving: ServingCertificates | None = None
+        if config.serving_ca_cert_file is not None and config.serving_ca_key_file is not None:
+            ca = Reloading(
+                "serving CA (10003 per-node certificates)", [config.serving_ca_cert_file, config.serving_ca_key_file],
+                partial(ServingCA.load, config.serving_ca_cert_file, config.serving_ca_key_file),
+            )
+            self.serving = ServingCertificates(
+                ca, registry, config.tls_stream_ca_file, max_cached=config.serving_cert_cache
+            )
+            self.stream.on_swap.append(self.serving.clear)  # the client CA is part of every leaf's context
+            self.reloading.append(ca)
+            logger.info("10003 presents per-node serving certificates signed by %s (CN %s)",
+                        config.serving_ca_cert_file, ca.current.cert.subject.rfc4514_string())
+
+    @property
+    def choose_stream_context(self) -> ContextChooser | None:
+        return self.serving.context_for if self.serving is not None else None
+
+    def attach(self, tunnel: Listener | None, stream: Listener | None) -> None:
+        """From now on a swap reaches the listeners, and the files are watched."""
+        for reloading, listener in ((self.tunnel, tunnel), (self.stream, stream)):
+            if listener is not None:
+                reloading.on_swap.append(listener.set_context)
+        watch = shared_watch()
+        watch.interval = self.config.cert_watch_interval
+        for reloading in self.reloading:
+            watch.add(reloading)
+
+    def detach(self) -> None:
+        watch = shared_watch()
+        for reloading in self.reloading:
+            watch.discard(reloading)
+
+    def reload_now(self) -> None:
+        """SIGHUP."""
+        for reloading in self.reloading:
+            reloading.check(force=True)
+
+    @property
+    def stream_context(self) -> ssl.SSLContext:
+        return self.stream.current
