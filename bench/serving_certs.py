@@ -134,7 +134,8 @@ async def main_async(nodes: int, rounds: int, compare: Path | None, count: int) 
                   f"request {m['cached_request']:.2f} ms (medians over {nodes} nodes)")
         if compare is not None:
             print(f"default path (no serving CA), TLS handshake median of {count}, this tree vs {compare}:")
-            ours_all, base_all = [], []
+            ours_all: list[float] = []
+            base_all: list[float] = []
             for r in range(rounds):
                 order = [(None, ours_all), (compare, base_all)]
                 for root, into in order if r % 2 == 0 else reversed(order):

@@ -78,6 +78,8 @@ class CloudCertificates:
         watch = shared_watch()
         for reloading in self.reloading:
             watch.discard(reloading)
+        if self.serving is not None:
+            self.serving.errors.close()
 
     def reload_now(self) -> None:
         """SIGHUP."""
