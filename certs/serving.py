@@ -87,8 +87,13 @@ def issue_serving_leaf(
     """Issue a leaf for ``ip`` (IP SAN) and node ``node`` and build the 10003 server context
     around it: client certificates verified against ``client_ca_file`` when offered."""
     address = ipaddress.ip_address(ip)
-    key = new_key()
     now = dt.datetime.now(dt.UTC)
+    if ca.cert.not_valid_after_utc <= now + _SKEW:
+        raise CertificateError(
+            f"the serving CA {ca.cert.subject.rfc4514_string()} expired at {ca.cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: "
+            "replace its files (they are reloaded) and point the API server's --kubelet-certificate-authority at the new one"
+        )
+    key = new_key()
     not_after = min(now + validity, ca.cert.not_valid_after_utc)
     subject = name(f"system:node:{node}", ["system:nodes"])
     builder = (

@@ -74,6 +74,8 @@ class ServingCertificates:
         self._inflight: dict[str, asyncio.Task[ServingLeaf | None]] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT)
         self._generation = 0
+        self._failed_generation = -1
+        """A CA that failed to sign is not tried again per connection, only after a reload."""
         self.errors = RateLimitedLog(logger, interval=30.0, max_kinds=16)
         self.counts = {"issued": 0, "cached": 0, "default": 0, "failed": 0}
         ca.on_swap.append(self.clear)
@@ -95,7 +97,7 @@ class ServingCertificates:
         """The context for this connection: a leaf for a node's IP, else None (the default)."""
         ip = self.dialled_ip(sock)
         session = self.registry.get_by_ip(ip) if ip else None
-        if ip is None or session is None:
+        if ip is None or session is None or self._failed_generation == self._generation:
             self.counts["default"] += 1
             return None
         leaf = self._cache.get(ip)
@@ -103,7 +105,7 @@ class ServingCertificates:
         if leaf is not None and leaf.node == session.node and now < leaf.not_after:
             self._cache.move_to_end(ip)
             self.counts["cached"] += 1
-            if leaf.not_after - now < self.renew_before:
+            if leaf.not_after - now < self.renew_before and leaf.not_after < self.ca.current.cert.not_valid_after_utc:
                 self._start(ip, session.node)  # renew in the background; this one is still valid
             return leaf.context
         fresh = await asyncio.shield(self._start(ip, session.node))
@@ -125,6 +127,7 @@ class ServingCertificates:
                 )
             except (CertificateError, ValueError, TypeError, ssl.SSLError, OSError) as exc:
                 self.counts["failed"] += 1
+                self._failed_generation = generation
                 self.errors.event("issue", "! cannot issue a serving certificate for node %s (%s): %s; the stream "
                                   "certificate is presented instead. Fix the serving CA (--serving-ca-cert-file, "
                                   "--serving-ca-key-file)", node, ip, exc)

@@ -63,3 +63,33 @@ def test_serving_ca_must_be_a_ca_with_its_key(lab, tmp_path: Path) -> None:
     write_pem(tmp_path / "leaf.crt", leaf, key, tmp_path / "leaf.key")
     with pytest.raises(CertificateError, match="not a CA"):
         ServingCA.load(tmp_path / "leaf.crt", tmp_path / "leaf.key")
+
+
+def test_an_rsa_cluster_ca_signs_too(lab, tmp_path: Path) -> None:
+    """kubeadm's cluster CA is RSA 2048: the leaf stays ECDSA P-256, the signature is the CA's."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    write_pem(tmp_path / "rsa-ca.crt", cert, key, tmp_path / "rsa-ca.key")  # type: ignore[arg-type]
+    leaf = issue_serving_leaf(ServingCA.load(tmp_path / "rsa-ca.crt", tmp_path / "rsa-ca.key"), "10.9.8.7", "n", None)
+    served = handshake(leaf.context, apiserver_client(lab, tmp_path / "rsa-ca.crt"), hostname="10.9.8.7")
+    assert isinstance(served.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_an_expired_serving_ca_signs_nothing(tmp_path: Path) -> None:
+    cert, key = create_ca("expired", days=0)
+    write_pem(tmp_path / "ca.crt", cert, key, tmp_path / "ca.key")
+    with pytest.raises(CertificateError, match="expired"):
+        issue_serving_leaf(ServingCA.load(tmp_path / "ca.crt", tmp_path / "ca.key"), "10.0.0.1", "n", None)

@@ -119,3 +119,18 @@ async def test_renewed_before_expiry_and_dropped_on_a_new_ca(lab) -> None:
     assert len(certs) == 0
     reissued = await leaf_cert(certs, "127.0.1.40", lab)
     assert reissued is not None and reissued.serial_number != after.serial_number
+
+
+async def test_a_ca_that_cannot_sign_falls_back_once_not_per_connection(lab, tmp_path) -> None:
+    from certs import create_ca, write_pem
+
+    cert, key = create_ca("expired", days=0)
+    write_pem(tmp_path / "ca.crt", cert, key, tmp_path / "ca.key")
+    registry = SessionRegistry()
+    registry.register(_Node("edge-a", "127.0.1.50"))  # type: ignore[arg-type]
+    ca = Reloading("serving CA", [tmp_path / "ca.crt"], partial(ServingCA.load, tmp_path / "ca.crt", tmp_path / "ca.key"))
+    certs = ServingCertificates(ca, registry, lab.stream_ca)
+    for _ in range(3):
+        assert await leaf_cert(certs, "127.0.1.50", lab) is None  # the stream certificate instead
+    assert certs.counts["failed"] == 1 and certs.counts["default"] == 2
+    certs.errors.close()
