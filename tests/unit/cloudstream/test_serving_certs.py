@@ -134,3 +134,13 @@ async def test_a_ca_that_cannot_sign_falls_back_once_not_per_connection(lab, tmp
         assert await leaf_cert(certs, "127.0.1.50", lab) is None  # the stream certificate instead
     assert certs.counts["failed"] == 1 and certs.counts["default"] == 2
     certs.errors.close()
+
+
+def test_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudstream.__main__ import main as cloud_main
+    from edgestream.__main__ import main as edge_main
+
+    assert cloud_main(["--serving-ca-cert-file", "/x/ca.crt"]) == 2  # half a CA
+    assert "--serving-ca-key-file" in capsys.readouterr().err
+    assert cloud_main(["--cert-watch-interval", "0"]) == 2
+    assert edge_main(["--cert-watch-interval", "0"]) == 2
