@@ -1,11 +1,12 @@
-"""Hot reload of TLS material: a context rebuilt when its files change, one watch task per process.
+"""Hot reload of TLS material: a context rebuilt when its files change, one watch timer per process.
 
 A :class:`ReloadingContext` holds the ``ssl.SSLContext`` built from some files (certificate, key,
 CA bundle) and the files' stamps (mtime, size, inode). :class:`FileWatch` (one per event loop,
-:func:`shared_watch`) stats every watched file each ``interval`` seconds and, when a context's
-stamps changed, rebuilds that context off to the side: only a context that loads replaces the
-old one, so running connections (which keep the context they were made with) never notice and
-new connections get the new files. SIGHUP calls :meth:`FileWatch.reload_all` to do it at once.
+:func:`shared_watch`; a loop timer, as certs/ never imports asyncio) stats every watched file
+each ``interval`` seconds and, when a context's stamps changed, rebuilds that context off to
+the side: only a context that loads replaces the old one, so running connections (which keep
+the context they were made with) never notice and new connections get the new files. SIGHUP
+calls :meth:`FileWatch.reload_all` to do it at once.
 
 A pair written file by file (certificate, then key) is briefly mismatched: a failure whose files
 were still changing is retried on the next poll and only warned about when the same files fail
@@ -14,13 +15,12 @@ twice (or on SIGHUP), with the file and the fix. A file that stays broken is war
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import CertificateError
 
@@ -70,10 +70,14 @@ class Reloading(Generic[T]):
         """Stamps of the last failed attempt: a file set that failed and did not change is not retried."""
         self._warned: tuple[Stamp, ...] | None = None
 
+    def wants(self, stamps: tuple[Stamp, ...]) -> bool:
+        """Whether files with these stamps are worth a rebuild (changed, and not known broken)."""
+        return stamps != self.stamps and stamps != self._warned
+
     def check(self, stamps: tuple[Stamp, ...] | None = None, force: bool = False) -> bool:
         """Reload when the files changed (or always with ``force``); True when swapped."""
         stamps = tuple(stamp(f) for f in self.files) if stamps is None else stamps
-        if not force and (stamps == self.stamps or stamps == self._warned):
+        if not force and not self.wants(stamps):
             return False
         settled = force or stamps == self._failed  # the same files failed on the previous poll too
         changed = [str(f) for f, old, new in zip(self.files, self.stamps, stamps, strict=True) if old != new]
@@ -102,18 +106,33 @@ class Reloading(Generic[T]):
 ReloadingContext = Reloading[ssl.SSLContext]
 
 
+class _Loop(Protocol):
+    """What the watch needs of an event loop (certs/ stays free of asyncio: the caller passes its loop)."""
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> _Timer: ...
+
+    def is_closed(self) -> bool: ...
+
+
+class _Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
 class FileWatch:
-    """Polls the files of every added :class:`ReloadingContext`: one task per loop, started with
-    the first context and ended with the last; each path is stat'ed once per poll however many
-    contexts share it (a fleet of edges shares one CA file)."""
+    """Polls the files of every added :class:`Reloading` on one loop timer (no task): armed with
+    the first context, cancelled with the last. Each path is stat'ed once per poll however many
+    contexts share it (a fleet of edges shares one CA file), and at most ``max_rebuilds`` contexts
+    are rebuilt per step (a new CA for a thousand edges is spread over many loop turns)."""
 
-    batch = 256
-    """Contexts checked per step before yielding to the loop."""
+    max_rebuilds = 16
 
-    def __init__(self, interval: float = 3.0) -> None:
+    def __init__(self, loop: _Loop, interval: float = 3.0) -> None:
+        self.loop = loop
         self.interval = interval
         self._contexts: dict[Reloading[Any], None] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._timer: _Timer | None = None
+        self._pending: list[Reloading[Any]] = []
+        """Contexts left over when a poll's rebuild budget ran out."""
         self.polls = 0
 
     def __len__(self) -> int:
@@ -121,29 +140,34 @@ class FileWatch:
 
     def add(self, context: Reloading[Any]) -> None:
         self._contexts[context] = None
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="certificate watch")
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.interval, self._tick)
 
     def discard(self, context: Reloading[Any]) -> None:
         self._contexts.pop(context, None)
-        if not self._contexts and self._task is not None:
-            self._task.cancel()
-            self._task = None
+        if not self._contexts and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def reload_all(self) -> int:
         """SIGHUP: rebuild every context now (failures warned at once); returns how many swapped."""
         logger.info("= reloading the TLS files of %d context(s)", len(self._contexts))
         return sum(context.check(force=True) for context in list(self._contexts))
 
-    async def _run(self) -> None:
-        while self._contexts:
-            await asyncio.sleep(self.interval)
-            await self.poll()
+    def _tick(self) -> None:
+        self._timer = None
+        more = self.poll()
+        if self._contexts:
+            self._timer = self.loop.call_later(0 if more else self.interval, self._tick)
 
-    async def poll(self) -> None:
+    def poll(self) -> bool:
+        """Check every context once; True when a rebuild budget ran out (call again soon)."""
         self.polls += 1
         seen: dict[Path, Stamp] = {}
-        for i, context in enumerate(list(self._contexts)):
+        rebuilt = 0
+        pending = self._pending or list(self._contexts)
+        self._pending = []
+        for i, context in enumerate(pending):
             if context not in self._contexts:
                 continue
             stamps = []
@@ -151,20 +175,25 @@ class FileWatch:
                 if path not in seen:
                     seen[path] = stamp(path)
                 stamps.append(seen[path])
-            if context.check(tuple(stamps)) or (i + 1) % self.batch == 0:
-                await asyncio.sleep(0)  # a rebuild parses files: let the loop breathe between them
+            stamps_t = tuple(stamps)
+            if context.wants(stamps_t):
+                if rebuilt >= self.max_rebuilds:
+                    self._pending = pending[i:]
+                    return True
+                rebuilt += 1
+                context.check(stamps_t)
+        return False
 
 
-_SHARED: dict[asyncio.AbstractEventLoop, FileWatch] = {}
+_SHARED: dict[_Loop, FileWatch] = {}
 
 
-def shared_watch() -> FileWatch:
-    """The running loop's :class:`FileWatch` (one per loop: tests run many loops in one process);
-    the process's entry point sets its ``interval``."""
-    loop = asyncio.get_running_loop()
+def shared_watch(loop: _Loop) -> FileWatch:
+    """``loop``'s :class:`FileWatch` (one per loop: tests run many loops in one process); the
+    process's entry point sets its ``interval``."""
     found = _SHARED.get(loop)
     if found is None:
         for old in [old for old in _SHARED if old.is_closed()]:
             del _SHARED[old]
-        found = _SHARED[loop] = FileWatch()
+        found = _SHARED[loop] = FileWatch(loop)
     return found

@@ -8,6 +8,7 @@ client CA drops the cached leaves.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from functools import partial
@@ -69,13 +70,13 @@ class CloudCertificates:
         for reloading, listener in ((self.tunnel, tunnel), (self.stream, stream)):
             if listener is not None:
                 reloading.on_swap.append(listener.set_context)
-        watch = shared_watch()
+        watch = shared_watch(asyncio.get_running_loop())
         watch.interval = self.config.cert_watch_interval
         for reloading in self.reloading:
             watch.add(reloading)
 
     def detach(self) -> None:
-        watch = shared_watch()
+        watch = shared_watch(asyncio.get_running_loop())
         for reloading in self.reloading:
             watch.discard(reloading)
         if self.serving is not None:

@@ -33,7 +33,7 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
 
     installed = []
     for sig, handler in ((signal.SIGINT, on_signal), (signal.SIGTERM, on_signal),
-                         (signal.SIGHUP, lambda: shared_watch().reload_all())):  # certificates: reload now
+                         (signal.SIGHUP, lambda: shared_watch(loop).reload_all())):  # certificates: reload now
         try:
             loop.add_signal_handler(sig, handler)
             installed.append(sig)

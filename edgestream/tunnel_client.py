@@ -75,7 +75,7 @@ async def run_tunnel(
         partial(client_context, config.tls_tunnel_ca_file, config.tls_tunnel_cert_file,
                 config.tls_tunnel_private_key_file, verify=config.verify_server),
     )
-    watch = shared_watch()
+    watch = shared_watch(asyncio.get_running_loop())
     watch.interval = config.cert_watch_interval
     watch.add(tls)
     try:

@@ -132,17 +132,17 @@ def test_broken_first_load_is_fatal(tmp_path: Path) -> None:
         ReloadingContext("x", [tmp_path / "x.crt"], partial(server_context, tmp_path / "x.crt", tmp_path / "x.crt", None))
 
 
-async def test_one_watch_task_reloads_a_ca_bundle(pki: dict[str, object]) -> None:
+async def test_one_watch_timer_reloads_a_ca_bundle(pki: dict[str, object]) -> None:
     """A client context pinning a CA file: a new bundle (old + new CA) is taken on the next poll;
-    two contexts share the file and one task; the last one out ends the task."""
+    two contexts share the file and one timer (no task); the last one out cancels it."""
     d = pki["dir"]
     assert isinstance(d, Path)
     ctxs = [ReloadingContext(f"edge {i}", [d / "ca.crt"], partial(client_context, d / "ca.crt")) for i in range(2)]
-    watch = FileWatch(interval=0.05)
+    watch = FileWatch(asyncio.get_running_loop(), interval=0.05)
     before = len(asyncio.all_tasks())
     for c in ctxs:
         watch.add(c)
-    assert len(asyncio.all_tasks()) == before + 1
+    assert len(asyncio.all_tasks()) == before and watch._timer is not None
     new_ca = create_ca("reload-test-2")
     from cryptography.hazmat.primitives import serialization
 
@@ -161,5 +161,23 @@ async def test_one_watch_task_reloads_a_ca_bundle(pki: dict[str, object]) -> Non
         handshake(server_context(d / "new.crt", d / "new.key", None), client_context(d / "server.crt"))
     for c in ctxs:
         watch.discard(c)
-    await asyncio.sleep(0)
-    assert len(asyncio.all_tasks()) == before
+    assert watch._timer is None
+
+
+async def test_rebuilds_per_poll_are_bounded(pki: dict[str, object]) -> None:
+    """A CA shared by many edges changes: each poll rebuilds at most ``max_rebuilds`` contexts
+    and says more are left (the timer then fires again at once, after other loop work)."""
+    d = pki["dir"]
+    assert isinstance(d, Path)
+    watch = FileWatch(asyncio.get_running_loop(), interval=3600)  # polled by hand here
+    watch.max_rebuilds = 4
+    ctxs = [ReloadingContext(f"edge {i}", [d / "ca.crt"], partial(client_context, d / "ca.crt")) for i in range(10)]
+    for c in ctxs:
+        watch.add(c)
+    replace(d / "ca.crt", (d / "ca.crt").read_bytes())  # a new inode: changed
+    assert watch.poll() and sum(c.generation for c in ctxs) == 4
+    assert watch.poll() and sum(c.generation for c in ctxs) == 8
+    assert not watch.poll() and all(c.generation == 1 for c in ctxs)
+    assert not watch.poll()
+    for c in ctxs:
+        watch.discard(c)
