@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import ssl
 from pathlib import Path
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from certs import Layout, create_ca, init_lab, issue_client_cert, issue_server_cert, load_cert, load_key
 from certs.lab import DEFAULT_SANS
 from tests.conftest import MS
-from tests.integration.framework import apiserver_tls, kubelet_request
+from tests.integration.framework import Process, apiserver_tls, kubelet_request
 from testkit.link import LinkProxy
 
 from .conftest import NODE_IPS, NODES, Fleet
@@ -102,6 +103,19 @@ async def refused_10004(fleet: Fleet, cert: Path, key: Path, ca: Path) -> bool:
             pass
 
 
+async def loaded(process: Process, name: str, files: list[Path], since: int) -> None:
+    """Wait until ``process`` logged loading every one of ``files`` for context ``name`` (a
+    rotation written file by file may be taken in more than one poll)."""
+    pattern = re.compile(re.escape(name) + r": loaded new TLS files \(changed: ([^)]*)\)")
+    deadline = asyncio.get_running_loop().time() + 10 * MS
+    while True:
+        changed = {f for line in process.lines[since:] if (m := pattern.search(line)) for f in m.group(1).split(", ")}
+        if {str(f) for f in files} <= changed:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{name} did not load {files}:\n{process.output}"
+        await asyncio.sleep(0.1)
+
+
 async def eventually(check, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout * MS
     while not await check():
@@ -137,9 +151,9 @@ async def test_rotate_everything_while_logs_follow(fleet: Fleet, tmp_path: Path)
         replace(lab.stream_ca, _pem(stream_ca[0]) + _pem(create_ca("kubernetes-next")[0]))
         replace(lab.edge_key("victim"), _key_pem(edge_key))
         replace(lab.edge_cert("victim"), _pem(edge_cert))
-        await fleet.cloud.wait_for_line(r"tunnel TLS \(10004\): loaded new TLS files", since=since)
-        await fleet.cloud.wait_for_line(r"kubelet API TLS \(10003\): loaded new TLS files", since=since)
-        await victim.wait_for_line(r"edge victim TLS: loaded new TLS files", since=edge_since)
+        await loaded(fleet.cloud, "tunnel TLS (10004)", [lab.server_cert, lab.server_key, lab.ca_cert], since)
+        await loaded(fleet.cloud, "kubelet API TLS (10003)", [lab.stream_cert, lab.stream_key, lab.stream_ca], since)
+        await loaded(victim, "edge victim TLS", [lab.edge_cert("victim"), lab.edge_key("victim"), lab.ca_cert], edge_since)
 
         # --- new connections see the new files; the running logs -f never stopped
         await eventually(lambda: _is(serial_10003(fleet), stream_cert.serial_number), "10003 still shows the old certificate")
