@@ -57,12 +57,15 @@ class Reloading(Generic[T]):
     every successful swap (e.g. to drop per-node contexts derived from the old files).
     """
 
-    def __init__(self, name: str, files: Sequence[Path | None], build: Callable[[], T]) -> None:
+    def __init__(
+        self, name: str, files: Sequence[Path | None], build: Callable[[], T], current: T | None = None
+    ) -> None:
         self.name = name
         self.files = tuple(Path(f) for f in files if f is not None)
         self.build = build
         self.stamps = tuple(stamp(f) for f in self.files)
-        self.current = build()
+        self.current = build() if current is None else current
+        """``current``: one the caller already built from these files."""
         self.generation = 0
         """Incremented on every swap."""
         self.on_swap: list[Callable[[T], None]] = []

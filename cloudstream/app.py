@@ -9,6 +9,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from certs import server_context
+
 from .cert_reload import CloudCertificates
 from .config import CloudConfig
 from .kubelet_api.server import KubeletApiServer
@@ -72,11 +74,10 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     registry = SessionRegistry()
     kubelet_api: KubeletApiServer | None = None
     tunnel_listener: Listener | None = None
-    certificates = CloudCertificates(config, registry)  # hot reload: SIGHUP, or a changed file
+    certificates: CloudCertificates | None = None
     handlers: dict[int, Callable[[], None]] = {
         signal.SIGINT: stop.set, signal.SIGTERM: stop.set,
         signal.SIGUSR1: lambda: log_state(registry, kubelet_api, tunnel_listener),
-        signal.SIGHUP: certificates.reload_now,
     }
     for sig, handler in handlers.items():
         try:
@@ -84,10 +85,21 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
-    kubelet_api = KubeletApiServer(config, registry, certificates.stream.current, certificates.choose_stream_context)
-    tunnel = await start_tunnel_server(config, registry, certificates.tunnel.current)
+    tunnel_tls = server_context(
+        config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file,
+        require_client_cert=True, alpn=None,
+    )
+    # 10003: verify a certificate when one is offered; answer 401 ourselves when none is.
+    stream_tls = server_context(
+        config.tls_stream_cert_file, config.tls_stream_private_key_file, config.tls_stream_ca_file,
+        require_client_cert=False, alpn=["http/1.1"],
+    )
+    kubelet_api = KubeletApiServer(config, registry, stream_tls)
+    tunnel = await start_tunnel_server(config, registry, tunnel_tls)
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
     try:
+        # Hot reload (changed files, SIGHUP) and, with a serving CA, per-node certificates on 10003.
+        certificates = CloudCertificates(config, registry, tunnel_tls, stream_tls)
         api = await kubelet_api.start()
         certificates.attach(tunnel_listener, kubelet_api.server)
         running = Running(_port(tunnel), _port(api), registry, stop)
@@ -100,7 +112,8 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         await stop.wait()
         logger.info("x shutting down: %d tunnels open", len(registry))
     finally:
-        certificates.detach()
+        if certificates is not None:
+            certificates.detach()
         # 1. stop accepting, 2. end API-server connections, 3. close tunnels, 4. wait.
         tunnel.close(close_connections=False)
         await kubelet_api.close()

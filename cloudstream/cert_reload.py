@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
 from functools import partial
 from typing import Any
@@ -19,7 +20,7 @@ from certs.serving import ServingCA
 from certs.watch import Reloading, ReloadingContext, shared_watch
 
 from .config import CloudConfig
-from .listener import ContextChooser, Listener
+from .listener import Listener
 from .registry import SessionRegistry
 from .serving_certs import ServingCertificates
 
@@ -31,13 +32,19 @@ logger = logging.getLogger(__name__)
 class CloudCertificates:
     """Built at start (a file that does not load is fatal then); ``attach`` once the listeners exist."""
 
-    def __init__(self, config: CloudConfig, registry: SessionRegistry) -> None:
+    def __init__(
+        self, config: CloudConfig, registry: SessionRegistry,
+        tunnel: ssl.SSLContext | None = None, stream: ssl.SSLContext | None = None,
+    ) -> None:
+        """``tunnel``/``stream``: the contexts the listeners started with (else built here)."""
         self.config = config
+        self._sighup = False
         self.tunnel = ReloadingContext(
             "tunnel TLS (10004)",
             [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
             partial(server_context, config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file,
                     config.tls_tunnel_ca_file, require_client_cert=True, alpn=None),
+            tunnel,
         )
         # 10003: verify a certificate when one is offered; answer 401 ourselves when none is.
         self.stream = ReloadingContext(
@@ -45,6 +52,7 @@ class CloudCertificates:
             [config.tls_stream_cert_file, config.tls_stream_private_key_file, config.tls_stream_ca_file],
             partial(server_context, config.tls_stream_cert_file, config.tls_stream_private_key_file,
                     config.tls_stream_ca_file, require_client_cert=False, alpn=["http/1.1"]),
+            stream,
         )
         self.reloading: list[Reloading[Any]] = [self.tunnel, self.stream]
         self.serving: ServingCertificates | None = None
@@ -61,22 +69,31 @@ class CloudCertificates:
             logger.info("10003 presents per-node serving certificates signed by %s (CN %s)",
                         config.serving_ca_cert_file, ca.current.cert.subject.rfc4514_string())
 
-    @property
-    def choose_stream_context(self) -> ContextChooser | None:
-        return self.serving.context_for if self.serving is not None else None
-
     def attach(self, tunnel: Listener | None, stream: Listener | None) -> None:
-        """From now on a swap reaches the listeners, and the files are watched."""
+        """From now on a swap reaches the listeners, the files are watched and SIGHUP reloads.
+        Call it right after the listeners started (before the loop runs their accepts)."""
         for reloading, listener in ((self.tunnel, tunnel), (self.stream, stream)):
             if listener is not None:
                 reloading.on_swap.append(listener.set_context)
-        watch = shared_watch(asyncio.get_running_loop())
+        if stream is not None and self.serving is not None:
+            stream.choose_context = self.serving.context_for
+        loop = asyncio.get_running_loop()
+        watch = shared_watch(loop)
         watch.interval = self.config.cert_watch_interval
         for reloading in self.reloading:
             watch.add(reloading)
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.reload_now)
+            self._sighup = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (in-process tests)
+            pass
 
     def detach(self) -> None:
-        watch = shared_watch(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if self._sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
+        watch = shared_watch(loop)
         for reloading in self.reloading:
             watch.discard(reloading)
         if self.serving is not None:
@@ -86,7 +103,3 @@ class CloudCertificates:
         """SIGHUP."""
         for reloading in self.reloading:
             reloading.check(force=True)
-
-    @property
-    def stream_context(self) -> ssl.SSLContext:
-        return self.stream.current

@@ -6,12 +6,10 @@ import asyncio
 import logging
 import signal
 
-from certs.watch import shared_watch
-
 from .backends import make_backend
 from .config import EdgeConfig
 from .node_endpoints import NodeEndpoints
-from .tunnel_client import run_tunnel
+from .tunnel_client import reload_certificates, run_tunnel
 
 __all__ = ["serve"]
 
@@ -32,8 +30,7 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
             drain.set()
 
     installed = []
-    for sig, handler in ((signal.SIGINT, on_signal), (signal.SIGTERM, on_signal),
-                         (signal.SIGHUP, lambda: shared_watch(loop).reload_all())):  # certificates: reload now
+    for sig, handler in ((signal.SIGINT, on_signal), (signal.SIGTERM, on_signal), (signal.SIGHUP, reload_certificates)):
         try:
             loop.add_signal_handler(sig, handler)
             installed.append(sig)

@@ -27,7 +27,7 @@ from .backends.base import Backend
 from .config import EdgeConfig
 from .session import AgentSession
 
-__all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "run_tunnel"]
+__all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "reload_certificates", "run_tunnel"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ def describe_dial_error(exc: BaseException, config: EdgeConfig) -> str:
     if isinstance(exc, InvalidHandshake):
         return f"{config.server} does not speak the tunnel protocol: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def reload_certificates() -> None:
+    """SIGHUP: every tunnel of this process takes its certificate, key and CA files anew for its next dial."""
+    shared_watch(asyncio.get_running_loop()).reload_all()
 
 
 async def run_tunnel(

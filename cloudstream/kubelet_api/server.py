@@ -12,7 +12,7 @@ import logging
 import ssl
 
 from ..config import CloudConfig
-from ..listener import ContextChooser, Limits, Listener, Slot
+from ..listener import Limits, Listener, Slot
 from ..registry import SessionRegistry
 from .connection import Connection
 from .relay import HandoffReader
@@ -23,15 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 class KubeletApiServer:
-    def __init__(
-        self, config: CloudConfig, registry: SessionRegistry, ssl_context: ssl.SSLContext | None,
-        choose_context: ContextChooser | None = None,
-    ) -> None:
+    def __init__(self, config: CloudConfig, registry: SessionRegistry, ssl_context: ssl.SSLContext | None) -> None:
         self.config = config
         self.registry = registry
         self.ssl_context = ssl_context
-        self.choose_context = choose_context
-        """Per-connection context (per-node serving certificates), else ``ssl_context``."""
         self.connections: set[asyncio.Task[None]] = set()
         self.server: Listener | None = None
 
@@ -56,7 +51,6 @@ class KubeletApiServer:
             protocol_factory=factory,
             shutdown_timeout=self.config.shutdown_timeout,
             ca=f"the cluster CA {self.config.tls_stream_ca_file} (--tls-stream-ca-file)",
-            choose_context=self.choose_context,
         )
         return await self.server.start()
 
