@@ -88,8 +88,27 @@ def test_an_rsa_cluster_ca_signs_too(lab, tmp_path: Path) -> None:
     assert isinstance(served.public_key(), ec.EllipticCurvePublicKey)
 
 
+def expired_ca(path: Path) -> None:
+    """A CA whose validity ended an hour ago, at ``path``/ca.crt and ca.key."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=2))
+        .not_valid_after(now - dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    write_pem(path / "ca.crt", cert, key, path / "ca.key")
+
+
 def test_an_expired_serving_ca_signs_nothing(tmp_path: Path) -> None:
-    cert, key = create_ca("expired", days=0)
-    write_pem(tmp_path / "ca.crt", cert, key, tmp_path / "ca.key")
+    expired_ca(tmp_path)
     with pytest.raises(CertificateError, match="expired"):
         issue_serving_leaf(ServingCA.load(tmp_path / "ca.crt", tmp_path / "ca.key"), "10.0.0.1", "n", None)

@@ -122,10 +122,9 @@ async def test_renewed_before_expiry_and_dropped_on_a_new_ca(lab) -> None:
 
 
 async def test_a_ca_that_cannot_sign_falls_back_once_not_per_connection(lab, tmp_path) -> None:
-    from certs import create_ca, write_pem
+    from tests.unit.certs.test_serving import expired_ca
 
-    cert, key = create_ca("expired", days=0)
-    write_pem(tmp_path / "ca.crt", cert, key, tmp_path / "ca.key")
+    expired_ca(tmp_path)
     registry = SessionRegistry()
     registry.register(_Node("edge-a", "127.0.1.50"))  # type: ignore[arg-type]
     ca = Reloading("serving CA", [tmp_path / "ca.crt"], partial(ServingCA.load, tmp_path / "ca.crt", tmp_path / "ca.key"))
