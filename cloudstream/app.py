@@ -101,7 +101,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         # Hot reload (changed files, SIGHUP) and, with a serving CA, per-node certificates on 10003.
         certificates = CloudCertificates(config, registry, tunnel_tls, stream_tls)
         api = await kubelet_api.start()
-        certificates.attach(tunnel_listener, kubelet_api.server)
+        certificates.attach(tunnel_listener, kubelet_api)
         running = Running(_port(tunnel), _port(api), registry, stop)
         logger.info(
             "cloudstream ready: kubelet API on %s:%d, tunnel on %s:%d",

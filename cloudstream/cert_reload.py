@@ -20,6 +20,7 @@ from certs.serving import ServingCA
 from certs.watch import Reloading, ReloadingContext, shared_watch
 
 from .config import CloudConfig
+from .kubelet_api.server import KubeletApiServer
 from .listener import Listener
 from .registry import SessionRegistry
 from .serving_certs import ServingCertificates
@@ -69,12 +70,14 @@ class CloudCertificates:
             logger.info("10003 presents per-node serving certificates signed by %s (CN %s)",
                         config.serving_ca_cert_file, ca.current.cert.subject.rfc4514_string())
 
-    def attach(self, tunnel: Listener | None, stream: Listener | None) -> None:
+    def attach(self, tunnel: Listener | None, api: KubeletApiServer) -> None:
         """From now on a swap reaches the listeners, the files are watched and SIGHUP reloads.
         Call it right after the listeners started (before the loop runs their accepts)."""
+        stream = api.server
         for reloading, listener in ((self.tunnel, tunnel), (self.stream, stream)):
             if listener is not None:
                 reloading.on_swap.append(listener.set_context)
+        self.stream.on_swap.append(partial(setattr, api, "ssl_context"))  # whoever else reads it there
         if stream is not None and self.serving is not None:
             stream.choose_context = self.serving.context_for
         loop = asyncio.get_running_loop()
