@@ -7,6 +7,7 @@ the handshake. A client verifying as kube-apiserver does with --kubelet-certific
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 
 import pytest
@@ -15,7 +16,7 @@ from certs import create_ca, write_pem
 from tests.conftest import ROOT
 
 from .framework import READY, Process
-from .test_dnat import _run, netns  # noqa: F401 - the fixture
+from .test_dnat import netns  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -49,8 +50,8 @@ async def test_serving_certificate_for_the_dnat_original_destination(netns, lab_
     try:
         m = await cloud.wait_for_line(READY)
         stream_port, tunnel_port = m.group(1), m.group(2)
-        _run(*exec_in, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", f"{node_ip}/32", "-p", "tcp", "--dport", "10250",
-             "-j", "DNAT", "--to-destination", f"127.0.0.1:{stream_port}")
+        subprocess.run([*exec_in, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", f"{node_ip}/32", "-p", "tcp", "--dport", "10250",
+             "-j", "DNAT", "--to-destination", f"127.0.0.1:{stream_port}"], check=True, capture_output=True, timeout=30)
         edge = await Process.start(
             "edgestream",
             [*exec_in, sys.executable, "-m", "edgestream", "--pki-dir", str(lab_pki.root), "--node-name", "edge-1",
