@@ -84,6 +84,14 @@ class CloudConfig:
     """The cluster CA that signs the API server's kubelet-client certificate."""
     tls_stream_cert_file: Path = Path("/etc/kubeedge/certs/stream.crt")
     tls_stream_private_key_file: Path = field(default=Path("/etc/kubeedge/certs/stream.key"), repr=False)
+    serving_ca_cert_file: Path | None = None
+    """A CA (certificate) that signs a per-node 10003 certificate for each dialled node IP; None: the
+    stream certificate is presented to every connection (KubeEdge's way)."""
+    serving_ca_key_file: Path | None = field(default=None, repr=False)
+    serving_cert_cache: int = 1024
+    """Per-node serving certificates kept (LRU; about 25 KB each)."""
+    cert_watch_interval: float = 3 * SECONDS
+    """Seconds between checks of the certificate, key and CA files (hot reload; SIGHUP reloads at once)."""
     verify_node_identity: bool = True
     """Refuse an edge whose certificate CN is not its announced node name (KubeEdge never checks)."""
     access: tuple[AccessRule, ...] = DEFAULT_ACCESS
@@ -174,6 +182,7 @@ class CloudConfig:
                               f"({self.replicas}) 1..{MAX_REPLICAS}")
         if self.renew_max_days <= 0 or self.renew_max_per_hour < 1:
             raise ConfigError("renew_max_days must be positive and renew_max_per_hour at least 1")
+        _check_certificates(self)
         for name in ("tunnel_port", "stream_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -237,12 +246,20 @@ class CloudConfig:
         if getattr(ns, "shutdown_grace", None) is not None:
             settings["shutdown_grace"] = ns.shutdown_grace
         settings["kube"] = kube_settings(ns)
+        settings.update({k: getattr(ns, k) for k in _RELOAD_FIELDS if getattr(ns, k, None) is not None})
         return cls(
             egress=EgressConfig.from_args(ns),
             verify_node_identity=not ns.no_verify_node_identity,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
             **settings,  # type: ignore[arg-type]
         )
+
+
+def _check_certificates(config: CloudConfig) -> None:
+    if (config.serving_ca_cert_file is None) != (config.serving_ca_key_file is None):
+        raise ConfigError("per-node serving certificates need both --serving-ca-cert-file and --serving-ca-key-file")
+    if config.serving_cert_cache < 1 or not config.cert_watch_interval > 0:
+        raise ConfigError("serving_cert_cache and cert_watch_interval must be positive")
 
 
 def _check_http_limits(config: CloudConfig) -> None:
@@ -260,7 +277,28 @@ _PATH_FIELDS = (
     "tls_stream_ca_file",
     "tls_stream_cert_file",
     "tls_stream_private_key_file",
+    "serving_ca_cert_file",
+    "serving_ca_key_file",
 )
+
+
+_PATH_HELP = {
+    "serving_ca_cert_file": "CA certificate that signs a per-node 10003 certificate for each dialled node IP; point "
+    "the API server's --kubelet-certificate-authority at it (default: none, the stream certificate for all)",
+    "serving_ca_key_file": "the serving CA's private key (default: none)",
+}
+_RELOAD_FIELDS = ("serving_cert_cache", "cert_watch_interval")
+
+
+def _add_certificate_arguments(parser: argparse.ArgumentParser) -> None:
+    # --serving-ca-cert-file / --serving-ca-key-file come with the other _PATH_FIELDS
+    parser.add_argument(
+        "--serving-cert-cache", type=int, metavar="N", help="per-node serving certificates kept, LRU (1024)"
+    )
+    parser.add_argument(
+        "--cert-watch-interval", type=float, metavar="SECONDS",
+        help="seconds between checks of the certificate/key/CA files for hot reload (3; SIGHUP reloads at once)",
+    )
 
 
 _HYGIENE_FIELDS = ("tls_handshake_timeout", "max_connections", "max_pending_handshakes", "max_pending_per_ip")
@@ -294,7 +332,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream-port", type=int, help="streamPort (10003)")
     parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (KubeEdge's file layout under it)")
     for name in _PATH_FIELDS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name)
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_PATH_HELP.get(name))
+    _add_certificate_arguments(parser)
     parser.add_argument(
         "--allow", action="append", default=[], metavar="RULE",
         help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...]",

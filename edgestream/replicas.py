@@ -26,9 +26,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from certs.watch import ReloadingContext, shared_watch
 from proto.tunnel import Feature, backoff
 from proto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER, format_held, parse_announcement
 
@@ -75,7 +77,15 @@ async def run_tunnels(
     drain: asyncio.Event | None = None,
     on_dial_error: Callable[[str], None] | None = None,
 ) -> None:
-    tls = tls_context(config)
+    # Hot reload: changed files (or SIGHUP) give the next dial a new context; tunnels up keep theirs.
+    tls = ReloadingContext(
+        f"edge {config.node_name} TLS",
+        [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
+        partial(tls_context, config),  # (tls_context also finishes a renewal a crash interrupted)
+    )
+    watch = shared_watch(asyncio.get_running_loop())
+    watch.interval = config.cert_watch_interval
+    watch.add(tls)
     renewal = CertRenewal(config)
     offer = renewal.offer | ({Feature.REPLICAS} if config.ha else frozenset())
     tunnels = _Tunnels(on_session)
@@ -104,13 +114,13 @@ async def run_tunnels(
                 wait = 0.0
                 if stop.is_set() or (drain is not None and drain.is_set()):
                     continue
-            tls = tls_context(config, tls)  # the files as they are now: a renewed pair from here on
+            tls.check()  # the files as they are now (a renewed pair from here on), if they changed and load
             headers = dial_headers(config, offer)
             held = [r for r in tunnels.tasks if r != _UNNAMED]
             if config.ha and held:
                 headers[HELD_HEADER] = format_held(held)
             try:
-                ws = await dial(config, tls, headers)
+                ws = await dial(config, tls.current, headers)
             except InvalidStatus as exc:
                 busy = parse_announcement(exc.response.headers.get(REPLICA_HEADER))
                 if exc.response.status_code == 409 and busy is not None:
@@ -147,6 +157,7 @@ async def run_tunnels(
             if announced is not None and len(tunnels.tasks) < target:
                 logger.info("= node %s holds %d of %d replicas", config.node_name, len(tunnels.tasks), target)
     finally:
+        watch.discard(tls)
         for task in tunnels.tasks.values():
             task.cancel()  # stop is set, or we were cancelled: hold() closes its tunnel
         if tunnels.tasks:

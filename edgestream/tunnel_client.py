@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from certs.watch import shared_watch
 from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
 from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
@@ -24,7 +25,7 @@ from .cert_renewal import CertRenewal
 from .config import EdgeConfig
 from .session import AgentSession
 
-__all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "dial", "dial_headers", "hold", "run_tunnel"]
+__all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "dial", "dial_headers", "hold", "reload_certificates", "run_tunnel"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ def describe_dial_error(exc: BaseException, config: EdgeConfig) -> str:
     if isinstance(exc, InvalidHandshake):
         return f"{config.server} does not speak the tunnel protocol: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def reload_certificates() -> None:
+    """SIGHUP: every tunnel of this process takes its certificate, key and CA files anew for its next dial."""
+    shared_watch(asyncio.get_running_loop()).reload_all()
 
 
 async def run_tunnel(
