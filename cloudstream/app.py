@@ -14,6 +14,7 @@ from certs.expiry import watch_cloud
 
 from .cert_signer import CertSigner
 from .admin import CloudAdmin
+from .cert_reload import CloudCertificates
 from .config import CloudConfig
 from .egress.front import EgressFront
 from .kubelet_api.server import KubeletApiServer
@@ -87,6 +88,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     def on_signal() -> None:
         (now if stop.is_set() else stop).set()
 
+    certificates: CloudCertificates | None = None
     handlers: dict[int, Callable[[], None]] = {
         signal.SIGINT: on_signal, signal.SIGTERM: on_signal,
         signal.SIGUSR1: lambda: log_state(registry, kubelet_api, tunnel_listener),
@@ -115,9 +117,13 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         config, registry, lambda: [x for x in (kubelet_api.server if kubelet_api else None, tunnel_listener) if x],
         stop.is_set,
     )
+    kube_task: asyncio.Task[None] | None = None
     try:
         admin_port = await admin.server.start() if config.admin.enabled else 0
+        # Hot reload (changed files, SIGHUP) and, with a serving CA, per-node certificates on 10003.
+        certificates = CloudCertificates(config, registry, tunnel_tls, stream_tls)
         api = await kubelet_api.start()
+        certificates.attach(tunnel_listener, kubelet_api)
         egress = EgressFront(config, registry, kubelet_api) if config.egress.enabled else None
         if egress is not None:
             await egress.start()
@@ -129,7 +135,13 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         if config.iptables is not None:  # --manage-iptables: DNAT rules follow the connected tunnels
             from .iptables.loop import IptablesLoop
 
-            iptables_task = asyncio.create_task(IptablesLoop(config.iptables, registry, running.stream_port).run())
+            iptables_loop = IptablesLoop(config.iptables, registry, running.stream_port)
+            iptables_task = asyncio.create_task(iptables_loop.run())
+        if config.kube is not None:  # KubeEdge's tunnel-port scheme (cloudstream/kube)
+            from .kube.runner import KubeSide
+
+            routes = iptables_loop.set_port_routes if config.iptables is not None else None
+            kube_task = asyncio.create_task(KubeSide(config.kube, registry, routes).run())
         if on_ready is not None:
             on_ready(running)
         await stop.wait()
@@ -137,9 +149,14 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
             egress.stop_accepting()
         await _drain(config, kubelet_api, tunnel, registry, now)
     finally:
+        if kube_task is not None:  # first: release our tunnel-port entry while the API is still ours
+            kube_task.cancel()
+            await asyncio.gather(kube_task, return_exceptions=True)
         if iptables_task is not None:
             iptables_task.cancel()
             await asyncio.gather(iptables_task, return_exceptions=True)
+        if certificates is not None:
+            certificates.detach()
         # 1. stop accepting, 2. end the streams left (their clients get the error), 3. end
         # API-server connections (egress front, then 10003), 4. close tunnels, 5. wait.
         tunnel.close(close_connections=False)
