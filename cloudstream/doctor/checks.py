@@ -330,7 +330,10 @@ class CloudDoctor:
                                  f"no nat rule sends {ip}:{kubelet_port} to cloudstream's :{port}: the API server "
                                  "dials the node itself and times out (KubeEdge issue #5784)",
                                  f"iptables -t nat -A OUTPUT -d {ip}/32 -p tcp --dport {kubelet_port} -j DNAT "
-                                 f"--to-destination {target}:{port} (or run cloudstream with --manage-iptables)"))
+                                 f"--to-destination {target}:{port} (or run cloudstream with --manage-iptables)"
+                                 + ("; with KubeEdge's tunnel-port scheme (--kubeconfig) --dport is this replica's port "
+                                    "in the kubeedge/tunnelport ConfigMap, the nodes' kubeletEndpoint.Port"
+                                    if getattr(self.config, "kube", None) is not None else "")))
         return out
 
     async def _egress_check(self, egress: Any) -> Check:
