@@ -11,6 +11,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from proto.cli import ENV_EPILOG, Parser
+
 from .ca import create_ca
 from .errors import CertificateError
 from .files import load_cert, load_key, write_pem
@@ -31,37 +33,46 @@ def _show(path: Path) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="streamcerts", description="PKI for kubeedge-stream (KubeEdge's layout)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="streamcerts", description="PKI for kubeedge-stream (KubeEdge's layout)", epilog=ENV_EPILOG)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("lab", help="a whole lab PKI: CAs, cloud certs, one cert per edge node, API-server client")
-    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--dir", required=True, type=Path, help="where to write it, KubeEdge's layout under it (required)")
     p.add_argument(
         "--node", action="append", default=[], required=True, metavar="NAME[=IP[,IP]]",
-        help="an edge node; with IPs its certificate carries them as IP SANs (its SessionInternalIP must be one)",
+        help="an edge node; with IPs its certificate carries them as IP SANs (its SessionInternalIP must be one; "
+        "repeat; required, no default)",
     )
-    p.add_argument("--san", action="append", default=[])
+    p.add_argument("--san", action="append", default=[],
+                   help=f"a SAN of the cloud's server certificates (repeat; default {', '.join(DEFAULT_SANS)})")
     p = sub.add_parser("ca", help="a new CA")
-    p.add_argument("--cn", default="KubeEdge")
-    p.add_argument("--out-cert", required=True, type=Path)
-    p.add_argument("--out-key", required=True, type=Path)
+    p.add_argument("--cn", default="KubeEdge", help="the CA's common name")
+    p.add_argument("--out-cert", required=True, type=Path, help="the certificate file to write (required)")
+    p.add_argument("--out-key", required=True, type=Path, help="the private key file to write (required)")
     for kind in ("server", "client"):
         p = sub.add_parser(kind, help=f"a {kind} certificate signed by a CA")
-        p.add_argument("--ca-cert", required=True, type=Path)
-        p.add_argument("--ca-key", required=True, type=Path)
-        p.add_argument("--cn", required=True)
-        p.add_argument("--out-cert", required=True, type=Path)
-        p.add_argument("--out-key", required=True, type=Path)
+        p.add_argument("--ca-cert", required=True, type=Path, help="the signing CA's certificate (required)")
+        p.add_argument("--ca-key", required=True, type=Path, help="the signing CA's private key (required)")
+        p.add_argument("--cn", required=True, help="the certificate's common name (required)")
+        p.add_argument("--out-cert", required=True, type=Path, help="the certificate file to write (required)")
+        p.add_argument("--out-key", required=True, type=Path, help="the private key file to write (required)")
         if kind == "server":
-            p.add_argument("--san", action="append", default=[])
+            p.add_argument("--san", action="append", default=[], help="a DNS name or IP SAN (repeat; default: none)")
         else:
-            p.add_argument("--org", action="append", default=[])
+            p.add_argument("--org", action="append", default=[],
+                           help="an organization, i.e. a Kubernetes group (repeat; default: none)")
             p.add_argument(
                 "--ip", action="append", default=[],
-                help="an edge node's internal IP, as an IP SAN (repeat; cloudstream then refuses other IPs)",
+                help="an edge node's internal IP, as an IP SAN (repeat; cloudstream then refuses other IPs; "
+                "default: none)",
             )
     p = sub.add_parser("show", help="print a certificate's subject, issuer, SANs and expiry")
     p.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
         ns = parser.parse_args(argv)
     except SystemExit as exc:  # usage error (2) or --help (0): a return code, so main() is callable in-process

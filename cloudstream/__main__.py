@@ -7,6 +7,7 @@ import logging
 import sys
 
 from proto.aio.runner import run
+from proto.cli import ENV_EPILOG, Parser
 from proto.tunnel.errors import ConfigError, TunnelError
 
 from . import app
@@ -14,16 +15,22 @@ from .config import CloudConfig, add_arguments
 from .listener import raise_nofile_limit
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server",
+                    epilog=ENV_EPILOG)
     add_arguments(parser)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="event loop; auto takes uvloop when installed (the [uvloop] extra)")
     parser.add_argument(
         "--max-open-files", type=int, metavar="N",
         help="set the open-file limit to N (default: raise it to the hard limit; connection caps follow it)",
     )
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     soft, hard = raise_nofile_limit(ns.max_open_files)
     logging.getLogger("cloudstream").info("open-file limit %d (hard %d)", soft, hard)

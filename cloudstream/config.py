@@ -196,42 +196,46 @@ _HYGIENE_FIELDS = ("tls_handshake_timeout", "max_connections", "max_pending_hand
 
 
 def _add_hygiene_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tls-handshake-timeout", type=float, help="seconds from accept to a finished TLS handshake (5)")
-    parser.add_argument("--max-connections", type=int, help="open connections per port (10000; fitted to the open-file limit)")
+    parser.add_argument("--tls-handshake-timeout", type=float, help="seconds from accept to a finished TLS handshake (default 5)")
+    parser.add_argument("--max-connections", type=int, help="open connections per port (default 10000; fitted to the open-file limit)")
     parser.add_argument(
-        "--max-pending-handshakes", type=int, help="unauthenticated connections per port; the oldest goes first (1000)"
+        "--max-pending-handshakes", type=int, help="unauthenticated connections per port; the oldest goes first (default 1000)"
     )
-    parser.add_argument("--max-pending-per-ip", type=int, help="unauthenticated connections per port and source address (100)")
+    parser.add_argument("--max-pending-per-ip", type=int, help="unauthenticated connections per port and source address (default 100)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_hygiene_arguments(parser)
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
-    parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
-    parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")
-    parser.add_argument("--tunnel-port", type=int, help="tunnelPort (10004)")
-    parser.add_argument("--stream-address", help="listen address for the API server (0.0.0.0)")
-    parser.add_argument("--stream-port", type=int, help="streamPort (10003)")
-    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (KubeEdge's file layout under it)")
+    parser.add_argument(
+        "--config", help="cloudcore.yaml: reads modules.cloudStream (default: none; e.g. /etc/kubeedge/config/cloudcore.yaml)"
+    )
+    parser.add_argument("--tunnel-address", help="listen address for edges (default 0.0.0.0)")
+    parser.add_argument("--tunnel-port", type=int, help="tunnelPort (default 10004)")
+    parser.add_argument("--stream-address", help="listen address for the API server (default 0.0.0.0)")
+    parser.add_argument("--stream-port", type=int, help="streamPort (default 10003)")
+    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory, KubeEdge's file layout under it (default: none, /etc/kubeedge)")
     for name in _PATH_FIELDS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name)
+        default = CloudConfig.__dataclass_fields__[name].default
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"(default {default}, or under --pki-dir)")
     parser.add_argument(
         "--allow", action="append", default=[], metavar="RULE",
-        help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...]",
+        help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...] "
+        "(repeat; default: only the rules below)",
     )
-    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (10)")
-    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our edges (20; Go edges get 150)")
-    parser.add_argument("--no-default-access", action="store_true", help="drop the default kube-apiserver rules")
+    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (default 10)")
+    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our edges (default 20; Go edges get 150)")
+    parser.add_argument("--no-default-access", action="store_true", help="drop the default rules (cn:kube-apiserver-kubelet-client, group:system:masters; default: off)")
     parser.add_argument(
         "--no-verify-node-identity",
         action="store_true",
-        help="accept an edge certificate whose CN differs from its node name (old keadm certs)",
+        help="accept an edge certificate whose CN differs from its node name (old keadm certs; default: off)",
     )
     # --- misbehaviour budget of a tunnel ---
     parser.add_argument(
         "--tunnel-max-violations", type=int, metavar="N",
-        help="malformed tunnel messages an edge may send per window before its tunnel is closed (100)",
+        help="malformed tunnel messages an edge may send per window before its tunnel is closed (default 100)",
     )
     parser.add_argument(
-        "--tunnel-violation-window", type=float, metavar="SECONDS", help="the window of --tunnel-max-violations (10)"
+        "--tunnel-violation-window", type=float, metavar="SECONDS", help="the window of --tunnel-max-violations (default 10)"
     )

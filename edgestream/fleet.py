@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from certs import init_lab
 from certs.errors import CertificateError
 from proto.aio.runner import run
+from proto.cli import ENV_EPILOG, Parser
 from proto.tunnel.errors import ConfigError, TunnelError
 
 from .backends.emulator import EmulatorBackend
@@ -229,14 +230,19 @@ async def serve(profile: FleetProfile) -> None:
             loop.remove_signal_handler(sig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgestream emulate", description="N emulated edge nodes in one process")
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="edgestream emulate", description="N emulated edge nodes in one process", epilog=ENV_EPILOG)
     add_arguments(parser)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     parser.add_argument("--node-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of the per-node lines (tunnel up/down, streams); WARNING keeps N nodes quiet")
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
-    ns = parser.parse_args(argv)
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="event loop; auto takes uvloop when installed (the [uvloop] extra)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for name in ("edgestream.session", "edgestream.tunnel_client", "edgestream.node_endpoints", "edgestream.backends"):
         logging.getLogger(name).setLevel(ns.node_log_level)
