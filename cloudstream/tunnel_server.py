@@ -162,7 +162,7 @@ async def start_tunnel_server(
     def process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
         if response.status_code != 101 and not getattr(connection, "kes_refused", False):
             refuse.handshake(connection, response)
-        features = getattr(connection, "kes_features", frozenset())
+        features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
         if response.status_code == 101 and features:
             headers = Headers(response.headers)
             headers[FEATURES_HEADER] = format_features(features)

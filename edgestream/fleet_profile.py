@@ -109,8 +109,9 @@ class FleetProfile:
                 settings[f.name] = value
         if "pki_dir" in settings:
             settings["pki_dir"] = Path(str(settings["pki_dir"]))
-        if isinstance(settings.get("pods"), list):
-            settings["pods"] = tuple(str(p) for p in settings["pods"])  # type: ignore[union-attr]
+        pods = settings.get("pods")
+        if isinstance(pods, list):
+            settings["pods"] = tuple(str(p) for p in pods)
         try:
             return replace(cls(), **settings)  # type: ignore[arg-type]
         except TypeError as exc:

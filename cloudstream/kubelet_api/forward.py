@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
 
@@ -238,7 +238,7 @@ def _end_if_gone(watcher: asyncio.Task[bytes], stream: CloudStream) -> None:
         stream.buffer.feed_eof(_ClientGone())
 
 
-async def _cancel_and_wait(task: asyncio.Future[object]) -> None:
+async def _cancel_and_wait(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` and wait until it really ended (a StreamReader allows one waiter)."""
     task.cancel()
     try:

@@ -160,7 +160,7 @@ class Mux:
         else:
             self._events.append(MessageIgnored(cid, kind, "unknown message type"))
 
-    def open_data_stream(self, data: bytes | memoryview) -> Stream | None:
+    def open_data_stream(self, data: bytes | bytearray | memoryview) -> Stream | None:
         """The fast path's test, without side effects: the stream a well-formed DATA message
         with a one-byte header goes to when that stream is open, else None (then feed the
         message to ``receive_message``). The caller takes ``data[2:]`` and adds its length
