@@ -173,7 +173,7 @@ def _containerfile() -> str:
 def build_stage_sources() -> list[str]:
     """What the image's build stage copies from the tree (the wheel test builds from exactly this)."""
     build = _containerfile().split("\nFROM ")[1]  # the first stage
-    return [src for line in build.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]]
+    return [src.rstrip("/") for line in build.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]]
 
 
 def test_image_copies_every_package_and_matches_the_manifest() -> None:
