@@ -74,4 +74,4 @@ PY
 echo
 echo "-- bare words proto/certs left (prose and variables are fine; a package reference is not) --"
 git grep -nP '(?<![\w./-])(proto|certs)(?![\w./-])' -- . ':!LICENSE' ':!scripts/rename_import_packages.sh' || echo "(none)"
-git add -A -- . ':!*.pyc'
+git add -u

@@ -140,9 +140,9 @@ def test_deployment_probes_ports_and_security() -> None:
     # CLOUDSTREAM_* variables as flags.
     assert pod["enableServiceLinks"] is False
     # The certificates land at KubeEdge's default paths, the ones cloudstream reads without flags.
-    (certs,) = [v for v in pod["volumes"] if v["name"] == "certs"]
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "certs"]
-    mounted = {f"{mount['mountPath']}/{item['path']}" for item in certs["secret"]["items"]}
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "kubeedge-certs"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kubeedge-certs"]
+    mounted = {f"{mount['mountPath']}/{item['path']}" for item in volume["secret"]["items"]}
     defaults = cloudstream_parser().parse_args([])
     from cloudstream.config import CloudConfig
 
