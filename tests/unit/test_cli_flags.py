@@ -68,9 +68,18 @@ def test_every_flag_has_help_that_states_its_default() -> None:
 
 
 def test_env_names_are_unique_per_program() -> None:
+    seen: dict[str, tuple[str, argparse.Action]] = {}
     for parser in _every_parser():
         names = [env_name(parser.prog, a) for a in _flags(parser)]
         assert len(names) == len(set(names)), f"{parser.prog}: two flags share a variable: {sorted(names)}"
+        for action in _flags(parser):
+            name = env_name(parser.prog, action)
+            assert name is not None
+            if name in seen:  # e.g. `edgestream --emulate-log-rate` and `edgestream emulate --log-rate`
+                prog, other = seen[name]
+                assert (other.type, other.nargs) == (action.type, action.nargs), (
+                    f"{name} means different things to {prog} and {parser.prog}")
+            seen[name] = (parser.prog, action)
 
 
 def _sample(action: argparse.Action) -> tuple[str, object]:
