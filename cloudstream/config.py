@@ -192,6 +192,16 @@ _PATH_FIELDS = (
 )
 
 
+_PATH_HELP = (
+    "CA that signs the edges' certificates (10004)",
+    "the tunnel's server certificate",
+    "its private key",
+    "CA that signs the API server's kubelet-client certificate (10003)",
+    "10003's server certificate",
+    "its private key",
+)
+
+
 _HYGIENE_FIELDS = ("tls_handshake_timeout", "max_connections", "max_pending_handshakes", "max_pending_per_ip")
 
 
@@ -214,10 +224,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tunnel-port", type=int, help="tunnelPort (default 10004)")
     parser.add_argument("--stream-address", help="listen address for the API server (default 0.0.0.0)")
     parser.add_argument("--stream-port", type=int, help="streamPort (default 10003)")
-    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory, KubeEdge's file layout under it (default: none, /etc/kubeedge)")
-    for name in _PATH_FIELDS:
+    parser.add_argument(
+        "--pki-dir", help="a `streamcerts lab` directory, KubeEdge's file layout under it (default: none: /etc/kubeedge)"
+    )
+    for name, what in zip(_PATH_FIELDS, _PATH_HELP, strict=True):
         default = CloudConfig.__dataclass_fields__[name].default
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"(default {default}, or under --pki-dir)")
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{what} (default {default}, or under --pki-dir)")
     parser.add_argument(
         "--allow", action="append", default=[], metavar="RULE",
         help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...] "
@@ -225,7 +237,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (default 10)")
     parser.add_argument("--ping-timeout", type=float, help="pong timeout with our edges (default 20; Go edges get 150)")
-    parser.add_argument("--no-default-access", action="store_true", help="drop the default rules (cn:kube-apiserver-kubelet-client, group:system:masters; default: off)")
+    parser.add_argument(
+        "--no-default-access", action="store_true",
+        help="drop the default rules (cn:kube-apiserver-kubelet-client, group:system:masters; default: off)",
+    )
     parser.add_argument(
         "--no-verify-node-identity",
         action="store_true",

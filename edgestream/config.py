@@ -144,11 +144,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--node-ip", help="SessionInternalIP announced to the cloud (default: modules.edged.nodeIP, else the peer address)"
     )
-    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (default: none, /etc/kubeedge)")
-    for name in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
+    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (default: none: /etc/kubeedge)")
+    for name, what in (
+        ("tls_tunnel_ca_file", "CA that signs cloudstream's tunnel certificate"),
+        ("tls_tunnel_cert_file", "this node's client certificate (CN = node name)"),
+        ("tls_tunnel_private_key_file", "its private key"),
+    ):
         default = EdgeConfig.__dataclass_fields__[name].default
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"(default {default}, or under --pki-dir)")
-    parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the cloud, as a Go edge (default: off, verify)")
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{what} (default {default}, or under --pki-dir)")
+    parser.add_argument(
+        "--insecure-skip-verify", action="store_true", help="do not verify the cloud, as a Go edge (default: off, verify)"
+    )
     parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (default 5)")
     parser.add_argument("--ping-timeout", type=float, help="pong timeout with our cloud (default 20; a Go cloud gets 150)")
     parser.add_argument("--backend", choices=["cri", "emulator", "kubelet"], help="where streams are served (default cri)")
@@ -156,7 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-timeout", type=float, help="seconds running streams get after the first SIGTERM (default 10)")
     parser.add_argument("--cri-timeout", type=float, help="seconds per CRI call (default: edgecore.yaml, else 10)")
     parser.add_argument("--cri-endpoint", help="containerd's CRI socket (default: edgecore.yaml, else containerd's)")
-    parser.add_argument("--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat; default default/demo/app)")
+    parser.add_argument(
+        "--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat; default default/demo/app)"
+    )
     parser.add_argument("--emulate-log-rate", type=float, default=10.0, help="lines per second; 0 = unlimited")
     parser.add_argument("--emulate-history", type=int, default=100, help="log lines each container has at start")
     parser.add_argument("--emulate-line-size", type=int, default=0, help="pad log lines to this many bytes")
