@@ -4,31 +4,50 @@ works, ``--version`` from the package metadata (proto/cli.py)."""
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
+import importlib
 import sys
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from certs.__main__ import build_parser as streamcerts_parser
 from certs.__main__ import main as streamcerts_main
 from cloudstream.__main__ import build_parser as cloudstream_parser
 from cloudstream.config import CloudConfig
-from edgestream.__main__ import build_parser as edgestream_parser
-from edgestream.fleet import build_parser as emulate_parser
 from proto.aio.runner import run
 from proto.cli import HelpFormatter, Parser, env_name
 from proto.tunnel.errors import ConfigError
 
-BUILDERS = {
-    "cloudstream": cloudstream_parser,
-    "edgestream": edgestream_parser,
-    "edgestream emulate": emulate_parser,
-    "streamcerts": streamcerts_parser,
-}
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("cloudstream", "edgestream", "certs", "proto")
+NOT_INSTALLED_PROGRAMS = {"proto/_gen.py"}  # a developer's tool (python -m proto._gen), not a program
 NO_ENV = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+
+
+def _sources() -> Iterator[tuple[str, ast.Module]]:
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = path.relative_to(ROOT).as_posix()
+            if "/cri/v1/" not in name:
+                yield name, ast.parse(path.read_text(), name)
+
+
+def _builders() -> dict[str, Callable[[], argparse.ArgumentParser]]:
+    """Every module-level ``build_parser()`` in the installed packages, by the parser's prog."""
+    found = {}
+    for name, tree in _sources():
+        if any(isinstance(n, ast.FunctionDef) and n.name == "build_parser" for n in tree.body):
+            module = importlib.import_module(name.removesuffix(".py").replace("/", "."))
+            build = module.build_parser
+            found[build().prog] = build
+    return found
+
+
+BUILDERS = _builders()
 
 
 def _walk(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -46,6 +65,21 @@ def _every_parser() -> Iterator[argparse.ArgumentParser]:
 
 def _flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return [a for a in parser._actions if a.option_strings and not isinstance(a, NO_ENV)]
+
+
+def test_every_program_builds_its_parser_with_proto_cli() -> None:
+    """Other parsers would miss --version and the environment: build them with proto.cli.Parser,
+    in a module-level ``build_parser()`` (which the tests below walk)."""
+    direct = [
+        f"{name}:{node.lineno}"
+        for name, tree in _sources() if name not in NOT_INSTALLED_PROGRAMS
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) == "ArgumentParser"
+    ]
+    assert not direct, f"argparse.ArgumentParser built directly (use proto.cli.Parser): {direct}"
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) <= set(BUILDERS), f"installed programs without a build_parser(): {set(scripts) - set(BUILDERS)}"
+    assert {"cloudstream", "edgestream", "edgestream emulate", "streamcerts"} <= set(BUILDERS)
 
 
 def test_every_flag_has_help_that_states_its_default() -> None:
