@@ -83,9 +83,9 @@ async def run_tunnels(
         [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
         partial(tls_context, config),  # (tls_context also finishes a renewal a crash interrupted)
     )
-    watch = shared_watch(asyncio.get_running_loop())
-    watch.interval = config.cert_watch_interval
-    watch.add(tls)
+    file_watch = shared_watch(asyncio.get_running_loop())
+    file_watch.interval = config.cert_watch_interval
+    file_watch.add(tls)
     renewal = CertRenewal(config)
     offer = renewal.offer | ({Feature.REPLICAS} if config.ha else frozenset())
     tunnels = _Tunnels(on_session)
@@ -157,7 +157,7 @@ async def run_tunnels(
             if announced is not None and len(tunnels.tasks) < target:
                 logger.info("= node %s holds %d of %d replicas", config.node_name, len(tunnels.tasks), target)
     finally:
-        watch.discard(tls)
+        file_watch.discard(tls)
         for task in tunnels.tasks.values():
             task.cancel()  # stop is set, or we were cancelled: hold() closes its tunnel
         if tunnels.tasks:
