@@ -158,8 +158,12 @@ async def run_tunnels(
                 logger.info("= node %s holds %d of %d replicas", config.node_name, len(tunnels.tasks), target)
     finally:
         file_watch.discard(tls)
+        if tunnels.tasks and stop.is_set():
+            # each hold() sees ``stop`` and closes its tunnel: a cancel here would cut that close
+            # handshake short and leave the cloud's side waiting for it
+            await asyncio.wait(tunnels.tasks.values(), timeout=config.handshake_timeout + 2)
         for task in tunnels.tasks.values():
-            task.cancel()  # stop is set, or we were cancelled: hold() closes its tunnel
+            task.cancel()  # we were cancelled (or a close hung): hold() still closes its tunnel
         if tunnels.tasks:
             await asyncio.gather(*tunnels.tasks.values(), return_exceptions=True)
 
