@@ -147,8 +147,12 @@ async def hold(
         renewed = True
         close(1000, "edge certificate renewed: redialling")
 
-    remove = on_set(stop, close)
-    drainer = asyncio.create_task(_drain_then_close(session, config, drain, close)) if drain is not None else None
+    drainer: list[asyncio.Task[None]] = []
+
+    def start_drain() -> None:
+        drainer.append(asyncio.create_task(_drain_then_close(session, config, close), name="tunnel-drain"))
+
+    removes = [on_set(stop, close)] + ([on_set(drain, start_drain)] if drain is not None else [])
     watch = renewal.start(session, on_renewed) if renewal is not None else None
     try:
         await session.run()
@@ -157,11 +161,12 @@ async def hold(
         raise
     finally:
         keepalive.discard(ws)
-        remove()
-        helpers = [t for t in (drainer, watch.cancel() if watch is not None else None) if t is not None]
-        if drainer is not None:
-            drainer.cancel()
-        await asyncio.gather(*helpers, *closing, return_exceptions=True)
+        for remove in removes:
+            remove()
+        for task in drainer:
+            task.cancel()
+        looking = watch.cancel() if watch is not None else None
+        await asyncio.gather(*drainer, *([looking] if looking else []), *closing, return_exceptions=True)
         if on_session is not None:
             on_session(None)
     (logger.info if renewed else logger.warning)("x tunnel to %s ended: %s", where, session.closed_reason)
@@ -172,11 +177,8 @@ def _delays(config: EdgeConfig) -> Iterator[float]:
     return backoff(config.reconnect_initial, config.reconnect_max, config.reconnect_window)
 
 
-async def _drain_then_close(
-    session: AgentSession, config: EdgeConfig, drain: asyncio.Event, close: Callable[[], None]
-) -> None:
-    """Once ``drain`` is set: refuse new streams, close when none is left (or after ``drain_timeout``)."""
-    await drain.wait()
+async def _drain_then_close(session: AgentSession, config: EdgeConfig, close: Callable[[], None]) -> None:
+    """``drain`` was set: refuse new streams, close when none is left (or after ``drain_timeout``)."""
     session.draining = True
     logger.info("x draining: %d streams running, new ones refused (up to %.0f s)", len(session.streams),
                 config.drain_timeout)
