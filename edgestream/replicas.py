@@ -133,11 +133,18 @@ class _Supervisor:
             await self._dial_loop(helper=False)
         finally:
             watch.discard(self.tls)
+            if self.helper is not None:
+                self.helper.cancel()
+            held = [t for t in self.tunnels.tasks.values() if not t.done()]
+            if held and self.stop.is_set():
+                # each hold() saw ``stop`` and closes its tunnel: a cancel here would cut that close
+                # handshake short and leave the cloud's side waiting for it
+                await asyncio.wait(held, timeout=self.config.handshake_timeout + 2)
             pending: list[asyncio.Future[Any]] = list(self.tunnels.tasks.values())
             if self.helper is not None:
                 pending.append(self.helper)
             for task in pending:
-                task.cancel()  # stop is set, or we were cancelled: hold() closes its tunnel
+                task.cancel()  # we were cancelled (or a close hung): hold() still closes its tunnel
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
