@@ -256,8 +256,12 @@ class _Supervisor:
         self.probing = True
         self._start_helper()
 
+    def _quiet(self) -> bool:
+        """Nothing for a helper to do: no tunnel served inline, or stopping, or draining."""
+        return self.inline is None or self.stop.is_set() or (self.drain is not None and self.drain.is_set())
+
     def _start_helper(self) -> None:
-        if self.inline is None or self.helper is not None or self.stop.is_set():
+        if self.helper is not None or self._quiet():
             return
         self.helper = asyncio.create_task(self._dial_loop(helper=True), name=f"dial-{self.config.node_name}")
         self.helper.add_done_callback(self._helper_done)
@@ -267,7 +271,7 @@ class _Supervisor:
         if not task.cancelled() and task.exception() is not None:
             logger.error("! node %s: dial loop crashed: %r", self.config.node_name, task.exception())
             return
-        if self.inline is None or self.stop.is_set():
+        if self._quiet():
             return
         if not self._held_all() or any(t.done() for t in self.tunnels.tasks.values()):
             self._start_helper()  # a tunnel ended just as it returned
