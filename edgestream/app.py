@@ -12,6 +12,7 @@ from .admin import EdgeAdmin
 from .backends import make_backend
 from .config import EdgeConfig
 from .node_endpoints import NodeEndpoints
+from .stop import StopEvent
 from .tunnel_client import reload_certificates, run_tunnel
 
 __all__ = ["serve"]
@@ -22,8 +23,8 @@ logger = logging.getLogger(__name__)
 async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
     """Two-stage stop: the first SIGTERM/SIGINT drains (running streams finish, new ones get
     503), the second one, or ``drain_timeout``, stops."""
-    stop = stop or asyncio.Event()
-    drain = asyncio.Event()
+    stop = stop or StopEvent()
+    drain = StopEvent()  # callbacks, not a watching task per tunnel (edgestream/stop.py)
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:

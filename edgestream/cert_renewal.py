@@ -1,7 +1,8 @@
 """Zero-touch renewal of the edge's tunnel certificate, over the tunnel itself (``renew``).
 
-Beside each tunnel, ``CertRenewal.watch`` sleeps until the certificate on disk is due
-(``certs.renewal.renewal_due``: 2/3 of its lifetime, or a day left), then generates a new
+Beside one tunnel of the edge, ``CertRenewal.start`` arms a timer for when the certificate on disk is due
+(``certs.renewal.renewal_due``: 2/3 of its lifetime, or a day left; a task runs only for
+a look at the file or a renewal, none while it waits), then generates a new
 ECDSA P-256 key, sends a CSR for the same subject and IP SANs, checks the cloud's answer
 (``check_issued``) and replaces key and certificate atomically (``certs.pair_files``). Any
 failure keeps the old pair and is logged with its fix; the next attempt follows after a
@@ -25,6 +26,7 @@ import itertools
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -40,7 +42,7 @@ from proto.tunnel import Feature, RenewalAnswer, RenewalStatus, TunnelError
 from .config import EdgeConfig
 from .session import AgentSession
 
-__all__ = ["CertRenewal", "tls_context"]
+__all__ = ["CertRenewal", "RenewalWatch", "tls_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,40 +84,48 @@ class CertRenewal:
         self._ids = itertools.count(1)
         self._notices = RateLimitedLog(logger, interval=_MAX_SLEEP)
 
+    def start(self, session: AgentSession, on_renewed: Callable[[], None]) -> RenewalWatch:
+        """Watch ``session``'s certificate with a timer (no task while it sleeps);
+        ``on_renewed`` runs when a renewed pair is on disk and the tunnel has no stream."""
+        return RenewalWatch(self, session, on_renewed)
+
     async def watch(self, session: AgentSession) -> bool:
-        """Runs beside one tunnel; returns True when a renewed pair is on disk and the tunnel
-        has no stream (close it and redial at once). Otherwise runs until cancelled: a bug
-        here must never end the tunnel."""
+        """``start``'s watch as one coroutine: True once renewed and quiet; otherwise runs
+        until cancelled (a bug here must never end the tunnel)."""
         try:
-            if self.config.cert_renewal:
-                return await self._watch(session)
+            while self.config.cert_renewal:
+                step = await self._look(session)
+                if step is True:
+                    return True
+                if step is None:
+                    break
+                await asyncio.sleep(step)
         except Exception:
             logger.exception("! certificate renewal stopped for this tunnel")
         await asyncio.Event().wait()
         return False  # pragma: no cover - never reached
 
-    async def _watch(self, session: AgentSession) -> bool:
-        while True:
-            try:
-                cert = await asyncio.to_thread(load_cert, self.config.tls_tunnel_cert_file)
-            except CertificateError as exc:
-                self._notices.event("unreadable", "! cannot plan the tunnel certificate's renewal: %s", exc)
-                await asyncio.sleep(_MAX_SLEEP)
-                continue
-            now = time.time()
-            not_before, not_after = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
-            due = renewal_due(not_before, not_after, self.config.renew_fraction, self.config.renew_min_left)
-            if due > now:
-                await asyncio.sleep(min(due - now, _MAX_SLEEP))
-                continue
-            if Feature.RENEW not in session.features:
-                self._not_offered(session, cert)
-                await asyncio.Event().wait()  # this cloud will not sign: until the next tunnel
-            retry = await self._renew(session, cert)
-            if retry is None:
-                await self._wait_quiet(session)
-                return True
-            await asyncio.sleep(retry)
+    async def _look(self, session: AgentSession) -> float | bool | None:
+        """One look (and a renewal when due): seconds until the next look, True when a renewed
+        pair is on disk and the tunnel is quiet (redial), None when this tunnel cannot renew."""
+        try:
+            cert = await asyncio.to_thread(load_cert, self.config.tls_tunnel_cert_file)
+        except CertificateError as exc:
+            self._notices.event("unreadable", "! cannot plan the tunnel certificate's renewal: %s", exc)
+            return _MAX_SLEEP
+        now = time.time()
+        not_before, not_after = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        due = renewal_due(not_before, not_after, self.config.renew_fraction, self.config.renew_min_left)
+        if due > now:
+            return min(due - now, _MAX_SLEEP)
+        if Feature.RENEW not in session.features:
+            self._not_offered(session, cert)
+            return None  # this cloud will not sign: until the next tunnel
+        retry = await self._renew(session, cert)
+        if retry is None:
+            await self._wait_quiet(session)
+            return True
+        return retry
 
     def _not_offered(self, session: AgentSession, cert: x509.Certificate) -> None:
         expires = cert.not_valid_after_utc.isoformat(timespec="seconds")
@@ -201,3 +211,41 @@ def _load_bundle(path: Path) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(Path(path).read_bytes())
     except (OSError, ValueError):
         return []
+
+
+class RenewalWatch:
+    """``CertRenewal.start``: a timer between looks, a task only while one runs."""
+
+    def __init__(self, renewal: CertRenewal, session: AgentSession, on_renewed: Callable[[], None]) -> None:
+        self._renewal, self._session, self._on_renewed = renewal, session, on_renewed
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[float | bool | None] | None = None
+        self._timer: asyncio.Handle | None = self._loop.call_soon(self._look) if renewal.config.cert_renewal else None
+
+    def _look(self) -> None:
+        self._timer = None
+        self._task = self._loop.create_task(self._renewal._look(self._session), name="cert-renewal")
+        self._task.add_done_callback(self._looked)
+
+    def _looked(self, task: asyncio.Task[float | bool | None]) -> None:
+        self._task = None
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            logger.error("! certificate renewal stopped for this tunnel: %r", exc, exc_info=exc)
+            return
+        step = task.result()
+        if step is True:
+            self._on_renewed()
+        elif step is not None:
+            self._timer = self._loop.call_later(step, self._look)
+
+    def cancel(self) -> asyncio.Task[float | bool | None] | None:
+        """Stop watching; returns the look still running (await it), if any."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        return task

@@ -25,9 +25,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
+from typing import Any
 
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from certs.watch import ReloadingContext, shared_watch
@@ -38,6 +40,7 @@ from .backends.base import Backend
 from .cert_renewal import CertRenewal, tls_context
 from .config import EdgeConfig
 from .session import AgentSession
+from .stop import on_set
 from .tunnel_client import _STABLE_AFTER, _delays, _sleep_or_stop, describe_dial_error, dial, dial_headers, hold
 
 __all__ = ["run_tunnels"]
@@ -49,14 +52,19 @@ _UNNAMED = ""
 
 
 class _Tunnels:
-    """The tunnels held now, by replica id, and the single ``on_session`` view of them: the
-    newest live session, or None when none is up."""
+    """The tunnels held now, by replica id (each a task, or for the tunnel the supervisor's own
+    task serves, a future it completes), and the single ``on_session`` view of them: the newest
+    live session, or None when none is up."""
 
     def __init__(self, on_session: Callable[[AgentSession | None], None] | None) -> None:
-        self.tasks: dict[str, asyncio.Task[tuple[AgentSession, bool]]] = {}
+        self.tasks: dict[str, asyncio.Future[tuple[AgentSession, bool]]] = {}
+        self.began: dict[str, float] = {}
         self.sessions: dict[str, AgentSession] = {}
-        self.changed = asyncio.Event()
         self._on_session = on_session
+
+    def add(self, replica: str, held: asyncio.Future[tuple[AgentSession, bool]]) -> None:
+        self.tasks[replica] = held
+        self.began[replica] = time.monotonic()
 
     def reporter(self, replica: str) -> Callable[[AgentSession | None], None]:
         def report(session: AgentSession | None) -> None:
@@ -77,95 +85,227 @@ async def run_tunnels(
     drain: asyncio.Event | None = None,
     on_dial_error: Callable[[str], None] | None = None,
 ) -> None:
-    # Hot reload: changed files (or SIGHUP) give the next dial a new context; tunnels up keep theirs.
-    tls = ReloadingContext(
-        f"edge {config.node_name} TLS",
-        [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
-        partial(tls_context, config),  # (tls_context also finishes a renewal a crash interrupted)
-    )
-    file_watch = shared_watch(asyncio.get_running_loop())
-    file_watch.interval = config.cert_watch_interval
-    file_watch.add(tls)
-    renewal = CertRenewal(config)
-    offer = renewal.offer | ({Feature.REPLICAS} if config.ha else frozenset())
-    tunnels = _Tunnels(on_session)
-    target = 1
-    failures = 0
-    delays = _delays(config)
-    busy_delays = _busy_delays(config)
-    wait = 0.0  # before the next dial
-    watcher: str | None = None  # the replica whose tunnel watches the certificate
-    probing = False  # all known replicas held, and it is time to look for a new one
-    try:
+    await _Supervisor(config, backend, stop, drain, on_session, on_dial_error).run()
+
+
+class _Supervisor:
+    """The dial loop (``_dial_loop``) and the tunnels it holds.
+
+    Tasks: the caller's task runs the loop and, once every wanted tunnel is held, serves the
+    last one dialled itself (``_serve_inline``); each other tunnel is a task. While it serves,
+    timers and callbacks wake nothing until there is work: a tunnel lost or a probe due starts
+    a helper task that runs the same loop until every wanted tunnel is held again. An idle
+    edge with one tunnel is one task; with N replicas, N tasks."""
+
+    def __init__(
+        self, config: EdgeConfig, backend: Backend, stop: asyncio.Event, drain: asyncio.Event | None,
+        on_session: Callable[[AgentSession | None], None] | None, on_dial_error: Callable[[str], None] | None,
+    ) -> None:
+        self.config, self.backend, self.stop, self.drain = config, backend, stop, drain
+        self.on_dial_error = on_dial_error
+        # Hot reload: changed files (or SIGHUP) give the next dial a new context; tunnels up keep theirs.
+        self.tls = ReloadingContext(
+            f"edge {config.node_name} TLS",
+            [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
+            partial(tls_context, config),  # (tls_context also finishes a renewal a crash interrupted)
+        )
+        self.renewal = CertRenewal(config)
+        self.offer = self.renewal.offer | ({Feature.REPLICAS} if config.ha else frozenset())
+        self.tunnels = _Tunnels(on_session)
+        self.target = 1
+        self.failures = 0
+        self.delays = _delays(config)
+        self.busy_delays = _busy_delays(config)
+        self.wait = 0.0  # before the next dial
+        self.watcher: str | None = None  # the replica whose tunnel watches the certificate
+        self.probing = False  # all known replicas held, and it is time to look for a new one
+        self.inline: str | None = None  # the replica whose tunnel the caller's task serves
+        self.helper: asyncio.Task[None] | None = None  # runs the loop meanwhile
+        self._probe: asyncio.TimerHandle | None = None
+        self._changed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        watch = shared_watch(asyncio.get_running_loop())
+        watch.interval = self.config.cert_watch_interval
+        watch.add(self.tls)
+        try:
+            await self._dial_loop(helper=False)
+        finally:
+            watch.discard(self.tls)
+            if self.helper is not None:
+                self.helper.cancel()
+            held = [t for t in self.tunnels.tasks.values() if not t.done()]
+            if held and self.stop.is_set():
+                # each hold() saw ``stop`` and closes its tunnel: a cancel here would cut that close
+                # handshake short and leave the cloud's side waiting for it
+                await asyncio.wait(held, timeout=self.config.handshake_timeout + 2)
+            pending: list[asyncio.Future[Any]] = list(self.tunnels.tasks.values())
+            if self.helper is not None:
+                pending.append(self.helper)
+            for task in pending:
+                task.cancel()  # we were cancelled (or a close hung): hold() still closes its tunnel
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def _held_all(self) -> bool:
+        return len(self.tunnels.tasks) >= self.target and not self.probing
+
+    async def _dial_loop(self, helper: bool) -> None:
+        """Dial until one tunnel per replica is held. The caller's task then waits for a change
+        (or serves a tunnel inline); a helper returns."""
+        config, tunnels, stop, drain = self.config, self.tunnels, self.stop, self.drain
         while not stop.is_set():
-            wait, delays, failures = _after_losses(tunnels, config, delays, failures, wait)
+            if helper and self.inline is None:
+                return  # the caller's task is free again: it takes the loop back
+            self.wait, self.delays, self.failures = _after_losses(tunnels, config, self.delays, self.failures, self.wait)
             if drain is not None and drain.is_set():
-                if not tunnels.tasks:
+                if helper or not tunnels.tasks:
                     return  # drained: every tunnel ended after its streams
-                await _wait_change(tunnels, stop, None)
+                await self._wait_change(None)
                 continue
-            if len(tunnels.tasks) >= target and not probing:
+            if self._held_all():
+                if helper:
+                    return
                 probe = _probe_after(config) if _UNNAMED not in tunnels.tasks else None
-                probing = not await _wait_change(tunnels, stop, drain, probe)
+                self.probing = not await self._wait_change(probe)
                 continue
-            was_probe, probing = probing, False
-            if wait > 0:
-                await _sleep_or_stop(wait, stop, drain)
-                wait = 0.0
+            was_probe, self.probing = self.probing, False
+            if self.wait > 0:
+                await _sleep_or_stop(self.wait, stop, drain)
+                self.wait = 0.0
                 if stop.is_set() or (drain is not None and drain.is_set()):
                     continue
-            tls.check()  # the files as they are now (a renewed pair from here on), if they changed and load
-            headers = dial_headers(config, offer)
+            self.tls.check()  # the files as they are now (a renewed pair from here on), if they changed and load
+            headers = dial_headers(config, self.offer)
             held = [r for r in tunnels.tasks if r != _UNNAMED]
             if config.ha and held:
                 headers[HELD_HEADER] = format_held(held)
             try:
-                ws = await dial(config, tls.current, headers)
+                ws = await dial(config, self.tls.current, headers)
             except InvalidStatus as exc:
                 busy = parse_announcement(exc.response.headers.get(REPLICA_HEADER))
                 if exc.response.status_code == 409 and busy is not None:
-                    target = busy.replicas if config.ha else 1
+                    self.target = busy.replicas if config.ha else 1
                     # the balancer sent us to a replica we hold (a probe's 409 only refreshed the count)
-                    wait = 0.0 if was_probe else next(busy_delays)
+                    self.wait = 0.0 if was_probe else next(self.busy_delays)
                     logger.debug("= dial landed on replica %s again (held: %s); next dial in %.1f s",
-                                 exc.response.headers.get(REPLICA_HEADER), format_held(held), wait)
+                                 exc.response.headers.get(REPLICA_HEADER), format_held(held), self.wait)
                     continue
-                failures, wait = _failed(exc, config, failures, delays, on_dial_error)
+                self.failures, self.wait = _failed(exc, config, self.failures, self.delays, self.on_dial_error)
                 continue
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                failures, wait = _failed(exc, config, failures, delays, on_dial_error)
+                self.failures, self.wait = _failed(exc, config, self.failures, self.delays, self.on_dial_error)
                 continue
             announced = parse_announcement(ws.response.headers.get(REPLICA_HEADER) if ws.response else None)
             replica = announced.replica_id if announced is not None else _UNNAMED
             if replica in tunnels.tasks:  # never two to one replica: close before any stream
                 await ws.close(1000, f"node {config.node_name} already holds a tunnel to replica {replica or '?'}")
-                wait = next(busy_delays)
+                self.wait = next(self.busy_delays)
                 continue
-            target = announced.replicas if announced is not None and config.ha else 1
-            busy_delays = _busy_delays(config)
-            # one tunnel watches the certificate (a renewal is one CSR per edge, not per replica)
-            watch = renewal if watcher not in tunnels.tasks else None
-            if watch is not None:
-                watcher = replica
-            task = asyncio.create_task(
-                hold(ws, config, backend, stop, drain, watch, tunnels.reporter(replica), replica),
-                name=f"tunnel-{config.node_name}-{replica or 'cloud'}",
-            )
-            task.kes_began = time.monotonic()  # type: ignore[attr-defined]
-            tunnels.tasks[replica] = task
-            task.add_done_callback(lambda _t: tunnels.changed.set())
-            if announced is not None and len(tunnels.tasks) < target:
-                logger.info("= node %s holds %d of %d replicas", config.node_name, len(tunnels.tasks), target)
-    finally:
-        file_watch.discard(tls)
-        if tunnels.tasks and stop.is_set():
-            # each hold() sees ``stop`` and closes its tunnel: a cancel here would cut that close
-            # handshake short and leave the cloud's side waiting for it
-            await asyncio.wait(tunnels.tasks.values(), timeout=config.handshake_timeout + 2)
-        for task in tunnels.tasks.values():
-            task.cancel()  # we were cancelled (or a close hung): hold() still closes its tunnel
-        if tunnels.tasks:
-            await asyncio.gather(*tunnels.tasks.values(), return_exceptions=True)
+            self.target = announced.replicas if announced is not None and config.ha else 1
+            self.busy_delays = _busy_delays(config)
+            if announced is not None and len(tunnels.tasks) + 1 < self.target:
+                logger.info("= node %s holds %d of %d replicas", config.node_name, len(tunnels.tasks) + 1, self.target)
+            if not helper and self.inline is None and len(tunnels.tasks) + 1 >= self.target:
+                await self._serve_inline(ws, replica)
+            else:
+                task = asyncio.create_task(self._hold(ws, replica), name=f"tunnel-{config.node_name}-{replica or 'cloud'}")
+                tunnels.add(replica, task)
+                task.add_done_callback(self._tunnel_ended)
+
+    def _hold(self, ws: ClientConnection, replica: str) -> Coroutine[Any, Any, tuple[AgentSession, bool]]:
+        # one tunnel watches the certificate (a renewal is one CSR per edge, not per replica)
+        renewal = self.renewal if self.watcher not in self.tunnels.tasks else None
+        if renewal is not None:
+            self.watcher = replica
+        return hold(ws, self.config, self.backend, self.stop, self.drain, renewal,
+                    self.tunnels.reporter(replica), replica)
+
+    async def _serve_inline(self, ws: ClientConnection, replica: str) -> None:
+        """Serve the tunnel in this task; a helper task dials meanwhile when there is work."""
+        held: asyncio.Future[tuple[AgentSession, bool]] = asyncio.get_running_loop().create_future()
+        serving = self._hold(ws, replica)
+        self.tunnels.add(replica, held)
+        self.inline = replica
+        self._arm_probe()
+        try:
+            held.set_result(await serving)
+        except asyncio.CancelledError:
+            held.cancel()
+            raise
+        except Exception as exc:  # a bug: _after_losses says so, and the loop goes on
+            held.set_exception(exc)
+        finally:
+            self.inline = None
+            if self._probe is not None:
+                self._probe.cancel()
+                self._probe = None
+        if self.helper is not None:  # one loop at a time: it returns once every tunnel is held
+            if self.stop.is_set():
+                self.helper.cancel()
+            await asyncio.gather(self.helper, return_exceptions=True)
+
+    def _arm_probe(self) -> None:
+        probe = _probe_after(self.config) if _UNNAMED not in self.tunnels.tasks else None
+        if probe is not None:
+            self._probe = asyncio.get_running_loop().call_later(probe, self._probe_due)
+
+    def _probe_due(self) -> None:
+        self._probe = None
+        self.probing = True
+        self._start_helper()
+
+    def _quiet(self) -> bool:
+        """Nothing for a helper to do: no tunnel served inline, or stopping, or draining."""
+        return self.inline is None or self.stop.is_set() or (self.drain is not None and self.drain.is_set())
+
+    def _start_helper(self) -> None:
+        if self.helper is not None or self._quiet():
+            return
+        self.helper = asyncio.create_task(self._dial_loop(helper=True), name=f"dial-{self.config.node_name}")
+        self.helper.add_done_callback(self._helper_done)
+
+    def _helper_done(self, task: asyncio.Task[None]) -> None:
+        self.helper = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("! node %s: dial loop crashed: %r", self.config.node_name, task.exception())
+            return
+        if self._quiet():
+            return
+        if not self._held_all() or any(t.done() for t in self.tunnels.tasks.values()):
+            self._start_helper()  # a tunnel ended just as it returned
+        elif self._probe is None:
+            self._arm_probe()
+
+    def _tunnel_ended(self, _task: asyncio.Future[Any]) -> None:
+        self._changed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self._start_helper()
+
+    async def _wait_change(self, timeout: float | None) -> bool:
+        """Until a tunnel ends, or stop (or drain) is set: True; False when ``timeout`` passed
+        first. A future that callbacks complete, no task."""
+        if not self._changed:
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+
+            def wake() -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            removes = [on_set(e, wake) for e in (self.stop, self.drain) if e is not None]
+            try:
+                await asyncio.wait([waiter], timeout=timeout)
+            finally:
+                self._waiter = None
+                for remove in removes:
+                    remove()
+                waiter.cancel()
+            if not waiter.done() or waiter.cancelled():
+                return False
+        self._changed = False
+        return True
 
 
 BUSY_STRETCH = 2.5
@@ -212,7 +352,7 @@ def _after_losses(
             renewed = task.result()[1]
         elif not task.cancelled():
             logger.error("! tunnel to replica %s crashed: %r", replica or config.server, task.exception())
-        if time.monotonic() - getattr(task, "kes_began", 0.0) > _STABLE_AFTER:
+        if time.monotonic() - tunnels.began.pop(replica, 0.0) > _STABLE_AFTER:
             delays = _delays(config)
             failures = 0
         if not renewed:
@@ -225,19 +365,3 @@ def _probe_after(config: EdgeConfig) -> float | None:
     if not config.ha or config.replica_probe_interval <= 0:
         return None
     return config.replica_probe_interval * (0.8 + 0.4 * random.random())
-
-
-async def _wait_change(
-    tunnels: _Tunnels, stop: asyncio.Event, drain: asyncio.Event | None, timeout: float | None = None
-) -> bool:
-    """Until a tunnel ends, or stop (or drain) is set: True; False when ``timeout`` passed first."""
-    waits = [asyncio.ensure_future(tunnels.changed.wait()), asyncio.ensure_future(stop.wait())]
-    if drain is not None:
-        waits.append(asyncio.ensure_future(drain.wait()))
-    try:
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-    tunnels.changed.clear()
-    return bool(done)

@@ -1,9 +1,10 @@
 """An ``asyncio.Event`` that also calls callbacks when set: a stop signal nobody polls.
 
-``run_tunnel`` given one serves the tunnel inside its caller's task: setting the event
-closes the tunnel from the callback, where otherwise a task per tunnel would sit in
-``stop.wait()`` (``edgestream emulate``: 1,000 nodes, 1,000 sleeping tasks, more with
-their helpers).
+The tunnel loop reacts to ``stop`` and ``drain`` through ``on_set``: setting the event
+closes the tunnels and wakes the supervisor from the callback, where otherwise a task per
+tunnel would sit in ``stop.wait()`` (``edgestream emulate``: 1,000 nodes, 1,000 sleeping
+tasks, more with their helpers). A plain ``asyncio.Event`` still works (``on_set`` below
+then watches it with a task).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-__all__ = ["StopEvent"]
+__all__ = ["StopEvent", "on_set"]
 
 
 class StopEvent(asyncio.Event):
@@ -41,3 +42,19 @@ class StopEvent(asyncio.Event):
                 pass
 
         return remove
+
+
+def on_set(event: asyncio.Event, callback: Callable[[], None]) -> Callable[[], None]:
+    """``StopEvent.on_set`` for any event: a plain ``asyncio.Event`` costs a waiting task."""
+    if isinstance(event, StopEvent):
+        return event.on_set(callback)
+    if event.is_set():
+        callback()
+        return lambda: None
+    waiter = asyncio.ensure_future(event.wait())
+    waiter.add_done_callback(lambda w: None if w.cancelled() else callback())
+
+    def remove() -> None:
+        waiter.cancel()
+
+    return remove

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from certs.watch import shared_watch
 from proto.aio.keepalive import shared_keepalive
@@ -24,6 +25,7 @@ from .backends.base import Backend
 from .cert_renewal import CertRenewal
 from .config import EdgeConfig
 from .session import AgentSession
+from .stop import on_set
 
 __all__ = ["SUPPORTED_FEATURES", "describe_dial_error", "dial", "dial_headers", "hold", "reload_certificates", "run_tunnel"]
 
@@ -132,25 +134,39 @@ async def hold(
     )
     if on_session is not None:
         on_session(session)
-    mine = asyncio.Event()  # this tunnel's own end after a drain; ``stop`` ends them all
-    runner = asyncio.create_task(session.run())
-    stopper = asyncio.create_task(_drained_or_stopped(session, config, mine, drain))
-    stopped = asyncio.create_task(stop.wait())
-    renewer = asyncio.create_task(renewal.watch(session) if renewal is not None else asyncio.Event().wait())
+    # The reader runs in this task; stop, drain and a renewal close the tunnel from callbacks.
+    closing: list[asyncio.Task[None]] = []
     renewed = False
+
+    def close(code: int = 1001, reason: str = "edge shutting down") -> None:
+        if not closing and ws.state is not State.CLOSED:
+            closing.append(asyncio.create_task(ws.close(code, reason), name="tunnel-close"))
+
+    def on_renewed() -> None:
+        nonlocal renewed
+        renewed = True
+        close(1000, "edge certificate renewed: redialling")
+
+    drainer: list[asyncio.Task[None]] = []
+
+    def start_drain() -> None:
+        drainer.append(asyncio.create_task(_drain_then_close(session, config, close), name="tunnel-drain"))
+
+    removes = [on_set(stop, close)] + ([on_set(drain, start_drain)] if drain is not None else [])
+    watch = renewal.start(session, on_renewed) if renewal is not None else None
     try:
-        await asyncio.wait((runner, stopper, stopped, renewer), return_when=asyncio.FIRST_COMPLETED)
+        await session.run()
+    except BaseException:  # cancelled (or a bug): still close the tunnel
+        close()
+        raise
     finally:
         keepalive.discard(ws)
-        stopper.cancel()
-        stopped.cancel()
-        renewer.cancel()
-        renewed = bool(renewer.done() and not renewer.cancelled() and renewer.exception() is None and renewer.result())
-        if not runner.done():
-            await (ws.close(1000, "edge certificate renewed: redialling") if renewed
-                   else ws.close(1001, "edge shutting down"))
-            await runner
-        await asyncio.gather(renewer, stopper, stopped, return_exceptions=True)
+        for remove in removes:
+            remove()
+        for task in drainer:
+            task.cancel()
+        looking = watch.cancel() if watch is not None else None
+        await asyncio.gather(*drainer, *([looking] if looking else []), *closing, return_exceptions=True)
         if on_session is not None:
             on_session(None)
     (logger.info if renewed else logger.warning)("x tunnel to %s ended: %s", where, session.closed_reason)
@@ -161,35 +177,31 @@ def _delays(config: EdgeConfig) -> Iterator[float]:
     return backoff(config.reconnect_initial, config.reconnect_max, config.reconnect_window)
 
 
-async def _drained_or_stopped(
-    session: AgentSession, config: EdgeConfig, stop: asyncio.Event, drain: asyncio.Event | None
-) -> None:
-    """Returns when the tunnel should close: ``stop``, or ``drain`` and then no streams left."""
-    waits = [asyncio.ensure_future(stop.wait())]
-    if drain is not None:
-        waits.append(asyncio.ensure_future(drain.wait()))
+async def _drain_then_close(session: AgentSession, config: EdgeConfig, close: Callable[[], None]) -> None:
+    """``drain`` was set: refuse new streams, close when none is left (or after ``drain_timeout``)."""
+    session.draining = True
+    logger.info("x draining: %d streams running, new ones refused (up to %.0f s)", len(session.streams),
+                config.drain_timeout)
     try:
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            return
-        session.draining = True
-        logger.info("x draining: %d streams running, new ones refused (up to %.0f s)", len(session.streams),
-                    config.drain_timeout)
-        idle = asyncio.ensure_future(session.idle.wait())
-        waits.append(idle)
-        await asyncio.wait([waits[0], idle], timeout=config.drain_timeout, return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-    finally:
-        for w in waits:
-            w.cancel()
+        async with asyncio.timeout(config.drain_timeout):
+            await session.idle.wait()
+    except TimeoutError:
+        pass
+    close()
 
 
 async def _sleep_or_stop(delay: float, stop: asyncio.Event, drain: asyncio.Event | None = None) -> None:
-    events = [asyncio.ensure_future(stop.wait())]
-    if drain is not None:
-        events.append(asyncio.ensure_future(drain.wait()))
+    """``delay`` seconds, or less when ``stop`` (or ``drain``) is set: a timer and callbacks, no task."""
+    woken = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    removes = [on_set(e, wake) for e in (stop, drain) if e is not None]
     try:
-        await asyncio.wait(events, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([woken], timeout=delay)
     finally:
-        for event in events:
-            event.cancel()
+        for remove in removes:
+            remove()
+        woken.cancel()

@@ -34,7 +34,7 @@ async def test_a_new_replica_is_found_by_every_edge(tmp_path, haproxy_installed,
         fleet = await Process.start("fleet", [
             "edgestream", "emulate", "--nodes", str(NODES), "--pki-dir", str(layout.root), "--cidr", CIDR,
             "--server", f"127.0.0.1:{tunnel_pool.port}", "--server-name", "localhost", "--ramp", "50",
-            "--reconnect-max", "1", "--replica-probe", "1", "--report-every", "0",
+            "--reconnect-max", "1", "--replica-probe", "1", "--report-every", "1",
         ])
         for replica in (r0, r1):
             await replicas.wait_tunnels(replica, NODES, within=30)
@@ -44,6 +44,12 @@ async def test_a_new_replica_is_found_by_every_edge(tmp_path, haproxy_installed,
         await replicas.wait_tunnels(r2, NODES, within=40)
         for replica in (r0, r1):
             assert (await replicas.state(replica))["tunnels"] == NODES
+        # One task per tunnel in the fleet (a node serves its last tunnel in its own task, the others
+        # each in one; stop, probe and certificate watch are callbacks and timers), a probe dial's
+        # helper task per node at most, and the fleet's own few (ramp, watch, report).
+        since = len(fleet.lines)
+        m = await fleet.wait_for_line(r"fleet: \d+/\d+ nodes up, .* (\d+) tasks$", since=since, timeout=5)
+        assert int(m.group(1)) <= 3 * NODES + NODES + 4, m.group(0)
         assert sum(replicas.lines("dialled again").values()) == 0
     finally:
         if fleet is not None:

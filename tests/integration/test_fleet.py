@@ -85,8 +85,9 @@ async def test_fleet_of_50_nodes_in_one_process(tmp_path) -> None:
         assert up["tunnels"] >= NODES - 3, up  # churn keeps a node or two away at any moment
         # One task per tunnel in cloudstream (its handler); keepalives share one timer.
         assert up["tasks"] - baseline["tasks"] <= up["tunnels"] + 2, (baseline, up)
-        # And one per node in the fleet (its tunnel loop reads the tunnel; a StopEvent callback closes it),
-        # plus the fleet's own few (ramp, watch, churn, report, keepalive, a churned node's return).
+        # And one per node in the fleet: the node's task runs its tunnel loop and, with its one tunnel up,
+        # reads that tunnel itself (stop, probe and certificate watch are callbacks and timers), plus the
+        # fleet's own few (ramp, watch, churn, report, a churned node's return). Main before: 9 per node.
         since = len(fleet.lines)
         m = await fleet.wait_for_line(r"fleet: \d+/\d+ nodes up, .* (\d+) tasks$", since=since, timeout=5)
         assert int(m.group(1)) <= NODES + 12, m.group(0)

@@ -5,6 +5,7 @@ pair on disk and schedules the next attempt."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -86,6 +87,25 @@ async def test_a_good_answer_replaces_the_pair_and_asks_for_a_redial(edge) -> No
     new = x509.load_pem_x509_certificate(config.tls_tunnel_cert_file.read_bytes())
     assert new.subject == current.subject and new.serial_number != current.serial_number
     assert cloud.on_renewal_answer is None  # the hook is not left behind
+
+
+async def test_the_timer_watch_renews_and_holds_no_task_while_it_waits(edge, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config, ca, current = edge
+    cloud = Cloud(_signed(ca, current))
+    renewed = asyncio.Event()
+    watch = CertRenewal(config).start(cloud, renewed.set)  # type: ignore[arg-type]
+    await asyncio.wait_for(renewed.wait(), 10)
+    assert watch.cancel() is None and cloud.requests == 1
+    # not due for a long while: one look, then only a timer (no task) until it is
+    fresh = dataclasses.replace(config, renew_fraction=0.99)
+    before = set(asyncio.all_tasks())
+    watch = CertRenewal(fresh).start(cloud, renewed.clear)  # type: ignore[arg-type]
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if watch._timer is not None:
+            break
+    assert watch._timer is not None and set(asyncio.all_tasks()) == before
+    assert watch.cancel() is None and renewed.is_set() and cloud.requests == 1
 
 
 @pytest.mark.parametrize("case", ["foreign key", "refused", "garbage chain"])
