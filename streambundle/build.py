@@ -74,6 +74,9 @@ def build(opts: BuildOptions) -> dict[str, object]:
     for arch in opts.arches:
         if arch not in PLATFORMS:
             raise BundleError(f"unknown arch {arch!r}; known: {', '.join(PLATFORMS)}")
+    if not (opts.project_dir / "pyproject.toml").is_file():
+        raise BundleError(f"no pyproject.toml in {opts.project_dir}: the build needs the project's source checkout "
+                          "(--project DIR)")
     started = time.monotonic()
     times: dict[str, float] = {}
     project, version = project_meta(opts.project_dir)

@@ -3,8 +3,8 @@ through CRI by the digest references the manifests pin.
 
 * cloudstream: a host-network pod with the Deployment's security context (uid 65532, read-only root,
   no capabilities); an emulated edge dials its tunnel and the kubelet API's /healthz answers through it.
-* iptables manager: a pod in its own network namespace (a CNI ``host-device`` moving a dummy link in, so
-  nothing on the host changes) running the DaemonSet's own command with only NET_ADMIN; its DNAT rules
+* iptables manager: a pod in its own network namespace (CNI ``host-device`` moving one end of a veth
+  pair in; the host's end stays down) running the DaemonSet's own command with only NET_ADMIN; its DNAT rules
   appear in that namespace's nat table, not the host's.
 """
 
@@ -31,7 +31,7 @@ from tests.bundle.conftest import ROOT, Built
 from tests.conftest import free_port
 from tests.realstack.cri import RealStack
 
-pytestmark = [pytest.mark.slow, pytest.mark.containerd]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.containerd]
 NODE = "edge-1"  # a node of the lab_pki fixture
 CNI_CONF = "05-kes-bundle.conflist"
 
@@ -175,8 +175,8 @@ def test_cloudstream_image_serves_healthz_as_a_pod(built_bundle: Built, imported
 
 @pytest.fixture
 def pod_network(realstack: RealStack) -> Iterator[str]:
-    """CNI for pods with their own network namespace: a host ``dummy`` link moved into the pod as eth0
-    (192.0.2.2, TEST-NET-1: nothing routes there) and moved back on removal."""
+    """CNI for pods with their own network namespace: one end of a veth pair moved into the pod as eth0
+    (192.0.2.2, TEST-NET-1); the host's end stays down with no address, so no packet goes anywhere."""
     if not os.path.isfile("/usr/lib/cni/host-device") or not os.path.isfile("/usr/lib/cni/static"):
         if not os.environ.get("CI"):
             pytest.skip("containernetworking-plugins not installed (CI=1 installs it)")
@@ -184,7 +184,7 @@ def pod_network(realstack: RealStack) -> Iterator[str]:
                        stdin=subprocess.DEVNULL, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     assert realstack.rs_dir is not None
     link = "kesb" + uuid.uuid4().hex[:6]
-    subprocess.run(["ip", "link", "add", link, "type", "dummy"], check=True, timeout=30)
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", link + "h"], check=True, timeout=30)
     conf = Path(realstack.rs_dir) / "ctd" / "cni-conf" / CNI_CONF
     conf.write_text(json.dumps({"cniVersion": "0.4.0", "name": "kes-bundle", "plugins": [
         {"type": "host-device", "device": link, "ipam": {"type": "static", "addresses": [{"address": "192.0.2.2/24"}]}},
@@ -193,7 +193,7 @@ def pod_network(realstack: RealStack) -> Iterator[str]:
         yield "192.0.2.2"
     finally:
         conf.unlink()
-        subprocess.run(["ip", "link", "del", link], timeout=30)
+        subprocess.run(["ip", "link", "del", link + "h"], timeout=30)  # the pair goes with it
 
 
 def test_iptables_manager_image_writes_rules_in_its_pod(built_bundle: Built, imported: dict[str, dict],

@@ -16,7 +16,7 @@ import pytest
 
 from tests.bundle.conftest import Built
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.integration]
 HERE = Path(__file__).resolve().parent
 
 

@@ -14,7 +14,7 @@ import pytest
 from streambundle.checksums import write_sums
 from tests.bundle.conftest import ARCHES, PYTHONS, ROOT, Built
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.integration]
 
 
 def verify(path: Path, *flags: str) -> tuple[int, dict]:
