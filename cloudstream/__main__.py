@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from proto.admin.jsonlog import add_log_format_argument, setup_logging
 from proto.aio.runner import run
 from proto.tunnel.errors import ConfigError, TunnelError
 
@@ -27,13 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_format_argument(parser)
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument(
         "--max-open-files", type=int, metavar="N",
         help="set the open-file limit to N (default: raise it to the hard limit; connection caps follow it)",
     )
     ns = parser.parse_args(args)
-    logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(ns.log_level, ns.log_format)
     soft, hard = raise_nofile_limit(ns.max_open_files)
     logging.getLogger("cloudstream").info("open-file limit %d (hard %d)", soft, hard)
     # websockets' DEBUG lines show frame payloads, which can carry request headers: never.

@@ -13,6 +13,7 @@ from certs import server_context
 from certs.expiry import watch_cloud
 
 from .cert_signer import CertSigner
+from .admin import CloudAdmin
 from .config import CloudConfig
 from .egress.front import EgressFront
 from .kubelet_api.server import KubeletApiServer
@@ -33,6 +34,8 @@ class Running:
     stream_port: int
     registry: SessionRegistry
     stop: asyncio.Event
+    admin_port: int = 0
+    """0: no admin server."""
 
 
 def state(
@@ -69,16 +72,23 @@ def _port(server: object) -> int:
 
 
 async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down in order."""
+    """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down in order: stop accepting,
+    let running streams finish for ``shutdown_grace`` (a second signal cuts it short), end the
+    rest with an error to their clients, close the tunnels."""
     stop = stop or asyncio.Event()
+    now = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
     registry = SessionRegistry()
     kubelet_api: KubeletApiServer | None = None
     tunnel_listener: Listener | None = None
     egress: EgressFront | None = None
+
+    def on_signal() -> None:
+        (now if stop.is_set() else stop).set()
+
     handlers: dict[int, Callable[[], None]] = {
-        signal.SIGINT: stop.set, signal.SIGTERM: stop.set,
+        signal.SIGINT: on_signal, signal.SIGTERM: on_signal,
         signal.SIGUSR1: lambda: log_state(registry, kubelet_api, tunnel_listener),
     }
     for sig, handler in handlers.items():
@@ -101,12 +111,17 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     tunnel = await start_tunnel_server(config, registry, tunnel_tls, signer=CertSigner.from_config(config))
     tunnel_listener = tunnel.server if isinstance(tunnel.server, Listener) else None
     iptables_task: asyncio.Task[None] | None = None
+    admin = CloudAdmin(
+        config, registry, lambda: [x for x in (kubelet_api.server if kubelet_api else None, tunnel_listener) if x],
+        stop.is_set,
+    )
     try:
+        admin_port = await admin.server.start() if config.admin.enabled else 0
         api = await kubelet_api.start()
         egress = EgressFront(config, registry, kubelet_api) if config.egress.enabled else None
         if egress is not None:
             await egress.start()
-        running = Running(_port(tunnel), _port(api), registry, stop)
+        running = Running(_port(tunnel), _port(api), registry, stop, admin_port)
         logger.info(
             "cloudstream ready: kubelet API on %s:%d, tunnel on %s:%d",
             config.stream_address, running.stream_port, config.tunnel_address, running.tunnel_port,
@@ -118,18 +133,32 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         if on_ready is not None:
             on_ready(running)
         await stop.wait()
-        logger.info("x shutting down: %d tunnels open", len(registry))
+        if egress is not None:
+            egress.stop_accepting()
+        await _drain(config, kubelet_api, tunnel, registry, now)
     finally:
         if iptables_task is not None:
             iptables_task.cancel()
             await asyncio.gather(iptables_task, return_exceptions=True)
-        # 1. stop accepting, 2. end API-server connections, 3. close tunnels, 4. wait.
+        # 1. stop accepting, 2. end the streams left (their clients get the error), 3. end
+        # API-server connections (egress front, then 10003), 4. close tunnels, 5. wait.
         tunnel.close(close_connections=False)
+        kubelet_api.stop_accepting()
+        if egress is not None:
+            egress.stop_accepting()
+        reason = "cloudstream is shutting down"
+        for session in registry.sessions():
+            if session.streams:  # the exec/attach relays tell their clients why (cut_status)
+                session.closed_reason = session.closed_reason or f"{reason}: the streams' grace period is over"
+            session.end_streams(session.closed_reason or reason)
+        await kubelet_api.wait_busy(min(config.shutdown_timeout, 2.0))
         if egress is not None:
             await egress.close()
         await kubelet_api.close()
-        for session in registry.sessions():
-            await session.close("cloudstream is shutting down")
+        sessions = registry.sessions()
+        if sessions:
+            await asyncio.wait([asyncio.ensure_future(s.close(reason)) for s in sessions], timeout=config.shutdown_timeout)
+        await admin.server.close()
         try:
             async with asyncio.timeout(config.shutdown_timeout):
                 await tunnel.wait_closed()
@@ -138,3 +167,20 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         stop_expiry()
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _drain(
+    config: CloudConfig, kubelet_api: KubeletApiServer, tunnel: object, registry: SessionRegistry, now: asyncio.Event
+) -> None:
+    """Stop accepting on both ports; running streams go on for ``shutdown_grace``."""
+    tunnel.close(close_connections=False)  # type: ignore[attr-defined]
+    kubelet_api.stop_accepting()
+    running = len(kubelet_api.busy)
+    logger.info(
+        "x shutting down: listeners closed, %d tunnels open, %d requests running get up to %g s to finish "
+        "(--shutdown-grace; a second SIGTERM ends them now)", len(registry), running, config.shutdown_grace,
+    )
+    if running:
+        left = await kubelet_api.wait_busy(config.shutdown_grace, now)
+        if left:
+            logger.warning("x ending %d streams still running after the grace period: their clients get an error", left)

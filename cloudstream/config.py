@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proto.admin.config import AdminConfig, add_admin_arguments
 from proto.kubeedge_config import cloudstream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
 
@@ -90,6 +91,11 @@ class CloudConfig:
     max_payload: int = 64 * KiB
     max_streams_per_node: int = 10_000
     shutdown_timeout: float = 5 * SECONDS
+    shutdown_grace: float = 30 * SECONDS
+    """After SIGTERM: how long running streams may go on (listeners already closed) before they are
+    ended with an error to their client (a kubelet's default grace is 30 s too)."""
+    admin: AdminConfig = AdminConfig()
+    """The admin HTTP server (/metrics, /healthz, /readyz, /debug): off unless a port is given."""
     # -- connection hygiene on both ports (the accept layer, cloudstream/listener.py) --
     tls_handshake_timeout: float = 5 * SECONDS
     """From TCP accept to a finished TLS handshake, ClientHello included; then the peer is closed."""
@@ -144,6 +150,8 @@ class CloudConfig:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} {port} is not a TCP port")
+        if self.shutdown_grace < 0:
+            raise ConfigError(f"--shutdown-grace {self.shutdown_grace} must not be negative")
         if not 0 < self.max_payload < 1 << 20:
             raise ConfigError("max_payload must stay below KubeEdge's 1 MiB message limit")
         if self.tls_handshake_timeout <= 0:
@@ -193,6 +201,10 @@ class CloudConfig:
         settings["iptables"] = server_settings(
             ns, str(settings.get("stream_address", "0.0.0.0")), int(settings.get("stream_port", 10003))  # type: ignore[call-overload]
         )
+        if getattr(ns, "admin_address", None) is not None:  # (tests build namespaces by hand)
+            settings["admin"] = AdminConfig.from_args(ns)
+        if getattr(ns, "shutdown_grace", None) is not None:
+            settings["shutdown_grace"] = ns.shutdown_grace
         return cls(
             egress=EgressConfig.from_args(ns),
             verify_node_identity=not ns.no_verify_node_identity,
@@ -235,6 +247,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_hygiene_arguments(parser)
     add_egress_arguments(parser)
     add_server_arguments(parser)
+    add_admin_arguments(parser, example_port=10005)
+    parser.add_argument(
+        "--shutdown-grace", type=float, metavar="SECONDS",
+        help="after SIGTERM, how long running streams may finish before they are ended with an error "
+        "(default 30; a second SIGTERM ends them at once)",
+    )
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
     parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
     parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")

@@ -38,6 +38,7 @@ from proto.tunnel import (
 
 from .cert_signer import CertSigner
 from .config import CloudConfig
+from .stats import CloudStats
 
 __all__ = ["CloudStream", "EdgeSession", "IPClaim"]
 
@@ -140,6 +141,7 @@ class EdgeSession(TunnelConnection):
         warnings: RateLimitedLog | None = None,
         signer: CertSigner | None = None,
         peer_cert: bytes | None = None,
+        stats: CloudStats | None = None,
     ) -> None:
         """``ip_claim``: how the IP was learnt (default: announced, unproven); ``warnings``:
         the rate limiter the tunnel server shares across sessions; ``signer``: answers
@@ -168,6 +170,10 @@ class EdgeSession(TunnelConnection):
         self.done = asyncio.Event()
         self.signer = signer
         self.peer_cert = peer_cert
+        self.stats = stats if stats is not None else CloudStats()
+        """The process's totals (the registry's): streams hand their bytes over when they end."""
+        self.reader_stalls = 0
+        """Times the tunnel reader waited for one stream's slow API-server client."""
 
     def __repr__(self) -> str:
         return f"<EdgeSession {self.node} {self.internal_ip} streams={len(self.streams)}>"
@@ -192,6 +198,7 @@ class EdgeSession(TunnelConnection):
 
     async def release(self, stream: CloudStream) -> None:
         self.streams.pop(stream.connect_id, None)
+        state = self.mux.streams.get(stream.connect_id)
         message = self.mux.close_stream(stream.connect_id)
         if message is not None and self.closed_reason is None:
             try:
@@ -200,6 +207,8 @@ class EdgeSession(TunnelConnection):
                 pass
         # We do not wait for the edge's echo: forget the state now (Go clouds leak it).
         self.mux.forget(stream.connect_id)
+        if state is not None:  # counted live until here, in the totals from here
+            self.stats.stream_done(state)
 
     def data_nowait(self, connect_id: int, payload: memoryview) -> bool:
         stream = self.streams.get(connect_id)
@@ -242,6 +251,7 @@ class EdgeSession(TunnelConnection):
                 pass
 
     async def _wait_for_slow_client(self, stream: CloudStream) -> None:
+        self.reader_stalls += 1
         try:
             async with asyncio.timeout(self.config.stall_timeout):
                 await stream.buffer.wait_drained()
@@ -251,6 +261,7 @@ class EdgeSession(TunnelConnection):
                 stream.connect_id,
                 self.config.stall_timeout,
             )
+            self.stats.errors["slow_client"] += 1
             stream.fail(StreamClosed(stream.connect_id, "client too slow"))
             await stream.close()
 
@@ -267,7 +278,10 @@ class EdgeSession(TunnelConnection):
         error = TunnelClosed(reason)
         for stream in list(self.streams.values()):
             stream.fail(error)
+            state = self.mux.streams.get(stream.connect_id)
             self.mux.forget(stream.connect_id)
+            if state is not None:
+                self.stats.stream_done(state)
         self.streams.clear()
 
     async def close(self, reason: str, code: int = 1001) -> None:

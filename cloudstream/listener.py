@@ -177,6 +177,8 @@ class Listener:
         self._sweep: asyncio.TimerHandle | None = None
         self._paused: asyncio.TimerHandle | None = None
         self.counts = {"accepted": 0, "refused": 0, "evicted": 0, "timeouts": 0, "failed": 0, "emfile": 0}
+        self.refused_by: dict[str, int] = {}
+        """Refusal kind (a bounded set: caps, timeout, TLS failure kinds) -> connections (/metrics)."""
 
     # ------------------------------------------------------------------ asyncio.Server's face
 
@@ -281,8 +283,12 @@ class Listener:
         if self._sweep is None:
             self._sweep = self.get_loop().call_at(slot.deadline, self._on_sweep)
 
+    def _count(self, kind: str) -> None:
+        self.refused_by[kind] = self.refused_by.get(kind, 0) + 1
+
     def _refuse_new(self, sock: socket.socket, address: Any, kind: str, reason: str) -> None:
         self.counts["refused"] += 1
+        self._count(kind)
         sock.close()
         ip = str(address[0]) if address else "?"
         self.refusals.event((kind, ip), "! %s: refused a connection from %s:%s: %s", self.name, ip,
@@ -295,6 +301,7 @@ class Listener:
             return False
         oldest = min((next(iter(d)) for d in first), key=lambda s: s.deadline)
         self.counts["evicted"] += 1
+        self._count("evicted")
         self.refusals.event(("evicted", oldest.ip), "! %s: closed %s (%s) to make room: %s", self.name, oldest.peer,
                             oldest.state.value, why)
         self._drop(oldest)
@@ -307,6 +314,7 @@ class Listener:
         if not select.select([listening], [], [], 0)[0]:
             return  # accept allocates the descriptor first: nothing was queued after all
         self.counts["emfile"] += 1
+        self._count("emfile")
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         shed = self._evict_oldest("out of file descriptors")
         self.refusals.event(
@@ -414,6 +422,7 @@ class Listener:
         """A refusal before the hand-off: logged (rate-limited) unless ``kind`` is None."""
         if kind is not None:
             self.counts["failed"] += 1
+            self._count(kind)
             self.refusals.event((kind, slot.ip), "! %s: refused %s: %s", self.name, slot.peer, reason)
         else:
             logger.debug("- %s: %s %s", self.name, slot.peer, reason)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from proto.tunnel.errors import AuthError
 
 from .edge_session import EdgeSession, IPClaim
+from .stats import CloudStats
 
 __all__ = ["IPClaim", "IPClaimConflict", "SessionRegistry", "canonical_ip"]
 
@@ -86,6 +87,8 @@ class SessionRegistry:
             ip: s.node for ip, s in self._by_ip.items()
             if s.ip_claim.announced and s.closed_reason is None and (s.ip_claim.verified or not verified_only)
         }
+        self.stats = CloudStats()
+        """The process's totals for /metrics (the registry is what every part already holds)."""
 
     def __len__(self) -> int:
         return len(self._by_node)

@@ -26,6 +26,7 @@ from proto.aio import RateLimitedLog
 from proto.aio.connection import POLICY_VIOLATION
 from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
+from proto.admin.labels import close_reason, reason_label
 from proto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
 
 from .cert_signer import CertSigner, describe_certificate
@@ -33,6 +34,7 @@ from .config import CloudConfig
 from .edge_session import EdgeSession, IPClaim
 from .listener import Limits, Listener, Slot
 from .registry import IPClaimConflict, SessionRegistry, canonical_ip
+from .stats import CloudStats
 
 __all__ = ["SUPPORTED_FEATURES", "start_tunnel_server"]
 
@@ -48,18 +50,21 @@ class _Refusals:
     """Every refused dial is logged with the peer's address and the reason, rate-limited per
     (peer, kind): a peer dialling in a loop costs one line per interval, not one per dial."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: CloudStats) -> None:
         self.log = RateLimitedLog(logger)
+        self.stats = stats
 
     def __call__(self, connection: ServerConnection, status: http.HTTPStatus, kind: str, reason: str) -> Response:
         peer = _peer(connection)
         connection.kes_refused = True  # type: ignore[attr-defined]
+        self.stats.refusals["tunnel", reason_label(kind)] += 1
         self.log.event((peer, kind), "! refused a tunnel dial from %s with %d: %s", peer, status.value, reason)
         return connection.respond(status, reason + "\n")
 
     def handshake(self, connection: ServerConnection, response: Response) -> None:
         """A dial websockets itself rejected after our checks (bad Sec-WebSocket-Key or version, ...)."""
         peer = _peer(connection)
+        self.stats.refusals["tunnel", "handshake"] += 1
         error = connection.protocol.handshake_exc
         reason = str(error) if error is not None else response.body.decode("utf-8", "replace").strip()[:200]
         self.log.event((peer, "handshake"), "! refused a tunnel dial from %s with %d: invalid WebSocket handshake: %s",
@@ -146,7 +151,7 @@ async def start_tunnel_server(
     ``signer`` the ``renew`` feature is offered (edge certificate renewal)."""
     supported = SUPPORTED_FEATURES | ({Feature.RENEW} if signer is not None else set())
     Budget(max_violations=config.tunnel_max_violations, window=config.tunnel_violation_window)  # fail at start
-    refuse = _Refusals()
+    refuse = _Refusals(registry.stats)
     # websockets logs every connection and every rejection at INFO, without the reason: a peer
     # dialling in a loop would write lines at its pace. Ours say why, rate-limited; keep its
     # lines for DEBUG runs.
@@ -188,10 +193,12 @@ async def start_tunnel_server(
         session = EdgeSession(
             connection, node=node, internal_ip=ip, features=features, config=config, next_id=registry.next_id,
             ip_claim=claim, warnings=warnings, signer=signer if Feature.RENEW in features else None, peer_cert=peer_der,
+            stats=registry.stats,
         )
         try:
             old = registry.register(session)
         except IPClaimConflict as exc:  # another dial took the IP between the check and now
+            registry.stats.refusals["tunnel", "ip_taken"] += 1
             refuse.log.event((_peer(connection), "ip taken"), "! refused a tunnel from %s: %s", _peer(connection), exc)
             await connection.close(POLICY_VIOLATION, f"internal IP {ip} is held by node {exc.holder}"[:120])
             return
@@ -200,8 +207,9 @@ async def start_tunnel_server(
             await old.close(f"replaced by a new tunnel from node {node} ({ip})")
         logger.info(
             "= tunnel up: node %s (%s), features [%s]%s", node, ip, format_features(features) or "none: KubeEdge mode",
-            describe_certificate(peer_der),
+            describe_certificate(peer_der), extra={"node": node},
         )
+        registry.stats.tunnel_connects += 1
         if on_session is not None:
             on_session(session)
         keepalive.add(connection, config.ping_interval, connection.ping_timeout)
@@ -210,9 +218,10 @@ async def start_tunnel_server(
         finally:
             keepalive.discard(connection)
             registry.unregister(session)
+            _count_end(registry.stats, session)
             if session.over_budget:
                 registry.quarantine(node, config.tunnel_violation_window)
-            logger.info("x tunnel down: node %s (%s): %s", node, ip, session.closed_reason)
+            logger.info("x tunnel down: node %s (%s): %s", node, ip, session.closed_reason, extra={"node": node})
 
     # websockets' serve() would accept through loop.create_server; our accept layer accepts
     # instead (caps, handshake timeout, refusals logged) and builds each connection object
@@ -252,6 +261,14 @@ async def start_tunnel_server(
     )
     server.create_server = listener.start  # type: ignore[assignment]
     return await server
+
+
+def _count_end(stats: CloudStats, session: EdgeSession) -> None:
+    """A tunnel ended: its own counters join the process's totals (as it leaves the registry)."""
+    stats.tunnel_disconnects[close_reason(session.closed_reason, session.over_budget)] += 1
+    stats.stalls_done["credit"] += session.credit_stalls
+    stats.stalls_done["slow_reader"] += session.reader_stalls
+    stats.violations_done += session.violations.total
 
 
 class _TrackedConnection(ServerConnection):

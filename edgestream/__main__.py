@@ -7,6 +7,7 @@ import logging
 import resource
 import sys
 
+from proto.admin.jsonlog import add_log_format_argument, setup_logging
 from proto.aio.runner import run
 from proto.tunnel.errors import ConfigError, TunnelError
 
@@ -24,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="edgestream emulate --help: N emulated nodes in one process")
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_format_argument(parser)
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     ns = parser.parse_args(args)
-    logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(ns.log_level, ns.log_format)
     _raise_nofile_limit()
     # websockets' DEBUG lines show frame payloads, which can carry request headers: never.
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))

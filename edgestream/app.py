@@ -8,6 +8,7 @@ import signal
 
 from certs.expiry import watch_edge
 
+from .admin import EdgeAdmin
 from .backends import make_backend
 from .config import EdgeConfig
 from .node_endpoints import NodeEndpoints
@@ -41,10 +42,15 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
     backend = NodeEndpoints(make_backend(config), config)  # /healthz, /metrics, stream counts
     logger.info("edgestream node %s, backend %s, cloud %s", config.node_name, config.backend, config.server)
     stop_expiry = watch_edge(loop, config)  # warnings 30/7/1 days ahead, checked daily
+    admin = EdgeAdmin(config.admin, lambda: [backend], drain.is_set)
     try:
-        await run_tunnel(config, backend, stop, on_session=backend.on_session, drain=drain)
+        if config.admin.enabled:
+            await admin.server.start()
+        await run_tunnel(config, backend, stop, on_session=backend.on_session, drain=drain,
+                         on_dial_error=backend.on_dial_error)
     finally:
         stop_expiry()
+        await admin.server.close()
         await backend.close()
         for sig in installed:
             loop.remove_signal_handler(sig)

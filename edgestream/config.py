@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proto.admin.config import AdminConfig, add_admin_arguments
 from proto.kubeedge_config import edgestream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
 
@@ -79,6 +80,8 @@ class EdgeConfig:
     """Renew once this fraction of the certificate's lifetime has passed ..."""
     renew_min_left: float = 24 * 3600 * SECONDS
     """... or when fewer seconds than this remain (never before half the lifetime)."""
+    admin: AdminConfig = AdminConfig()
+    """The admin HTTP server (/metrics, /healthz, /readyz, /debug): off unless a port is given."""
 
     def __post_init__(self) -> None:
         host, sep, port = self.server.rpartition(":")
@@ -133,6 +136,8 @@ class EdgeConfig:
         renew = {"renew_fraction": getattr(ns, "renew_at", None), "renew_min_left": getattr(ns, "renew_min_left", None)}
         settings.update({k: v for k, v in renew.items() if v is not None})
         pods = tuple(_parse_pod(p) for p in (ns.emulate or ["default/demo/app"]))
+        if getattr(ns, "admin_address", None) is not None:  # (tests build namespaces by hand)
+            settings["admin"] = AdminConfig.from_args(ns)
         settings["emulator"] = EmulatorConfig(
             pods=pods, log_rate=ns.emulate_log_rate, history=ns.emulate_history, line_size=ns.emulate_line_size
         )
@@ -147,6 +152,7 @@ def _parse_pod(text: str) -> tuple[str, str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_admin_arguments(parser, example_port=10006)
     # Flags default to None so that edgecore.yaml (--config) fills what they leave out.
     parser.add_argument("--config", help="edgecore.yaml: reads modules.edgeStream and modules.edged")
     parser.add_argument("--server", help="cloudstream tunnel host:port (default 127.0.0.1:10004)")

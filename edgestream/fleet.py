@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 
 from certs import init_lab
 from certs.errors import CertificateError
+from proto.admin import AdminConfig, add_admin_arguments, add_log_format_argument, setup_logging
 from proto.aio.runner import run
 from proto.tunnel.errors import ConfigError, TunnelError
 
+from .admin import EdgeAdmin
 from .backends.emulator import EmulatorBackend
 from .config import EdgeConfig
 from .fleet_profile import FleetProfile, add_arguments
@@ -90,7 +92,8 @@ class FleetNode:
 
     async def _run(self) -> None:
         try:
-            await run_tunnel(self.config, self.endpoints, self.stop, on_session=self.on_session)
+            await run_tunnel(self.config, self.endpoints, self.stop, on_session=self.on_session,
+                             on_dial_error=self.endpoints.on_dial_error)
         except Exception:  # one node's bug must not end the fleet
             logger.exception("! node %s: tunnel loop crashed", self.name)
 
@@ -215,16 +218,21 @@ def _rss_mb() -> float:
         return 0.0
 
 
-async def serve(profile: FleetProfile) -> None:
+async def serve(profile: FleetProfile, admin_config: AdminConfig | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     configs = await asyncio.to_thread(node_configs, profile)
     fleet = Fleet(profile, configs)
+    admin = EdgeAdmin(admin_config or AdminConfig(), lambda: [n.endpoints for n in fleet.nodes], stop.is_set,
+                      name="edgestream emulate")
     try:
+        if admin.server.config.enabled:
+            await admin.server.start()
         await fleet.run(stop)
     finally:
+        await admin.server.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
@@ -236,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of the per-node lines (tunnel up/down, streams); WARNING keeps N nodes quiet")
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    add_log_format_argument(parser)
+    add_admin_arguments(parser, example_port=10006)
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(ns.log_level, ns.log_format)
     for name in ("edgestream.session", "edgestream.tunnel_client", "edgestream.node_endpoints", "edgestream.backends"):
         logging.getLogger(name).setLevel(ns.node_log_level)
     logging.getLogger("websockets").setLevel(logging.WARNING)
@@ -246,11 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     _raise_nofile_limit()
     try:
         profile = FleetProfile.from_args(ns)
+        admin = AdminConfig.from_args(ns)
     except ConfigError as exc:
         print(f"edgestream emulate: {exc}", file=sys.stderr)
         return 2
     try:
-        run(serve(profile), ns.loop)
+        run(serve(profile, admin), ns.loop)
     except KeyboardInterrupt:
         return 130
     except (OSError, TunnelError, CertificateError) as exc:

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 
 import h11
 
+from proto.admin.labels import close_reason
 from proto.aio.ratelog import RateLimitedLog
 from proto.tunnel import MessageType, TunnelError
+from proto.tunnel.mux import Stream
 
 from .backends.base import Backend
 from .config import EdgeConfig
@@ -60,8 +62,18 @@ class NodeEndpoints:
         self.open: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
         self.bytes_sent: Counter[str] = Counter()
-        self._live: set[EdgeStream] = set()
+        self._live: dict[EdgeStream, Stream | None] = {}
+        """Streams being served, with their mux state (kept: it holds the stream's byte counts)."""
         self.connects = 0
+        self.connected_at = 0.0
+        # For the admin port's /metrics (edgestream.metrics): counted per tunnel or per stream.
+        self.disconnects: Counter[str] = Counter()
+        self.results: Counter[tuple[str, str]] = Counter()
+        self.bytes_done: Counter[tuple[str, str]] = Counter()
+        self.stalls_done = 0
+        self.violations_done = 0
+        self.dial_failures = 0
+        self.last_dial_error = ""
         self.session: AgentSession | None = None
         self._messages = [0, 0]  # in, out: of finished tunnels
         self._unhealthy = RateLimitedLog(logger, interval=60.0)
@@ -73,7 +85,8 @@ class NodeEndpoints:
         kind = _KINDS.get(stream.kind, "other")
         self.total[kind] += 1
         self.open[kind] += 1
-        self._live.add(stream)
+        self._live[stream] = stream.session.mux.streams.get(stream.connect_id)
+        result = "error"
         try:
             if stream.kind == MessageType.METRIC_CONNECT:
                 path = stream.request.decoded_path
@@ -85,21 +98,39 @@ class NodeEndpoints:
                     await stream.send(self.agent_metrics())
                     return
             await self.backend.serve(stream)
+            result = "ok" if stream.code in (0, 200) else "refused"
+        except asyncio.CancelledError:
+            result = "cancelled"
+            raise
         finally:
-            self._live.discard(stream)
+            state = self._live.pop(stream, None)
             self.open[kind] -= 1
             self.bytes_sent[kind] += stream.bytes_out
+            self.results[kind, result] += 1
+            if state is not None:
+                self.bytes_done["received", kind] += state.bytes_in
+                self.bytes_done["sent", kind] += state.bytes_out
 
     async def close(self) -> None:
         await self.backend.close()
+
+    def on_dial_error(self, why: str) -> None:
+        """``run_tunnel``'s callback: a dial failed (``why`` is the line it logs)."""
+        self.dial_failures += 1
+        self.last_dial_error = why
 
     def on_session(self, session: AgentSession | None) -> None:
         """``run_tunnel``'s callback: a tunnel came up (session) or ended (None)."""
         if session is not None:
             self.connects += 1
+            self.connected_at = time.time()
         elif self.session is not None:
-            self._messages[0] += self.session.messages_in
-            self._messages[1] += self.session.messages_out
+            old = self.session
+            self._messages[0] += old.messages_in
+            self._messages[1] += old.messages_out
+            self.disconnects[close_reason(old.closed_reason, old.over_budget)] += 1
+            self.stalls_done += old.credit_stalls
+            self.violations_done += old.violations.total
         self.session = session
 
     # ------------------------------------------------------------------ /healthz

@@ -34,6 +34,8 @@ class EdgeStream:
         self.started = time.monotonic()
         self.bytes_out = 0
         self.answered = False
+        self.code = 0
+        """The status this edge answered with (0: none yet; upgrades answer 101 in their bytes)."""
         self.removed_by_peer = False
         self.bulk = None if kind in _UPGRADE_KINDS else connect_id
         """Scheduler class: logs/metrics DATA is bulk (byte-fair), the rest goes first."""
@@ -54,6 +56,7 @@ class EdgeStream:
         if self.answered:
             return
         self.answered = True
+        self.code = code
         if self.kind in _UPGRADE_KINDS:
             if code != 200:
                 await self.send(http_error_response(code, message))

@@ -63,9 +63,11 @@ async def run_tunnel(
     stop: asyncio.Event,
     on_session: Callable[[AgentSession | None], None] | None = None,
     drain: asyncio.Event | None = None,
+    on_dial_error: Callable[[str], None] | None = None,
 ) -> None:
     """Keep one tunnel up until ``stop`` is set. When ``drain`` is set first, refuse new
-    streams and let running ones finish (up to ``drain_timeout``), then stop."""
+    streams and let running ones finish (up to ``drain_timeout``), then stop.
+    ``on_dial_error`` hears why each failed dial failed (the admin port's readiness says it)."""
     tls = tls_context(config)
     renewal = CertRenewal(config)
     headers = {
@@ -98,6 +100,8 @@ async def run_tunnel(
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             failures += 1
             delay = next(delays)
+            if on_dial_error is not None:
+                on_dial_error(describe_dial_error(exc, config))
             log = logger.warning if failures <= 3 or failures % 20 == 0 else logger.debug
             log("! tunnel to %s failed (attempt %d): %s; retrying in %.1f s", config.server, failures,
                 describe_dial_error(exc, config), delay)

@@ -109,8 +109,8 @@ class EgressFront:
             self.uds = await loop.create_unix_server(uds_factory, sock=sock)
             logger.info("egress front on unix socket %s (HTTP CONNECT, mode 0600)", egress.uds)
 
-    async def close(self) -> None:
-        """Stop accepting and end every egress connection (before 10003 closes)."""
+    def stop_accepting(self) -> None:
+        """SIGTERM: no new CONNECTs; the running ones go on (their streams get the grace)."""
         if self.tcp is not None:
             self.tcp.close()
         if self.uds is not None:
@@ -120,6 +120,11 @@ class EgressFront:
                     os.unlink(self.uds_path)
                 except OSError:
                     pass
+                self.uds_path = None
+
+    async def close(self) -> None:
+        """Stop accepting and end every egress connection (before 10003 closes)."""
+        self.stop_accepting()
         for task in list(self.connections):
             task.cancel()
         if self.connections:

@@ -15,6 +15,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from certs import Identity, peer_identity
+from proto.admin.labels import reason_label
 from proto.aio.ratelog import RateLimitedLog
 
 from .authz import NO_CERTIFICATE, authorize
@@ -109,6 +110,7 @@ class Connection:
                 return
             except TimeoutError:
                 if first or request.started:
+                    self.server.registry.stats.refusals["kubelet_api", "head_timeout"] += 1
                     refusal_log().event(
                         "head-timeout", "! 10003 %s (%s): no complete request head within %.0f s; closed",
                         self.peer, self.caller, self.config.request_head_timeout,
@@ -117,7 +119,15 @@ class Connection:
             except (EOFError, asyncio.IncompleteReadError):
                 return
             first = False
-            if not await self._handle(head, request) or not head.keep_alive:
+            task = asyncio.current_task()
+            busy = self.server.busy
+            if task is not None:
+                busy.add(task)  # type: ignore[arg-type]
+            try:
+                again = await self._handle(head, request)
+            finally:
+                busy.discard(task)  # type: ignore[arg-type]
+            if not again or not head.keep_alive or self.server.draining:
                 return
 
     async def _read_head(self, request: RequestReader, first: bool) -> RequestHead:
@@ -223,6 +233,7 @@ class Connection:
         close: bool = False,
     ) -> None:
         """Answer a refusal and log it (rate-limited per kind, with peer and reason)."""
+        self.server.registry.stats.refusals["kubelet_api", reason_label(kind)] += 1
         refusal_log().event(
             (status, kind), "! 10003 %s from %s (%s) refused %d: %s", what[:200], self.peer, self.caller, status,
             message[:500],

@@ -24,6 +24,7 @@ from .status import edge_message
 
 if TYPE_CHECKING:
     from ..edge_session import CloudStream, EdgeSession
+    from ..stats import CloudStats
     from .connection import Connection
 
 __all__ = ["relay_response", "relay_upgrade"]
@@ -46,9 +47,13 @@ def connect_request(head: RequestHead, route: Route, method: str | None) -> Conn
 async def relay_response(conn: Connection, head: RequestHead, route: Route, session: EdgeSession) -> bool:
     """logs / metrics: the edge's body, streamed as a chunked 200 (or its error status)."""
     config = conn.config
+    stats = session.stats
+    kind = route.kind.value
+    began = time.monotonic()
     try:
         stream = await session.open(route.tunnel_type, connect_request(head, route, None))
     except TunnelError as exc:
+        stats.stream_opens[kind, "unavailable"] += 1
         await conn.reply_error(503, f"node {session.node}: {exc}")
         return True
     started = time.monotonic()
@@ -60,16 +65,22 @@ async def relay_response(conn: Connection, head: RequestHead, route: Route, sess
         try:
             code, message = await stream.wait_status(config.connect_timeout)
         except TimeoutError:
+            stats.stream_opens[kind, "timeout"] += 1
+            stats.errors["edge_timeout"] += 1
             await conn.reply_error(
                 504, f"node {session.node}: the edge did not answer {route.path} within {config.connect_timeout:.0f} s"
             )
             return await _keep_watched(conn, watcher)
         except TunnelError as exc:
+            stats.stream_opens[kind, "tunnel_error"] += 1
             await conn.reply_error(502, f"node {session.node}: {exc}")
             return await _keep_watched(conn, watcher)
+        stats.setup_seconds.labels(kind).observe(time.monotonic() - started)
         if code != 200:
+            stats.stream_opens[kind, "edge_error"] += 1
             await conn.reply_error(code, f"node {session.node}: {edge_message(message)}")
             return await _keep_watched(conn, watcher)
+        stats.stream_opens[kind, "ok"] += 1
         content_type = "text/plain" if route.kind is RouteKind.LOGS else "text/plain; charset=utf-8"
         if route.kind is RouteKind.METRICS and route.path.startswith("/stats"):
             content_type = "application/json"
@@ -78,7 +89,10 @@ async def relay_response(conn: Connection, head: RequestHead, route: Route, sess
         # One watcher for the whole response (not a task per chunk): when the client
         # leaves, it ends the stream's buffer and the read below wakes with _ClientGone.
         watcher.add_done_callback(lambda t: _end_if_gone(t, stream))
-        while (chunk := await stream.read()) is not None:
+        chunk = await stream.read()
+        if chunk is not None:  # (the first byte is timed here, outside the loop)
+            stats.first_byte_seconds.labels(kind).observe(time.monotonic() - began)
+        while chunk is not None:
             # Coalesce what is already buffered (a Go edge sends 256-byte messages).
             more = await stream.read_more()
             parts = [chunk, *more] if more else [chunk]
@@ -86,6 +100,7 @@ async def relay_response(conn: Connection, head: RequestHead, route: Route, sess
             write(b"".join([b"%x\r\n" % size, *parts, b"\r\n"]))
             sent += size
             await writer.drain()
+            chunk = await stream.read()
         write(b"0\r\n\r\n")
         await writer.drain()
         return await _keep_watched(conn, watcher)
@@ -93,12 +108,14 @@ async def relay_response(conn: Connection, head: RequestHead, route: Route, sess
         return False
     except (TunnelClosed, StreamClosed) as exc:
         # Status already sent: break the chunked body so the client sees an error.
+        stats.errors["stream_cut"] += 1
         logger.warning("! %s on node %s ended early: %s", route.path, session.node, exc)
         writer.transport.abort()
         return False
     finally:
         await _cancel_and_wait(watcher)
         await stream.close()
+        stats.duration_seconds.labels(kind).observe(time.monotonic() - started)
         logger.info(
             "stream %d %s %s node=%s bytes=%d %.3fs", stream.connect_id, head.method, route.path, session.node, sent,
             time.monotonic() - started,
@@ -137,20 +154,25 @@ async def relay_upgrade(conn: Connection, head: RequestHead, route: Route, sessi
             f"{head.path} needs an HTTP upgrade (SPDY/3.1 or WebSocket)", close=True,
         )
         return
+    stats = session.stats
+    kind = route.kind.value
+    began = time.monotonic()
     try:
         stream = await session.open(route.tunnel_type, connect_request(head, route, head.method))
     except TunnelError as exc:
+        stats.stream_opens[kind, "unavailable"] += 1
         await conn.reply_error(503, f"node {session.node}: {exc}", close=True)
         return
     started = time.monotonic()
     up = _ToEdge(conn, stream, early)
     counts_out = [0]
+    answer = _Answer(stats, kind, began, started)
     cut = CutStatus() if route.kind in (RouteKind.EXEC, RouteKind.ATTACH) else None
     audit_open(route, session.node, head, conn.caller, stream.connect_id)
     try:
         async with asyncio.TaskGroup() as tg:
             to_edge = tg.create_task(up.run())
-            to_client = tg.create_task(_edge_to_client(conn, stream, counts_out, cut))
+            to_client = tg.create_task(_edge_to_client(conn, stream, counts_out, cut, answer))
             await asyncio.wait((to_edge, to_client), return_when=asyncio.FIRST_COMPLETED)
             # Either side finished: the stream is over (KubeEdge has no half-close on the tunnel).
             for task in (to_edge, to_client):
@@ -158,10 +180,14 @@ async def relay_upgrade(conn: Connection, head: RequestHead, route: Route, sessi
     except* (ConnectionError, TunnelError, ssl.SSLError):
         pass
     finally:
+        answer.count(session.closed_reason is not None)
+        if session.closed_reason is not None:
+            stats.errors["stream_cut"] += 1
         if cut is not None and session.closed_reason is not None:
             # The tunnel died under the stream: say so on the client's error channel, where we can.
             await _end_cut(conn, cut, f"node {session.node}: the tunnel closed ({session.closed_reason})")
         await stream.close()
+        stats.duration_seconds.labels(kind).observe(time.monotonic() - started)
         audit_close(route, session.node, stream.connect_id, up.bytes_in, counts_out[0], time.monotonic() - started)
 
 
@@ -199,20 +225,44 @@ class _ToEdge:
             self.sent_early += len(data)
 
 
-async def _edge_to_client(conn: Connection, stream: CloudStream, counts: list[int], cut: CutStatus | None) -> None:
+class _Answer:
+    """How the edge answered an upgrade: its first bytes are the 101 (ok) or an HTTP error."""
+
+    __slots__ = ("stats", "kind", "began", "opened", "result")
+
+    def __init__(self, stats: CloudStats, kind: str, began: float, opened: float) -> None:
+        self.stats, self.kind, self.began, self.opened = stats, kind, began, opened
+        self.result: str | None = None
+
+    def first(self, chunk: bytes | memoryview) -> None:
+        now = time.monotonic()
+        self.stats.setup_seconds.labels(self.kind).observe(now - self.opened)
+        self.result = "ok" if bytes(chunk[:12]) in (b"HTTP/1.1 101", b"HTTP/1.0 101") else "edge_error"
+        if self.result == "ok":
+            self.stats.exec_round_trip_seconds.labels(self.kind).observe(now - self.began)
+
+    def count(self, tunnel_closed: bool) -> None:
+        result = self.result or ("tunnel_error" if tunnel_closed else "no_answer")
+        self.stats.stream_opens[self.kind, result] += 1
+
+
+async def _edge_to_client(
+    conn: Connection, stream: CloudStream, counts: list[int], cut: CutStatus | None, answer: _Answer
+) -> None:
     writer = conn.writer
-    while True:
-        chunk = await stream.read()
-        if chunk is None:
-            return
+    chunk = await stream.read()
+    if chunk is not None:
+        answer.first(chunk)  # (once, outside the loop)
+    while chunk is not None:
         more = await stream.read_more()
         if more:
             chunk = b"".join([chunk, *more])
         counts[0] += len(chunk)
         if cut is not None:
-            cut.feed(chunk)
+            cut.feed(chunk)  # type: ignore[arg-type]
         writer.write(chunk)
         await writer.drain()
+        chunk = await stream.read()
 
 
 async def _end_cut(conn: Connection, cut: CutStatus, message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import Any
 
 from ..config import CloudConfig
 from ..listener import Limits, Listener, Slot
@@ -29,6 +30,10 @@ class KubeletApiServer:
         self.registry = registry
         self.ssl_context = ssl_context
         self.connections: set[asyncio.Task[None]] = set()
+        self.busy: set[asyncio.Task[None]] = set()
+        """Connections serving a request now (the others wait for a head: idle)."""
+        self.draining = False
+        """Shutting down: a connection ends after its current request."""
         self.server: Listener | None = None
 
     async def start(self) -> Listener:
@@ -54,6 +59,34 @@ class KubeletApiServer:
             ca=f"the cluster CA {self.config.tls_stream_ca_file} (--tls-stream-ca-file)",
         )
         return await self.server.start()
+
+    def stop_accepting(self) -> None:
+        """Shutdown, step 1: no new connection, idle ones end now, busy ones after their request."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+        for task in self.connections - self.busy:
+            task.cancel()
+
+    async def wait_busy(self, timeout: float, interrupt: asyncio.Event | None = None) -> int:
+        """Until the running requests end, ``timeout`` passes or ``interrupt`` is set; returns
+        how many still run."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        stop = asyncio.ensure_future(interrupt.wait()) if interrupt is not None else None
+        try:
+            for _ in range(len(self.busy) + 1):  # each turn sees at least one end, or stops
+                left = deadline - loop.time()
+                if not self.busy or left <= 0 or (stop is not None and stop.done()):
+                    break
+                waits: set[asyncio.Future[Any]] = set(self.busy)
+                if stop is not None:
+                    waits.add(stop)
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stop is not None:
+                stop.cancel()
+        return len(self.busy)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -88,6 +121,7 @@ class KubeletApiServer:
             # StreamReaderProtocol logs a cancelled handler task as an ERROR with a traceback.
             pass
         except Exception:  # a bug: log it, end this connection, keep serving the others
+            self.registry.stats.errors["bug"] += 1
             logger.exception("! kubelet API connection from %s failed", writer.get_extra_info("peername"))
         finally:
             self.connections.discard(task)

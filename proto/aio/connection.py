@@ -76,6 +76,8 @@ class TunnelConnection:
         self.messages_in = 0
         self.messages_out = 0
         self.messages_ignored = 0
+        self.credit_stalls = 0
+        """Times a sender waited for the peer's credit (flow feature)."""
         self.violations = ViolationCounter(budget if budget is not None else Budget())
         self.over_budget = False
         """Set when we closed the tunnel because the peer spent its misbehaviour budget."""
@@ -233,6 +235,7 @@ class TunnelConnection:
                 return
             waiter = self._credit_waiters.setdefault(connect_id, asyncio.Event())
             waiter.clear()
+            self.credit_stalls += 1  # only when a sender must wait (the admin port's metrics)
             await waiter.wait()
 
     async def grant(self, connect_id: int, length: int) -> None:

@@ -22,6 +22,8 @@ from cloudstream.registry import SessionRegistry
 class _Server:
     config: CloudConfig
     registry: SessionRegistry = field(default_factory=SessionRegistry)
+    busy: set[asyncio.Task[None]] = field(default_factory=set)
+    draining: bool = False
 
 
 @pytest.fixture
