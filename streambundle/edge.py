@@ -14,9 +14,8 @@ EnvironmentFile=/etc/kubeedge-stream/edgestream.env
 ExecStart=/opt/kubeedge-stream/venv/bin/edgestream $EDGESTREAM_ARGS
 Restart=always
 RestartSec=5
-# containerd's CRI socket is root's; edgestream needs nothing else
+# root for containerd's CRI socket; /etc stays writable: certificate renewal rewrites the PKI files
 NoNewPrivileges=true
-ProtectSystem=full
 ProtectHome=true
 PrivateTmp=true
 

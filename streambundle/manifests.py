@@ -11,6 +11,7 @@ from __future__ import annotations
 from streambundle.layout import ImageEntry
 
 NAMESPACE = "kubeedge-stream"
+ADMIN_PORT = 10550
 LABELS = "app.kubernetes.io/part-of: kubeedge-stream"
 
 NAMESPACE_YAML = f"""apiVersion: v1
@@ -80,16 +81,20 @@ spec:
       - name: cloudstream
         image: {_ref(image)}
         imagePullPolicy: IfNotPresent
-        args: ["--pki-dir", "/etc/kubeedge-stream/pki", "--stream-port", "10003", "--tunnel-port", "10004"]
+        args: ["--pki-dir", "/etc/kubeedge-stream/pki", "--stream-port", "10003", "--tunnel-port", "10004",
+               "--admin-port", "{ADMIN_PORT}", "--admin-address", "127.0.0.1"]
         ports:
         - {{name: kubelet-api, containerPort: 10003, protocol: TCP}}
         - {{name: tunnel, containerPort: 10004, protocol: TCP}}
+        # the admin port stays on the node's loopback (its /debug is unauthenticated); the kubelet
+        # probes a hostNetwork pod there
         readinessProbe:
-          tcpSocket: {{port: 10004}}
+          httpGet: {{host: 127.0.0.1, port: {ADMIN_PORT}, path: /readyz}}
           periodSeconds: 10
         livenessProbe:
-          tcpSocket: {{port: 10003}}
+          httpGet: {{host: 127.0.0.1, port: {ADMIN_PORT}, path: /healthz}}
           periodSeconds: 20
+          failureThreshold: 3
         resources:
           requests: {{cpu: 100m, memory: 128Mi}}
         securityContext:

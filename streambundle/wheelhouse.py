@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 import re
 from pathlib import Path
 
@@ -70,9 +71,18 @@ def build_project_wheel(project_dir: Path, out: Path) -> Path:
     return found[-1]
 
 
+def _requirements(project_wheel: Path) -> str:
+    """The wheel's Requires-Python and Requires-Dist lines: what the resolution depends on (the wheel's
+    bytes change with every build, its requirements only when pyproject's do)."""
+    with zipfile.ZipFile(project_wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        text = zf.read(name).decode()
+    return "\n".join(ln for ln in text.splitlines() if ln.startswith(("Requires-Dist:", "Requires-Python:", "Version:")))
+
+
 def _target_key(project_wheel: Path, arch: str, python: str) -> str:
     h = hashlib.sha256()
-    h.update(project_wheel.read_bytes())
+    h.update(_requirements(project_wheel).encode())
     h.update(f"{arch}/{python}/{','.join(PLATFORMS[arch])}".encode())
     return h.hexdigest()[:16]
 
@@ -85,6 +95,7 @@ def resolve_target(project_wheel: Path, arch: str, python: str, cache: Path) -> 
         names = json.loads(record.read_text())
         paths = [target_dir / n for n in names]
         if all(p.is_file() for p in paths):
+            shutil.copy2(project_wheel, target_dir / project_wheel.name)  # this build's wheel, same requirements
             return paths
     target_dir.mkdir(parents=True, exist_ok=True)
     name = project_wheel.name.split("-")[0]

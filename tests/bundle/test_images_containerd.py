@@ -2,7 +2,7 @@
 through CRI by the digest references the manifests pin.
 
 * cloudstream: a host-network pod with the Deployment's security context (uid 65532, read-only root,
-  no capabilities); an emulated edge dials its tunnel and the kubelet API's /healthz answers through it.
+  no capabilities); an emulated edge dials its tunnel and the kubelet API's /healthz answers through it; the Deployment's probes (admin /healthz, /readyz) answer 200.
 * iptables manager: a pod in its own network namespace (CNI ``host-device`` moving one end of a veth
   pair in; the host's end stays down) running the DaemonSet's own command with only NET_ADMIN; its DNAT rules
   appear in that namespace's nat table, not the host's.
@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -109,6 +110,15 @@ def _wait_log(realstack: RealStack, cid: str, needle: str, timeout: float = 60) 
     raise AssertionError(f"{needle!r} not in the container's log:\n{text[-3000:]}")
 
 
+def _http_get(host: str, port: int, path: str) -> str:
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode(errors="replace").split("\r\n")[0]
+
+
 def _healthz(layout: Layout, port: int) -> tuple[str, bytes]:
     async def go() -> tuple[str, bytes]:
         ctx = ssl.create_default_context(cafile=str(layout.stream_ca))
@@ -135,24 +145,36 @@ def test_cloudstream_image_serves_healthz_as_a_pod(built_bundle: Built, imported
     shutil.copytree(lab_pki.root, pki)
     for path in [pki, *pki.rglob("*")]:
         os.chown(path, 65532, 65532)  # the Secret volume's fsGroup, as the kubelet would set it
-    stream_port, tunnel_port = free_port(), free_port()
+    ports = {"--stream-port": free_port(), "--tunnel-port": free_port(), "--admin-port": free_port()}
+    args = list(spec["args"])  # the Deployment's own flags, on free ports (host network, shared machine)
+    for flag, port in ports.items():
+        args[args.index(flag) + 1] = str(port)
+    args += ["--stream-address", "127.0.0.1", "--tunnel-address", "127.0.0.1"]
+    stream_port, tunnel_port, admin_port = ports.values()
     sc = spec["securityContext"]
     security = api_pb2.LinuxContainerSecurityContext(
         run_as_user=api_pb2.Int64Value(value=65532), run_as_group=api_pb2.Int64Value(value=65532),
         readonly_rootfs=sc["readOnlyRootFilesystem"], no_new_privs=not sc["allowPrivilegeEscalation"],
         capabilities=api_pb2.Capability(drop_capabilities=sc["capabilities"]["drop"]))
     name = "cs-" + uuid.uuid4().hex[:6]
+    mount = spec["volumeMounts"][0]["mountPath"]
     pod, cid = _run(realstack, realstack.pod_config(name, namespace="kes-bundle"), ref, name="cloudstream",
-                    args=["--pki-dir", "/etc/kubeedge-stream/pki", "--stream-address", "127.0.0.1",
-                          "--stream-port", str(stream_port), "--tunnel-address", "127.0.0.1",
-                          "--tunnel-port", str(tunnel_port)],
-                    mounts=[api_pb2.Mount(container_path="/etc/kubeedge-stream/pki", host_path=str(pki),
-                                          readonly=True)], security=security)
+                    args=args, security=security,
+                    mounts=[api_pb2.Mount(container_path=mount, host_path=str(pki), readonly=True)])
     edge = None
     try:
         _wait_log(realstack, cid, f"tunnel on 127.0.0.1:{tunnel_port}")
         uid = realstack.exec_sync(cid, ["id", "-u"])
         assert uid.stdout.strip() == b"65532", uid
+        # the probes the Deployment declares, on the admin port
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = spec[probe]["httpGet"]
+            assert get["port"] == 10550
+            deadline = time.monotonic() + 15
+            while not (status := _http_get(get["host"], admin_port, get["path"])).startswith("HTTP/1.1 200") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert status.startswith("HTTP/1.1 200"), (probe, status)
         edge = subprocess.Popen(
             [sys.executable, "-m", "edgestream", "--pki-dir", str(lab_pki.root), "--node-name", NODE,
              "--server", f"localhost:{tunnel_port}", "--node-ip", "127.0.0.1", "--backend", "emulator"],
