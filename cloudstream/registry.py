@@ -70,6 +70,8 @@ class SessionRegistry:
         # One process-wide counter, from 1 (as KubeEdge): an ID is never reused while we live.
         self.next_id = itertools.count(1).__next__
         self._watchers: list[Callable[[], None]] = []
+        self.stats = CloudStats()
+        """The process's totals for /metrics (the registry is what every part already holds)."""
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` after every change of the IP bindings; returns the unwatch function."""
@@ -87,8 +89,6 @@ class SessionRegistry:
             ip: s.node for ip, s in self._by_ip.items()
             if s.ip_claim.announced and s.closed_reason is None and (s.ip_claim.verified or not verified_only)
         }
-        self.stats = CloudStats()
-        """The process's totals for /metrics (the registry is what every part already holds)."""
 
     def __len__(self) -> int:
         return len(self._by_node)
