@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streambundle.layout import PLATFORMS, ImageEntry
-from streambundle.wheelhouse import BundleError, _run
+from streambundle.wheelhouse import BundleError, run_tool
 
 TOOLS = {"mmdebstrap": "mmdebstrap", "umoci": "umoci"}
 EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*", "/usr/share/lintian/*")
@@ -77,7 +77,7 @@ def debian_rootfs(packages: tuple[str, ...], arch: str, suite: str, mirrors: lis
     argv += [f"--dpkgopt=path-include={p}" for p in INCLUDES]
     argv += ["--customize-hook=rm -rf \"$1\"/var/cache/apt/* \"$1\"/var/lib/apt/lists/* \"$1\"/var/log/*",
              suite, str(partial), *mirrors]
-    _run(argv, f"mmdebstrap ({suite}/{arch}: {', '.join(packages)})", timeout=1500)
+    run_tool(argv, f"mmdebstrap ({suite}/{arch}: {', '.join(packages)})", timeout=1500)
     partial.rename(out)
     return out
 
@@ -98,7 +98,7 @@ def _install_site(rootfs: Path, wheelhouse: Path, project: str, version: str, ar
     for plat in PLATFORMS[arch]:
         argv += ["--platform", plat]
     argv.append(f"{project}=={version}")
-    _run(argv, f"installing the wheelhouse into the image (Python {python}, {arch}); "
+    run_tool(argv, f"installing the wheelhouse into the image (Python {python}, {arch}); "
                f"the bundle needs --python {python} for the image's Debian python3")
     shutil.rmtree(site / "bin", ignore_errors=True)  # scripts with the build host's interpreter in #!
     bindir = rootfs / "usr" / "local" / "bin"
@@ -119,15 +119,15 @@ def build_image(spec: ImageSpec, *, name: str, arch: str, suite: str, mirrors: l
     rootfs_tar = debian_rootfs(spec.packages, arch, suite, mirrors, cache)
     with tempfile.TemporaryDirectory(prefix="kes-bundle-img-", dir=cache) as tmp:
         layout, bundle = Path(tmp) / "oci", Path(tmp) / "bundle"
-        _run(["umoci", "init", "--layout", str(layout)], "umoci init")
-        _run(["umoci", "new", "--image", f"{layout}:img"], "umoci new")
-        _run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], "umoci unpack")
+        run_tool(["umoci", "init", "--layout", str(layout)], "umoci init")
+        run_tool(["umoci", "new", "--image", f"{layout}:img"], "umoci new")
+        run_tool(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], "umoci unpack")
         rootfs = bundle / "rootfs"
-        _run(["tar", "-xpf", str(rootfs_tar), "-C", str(rootfs), "--numeric-owner", "--exclude=./dev/*"],
+        run_tool(["tar", "-xpf", str(rootfs_tar), "-C", str(rootfs), "--numeric-owner", "--exclude=./dev/*"],
              "unpacking the Debian root filesystem")
-        _run(["umoci", "repack", "--image", f"{layout}:img", str(bundle)], "umoci repack (Debian layer)")
+        run_tool(["umoci", "repack", "--image", f"{layout}:img", str(bundle)], "umoci repack (Debian layer)")
         python = _install_site(rootfs, wheelhouse, project, version, arch)
-        _run(["umoci", "repack", "--image", f"{layout}:img", str(bundle)], "umoci repack (kubeedge-stream layer)")
+        run_tool(["umoci", "repack", "--image", f"{layout}:img", str(bundle)], "umoci repack (kubeedge-stream layer)")
         size = _dir_size(rootfs)
         config = ["umoci", "config", "--image", f"{layout}:img", "--os", "linux", "--architecture", arch,
                   "--author", project, "--config.user", spec.user, "--config.workingdir", "/",
@@ -140,8 +140,8 @@ def build_image(spec: ImageSpec, *, name: str, arch: str, suite: str, mirrors: l
             config += ["--config.entrypoint", arg]
         for arg in spec.cmd:
             config += ["--config.cmd", arg]
-        _run(config, "umoci config")
-        _run(["umoci", "gc", "--layout", str(layout)], "umoci gc")
+        run_tool(config, "umoci config")
+        run_tool(["umoci", "gc", "--layout", str(layout)], "umoci gc")
         digest = _name_layout(layout, name)
         archive = out / archive_rel
         archive.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ def _name_layout(layout: Path, name: str) -> str:
     if len(found) != 1:
         raise BundleError(f"umoci's index.json has {len(found)} manifests tagged img, expected 1")
     desc = found[0]
-    digest = desc["digest"]
+    digest = str(desc["digest"])
     repo = name.rsplit(":", 1)[0]
     tag = name.rsplit(":", 1)[1]
     entries = []

@@ -54,12 +54,12 @@ def verify(root: Path, resolve: bool = True) -> tuple[list[str], list[str]]:
             problems.append(f"missing image: {img.file} ({img.name})")
             continue
         try:
-            names = archive_digests(path)
+            in_archive = archive_digests(path)
         except (BundleError, OSError, ValueError, KeyError, EOFError) as e:
             problems.append(f"image {img.file} unreadable or corrupt: {e}")
             continue
-        if names.get(img.name) != img.digest:
-            problems.append(f"image {img.file}: {img.name} is {names.get(img.name)} in the archive, "
+        if in_archive.get(img.name) != img.digest:
+            problems.append(f"image {img.file}: {img.name} is {in_archive.get(img.name)} in the archive, "
                             f"{img.digest} in {BUNDLE_JSON}")
         refs[f"{img.name.rsplit(':', 1)[0]}@{img.digest}"] = img.file
         notes.append(f"image {img.name} {img.digest} ({img.arch}) in {img.file}")

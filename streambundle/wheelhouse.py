@@ -33,7 +33,7 @@ def project_meta(project_dir: Path) -> tuple[str, str]:
     return data["project"]["name"], data["project"]["version"]
 
 
-def _run(argv: list[str], what: str, timeout: float = 900) -> str:
+def run_tool(argv: list[str], what: str, timeout: float = 900) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
@@ -62,7 +62,7 @@ def build_project_wheel(project_dir: Path, out: Path) -> Path:
             if (project_dir / top).is_dir():
                 shutil.copytree(project_dir / top, src / top, ignore=ignore)
         before = set(out.glob("*.whl"))
-        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], "building the project wheel")
+        run_tool([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], "building the project wheel")
     name, version = project_meta(project_dir)
     stem = name.replace("-", "_")
     found = sorted(out.glob(f"{stem}-{version}-*.whl"), key=lambda p: p.stat().st_mtime)
@@ -106,7 +106,7 @@ def resolve_target(project_wheel: Path, arch: str, python: str, cache: Path) -> 
         argv += ["--platform", platform]
     argv.append(f"{name}=={project_wheel.name.split('-')[1]}")
     try:
-        output = _run(argv, f"pip download for {arch} / Python {python}")
+        output = run_tool(argv, f"pip download for {arch} / Python {python}")
     except BundleError as e:
         hint = ("\nfix: a dependency has no binary wheel for this target; drop the target or pin a version "
                 "that ships one") if "No matching distribution" in str(e) else ""
