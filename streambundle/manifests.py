@@ -200,7 +200,8 @@ spec:
           allowPrivilegeEscalation: false
           capabilities:
             drop: ["ALL"]
-            add: ["NET_ADMIN"]
+            add: ["NET_ADMIN"]  # enough for iptables-nft; a host whose rules are in iptables-legacy needs
+                                # NET_RAW too (legacy talks to the kernel over a raw socket)
         volumeMounts:
         - {{name: nodes, mountPath: /etc/kubeedge-stream/nodes, readOnly: true}}
         - {{name: xtables-lock, mountPath: /run/xtables.lock}}
