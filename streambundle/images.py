@@ -1,5 +1,6 @@
-"""OCI image archives without Docker: a Debian root filesystem from ``mmdebstrap`` (cached as a tarball),
-our wheels installed into it with pip's cross-install flags, packed by ``umoci`` into an OCI layout,
+"""OCI image archives without Docker: a Debian root filesystem from ``mmdebstrap`` (cached as a tarball, and
+as an OCI layout holding it as one layer), our wheels installed with pip's cross-install flags into a
+second layer (``umoci insert``), packed by ``umoci`` into an OCI layout,
 then written as an OCI archive (the layout as a tar) that ``ctr images import`` and K3S's air-gap
 images folder load.
 
@@ -89,9 +90,9 @@ def _python_version(rootfs: Path) -> str:
     return names[-1].removeprefix("python")
 
 
-def _install_site(rootfs: Path, wheelhouse: Path, project: str, version: str, arch: str) -> str:
-    python = _python_version(rootfs)
-    site = rootfs / SITE.lstrip("/")
+def _install_site(stage: Path, python: str, wheelhouse: Path, project: str, version: str, arch: str) -> None:
+    """Our layer's files under ``stage``: the wheels for the image's Python and arch, and two wrappers."""
+    site = stage / SITE.lstrip("/")
     argv = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheelhouse),
             "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
             "--no-compile", "--target", str(site)]
@@ -99,36 +100,62 @@ def _install_site(rootfs: Path, wheelhouse: Path, project: str, version: str, ar
         argv += ["--platform", plat]
     argv.append(f"{project}=={version}")
     run_tool(argv, f"installing the wheelhouse into the image (Python {python}, {arch}); "
-               f"the bundle needs --python {python} for the image's Debian python3")
+                   f"the bundle needs --python {python} for the image's Debian python3")
     shutil.rmtree(site / "bin", ignore_errors=True)  # scripts with the build host's interpreter in #!
-    bindir = rootfs / "usr" / "local" / "bin"
+    bindir = stage / "usr" / "local" / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
     for module in ("cloudstream", "edgestream"):
         target = bindir / module
         target.write_text(f'#!/bin/sh\nexec /usr/bin/python3 -m {module} "$@"\n')
         target.chmod(0o755)
-    return python
+    # the layer's modes do not depend on the build's umask: the non-root user reads everything
+    for path in [stage, *stage.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() or path.stat().st_mode & 0o111 else 0o644)
 
 
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def base_layout(packages: tuple[str, ...], arch: str, suite: str, mirrors: list[str],
+                cache: Path) -> tuple[Path, int, str]:
+    """An OCI layout whose tag ``img`` is the Debian layer alone, kept in ``cache`` (so a rebuild only
+    adds our layer, and the Debian layer keeps its digest across builds): (layout, unpacked size, python)."""
+    rootfs_tar = debian_rootfs(packages, arch, suite, mirrors, cache)
+    done = cache / "oci-base" / rootfs_tar.stem
+    meta = done / "base.json"
+    if meta.is_file():
+        data = json.loads(meta.read_text())
+        return done / "oci", int(data["size"]), str(data["python"])
+    work = done.with_name(done.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    layout, bundle = work / "oci", work / "bundle"
+    run_tool(["umoci", "init", "--layout", str(layout)], "umoci init")
+    run_tool(["umoci", "new", "--image", f"{layout}:img"], "umoci new")
+    run_tool(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], "umoci unpack")
+    rootfs = bundle / "rootfs"
+    run_tool(["tar", "-xpf", str(rootfs_tar), "-C", str(rootfs), "--numeric-owner", "--exclude=./dev/*"],
+             "unpacking the Debian root filesystem")
+    run_tool(["umoci", "repack", "--image", f"{layout}:img", str(bundle)], "umoci repack (Debian layer)")
+    size, python = _dir_size(rootfs), _python_version(rootfs)
+    shutil.rmtree(bundle)
+    (work / "base.json").write_text(json.dumps({"size": size, "python": python}))
+    shutil.rmtree(done, ignore_errors=True)
+    work.rename(done)
+    return done / "oci", size, python
+
+
 def build_image(spec: ImageSpec, *, name: str, arch: str, suite: str, mirrors: list[str], wheelhouse: Path,
                 project: str, version: str, cache: Path, out: Path, archive_rel: str) -> ImageEntry:
-    rootfs_tar = debian_rootfs(spec.packages, arch, suite, mirrors, cache)
+    base, base_size, python = base_layout(spec.packages, arch, suite, mirrors, cache)
     with tempfile.TemporaryDirectory(prefix="kes-bundle-img-", dir=cache) as tmp:
-        layout, bundle = Path(tmp) / "oci", Path(tmp) / "bundle"
-        run_tool(["umoci", "init", "--layout", str(layout)], "umoci init")
-        run_tool(["umoci", "new", "--image", f"{layout}:img"], "umoci new")
-        run_tool(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], "umoci unpack")
-        rootfs = bundle / "rootfs"
-        run_tool(["tar", "-xpf", str(rootfs_tar), "-C", str(rootfs), "--numeric-owner", "--exclude=./dev/*"],
-             "unpacking the Debian root filesystem")
-        run_tool(["umoci", "repack", "--image", f"{layout}:img", str(bundle)], "umoci repack (Debian layer)")
-        python = _install_site(rootfs, wheelhouse, project, version, arch)
-        run_tool(["umoci", "repack", "--image", f"{layout}:img", str(bundle)], "umoci repack (kubeedge-stream layer)")
-        size = _dir_size(rootfs)
+        layout, stage = Path(tmp) / "oci", Path(tmp) / "stage"
+        shutil.copytree(base, layout)
+        _install_site(stage, python, wheelhouse, project, version, arch)
+        run_tool(["umoci", "insert", "--image", f"{layout}:img", str(stage), "/"], "umoci insert (kubeedge-stream layer)")
+        size = base_size + _dir_size(stage)
         config = ["umoci", "config", "--image", f"{layout}:img", "--os", "linux", "--architecture", arch,
                   "--author", project, "--config.user", spec.user, "--config.workingdir", "/",
                   "--config.env", f"PYTHONPATH={SITE}", "--config.env", "PYTHONDONTWRITEBYTECODE=1",

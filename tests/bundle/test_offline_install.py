@@ -1,6 +1,7 @@
 """The wheelhouse installs with no network: inside a network namespace with only ``lo`` (no route out),
-``edge/install.sh`` makes a venv from the bundle, then ``cloudstream --help`` and a whole lab chain
-(streamcerts -> cloudstream -> edgestream emulated edge -> logs -f through 10003) run from that venv."""
+``edge/install.sh`` makes a venv from the bundle, then ``cloudstream --help``, ``kubeedge-stream bundle verify``
+and a whole lab chain (streamcerts -> cloudstream -> edgestream emulated edge -> logs -f through 10003) run
+from that venv."""
 
 from __future__ import annotations
 
@@ -76,6 +77,12 @@ def test_offline_install_and_lab_chain(built_bundle: Built, offline_netns: str, 
     helped = subprocess.run([*inns, str(venv / "cloudstream"), "--help"], env=_clean_env(), cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "--tunnel-port" in helped.stdout, helped.stderr
+
+    # on site, from the installed venv: the bundle checks itself with no network (pip resolves offline)
+    verified = subprocess.run([*inns, str(venv / "kubeedge-stream"), "bundle", "verify", str(built_bundle.dir)],
+                              env=_clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "complete, every checksum matches" in verified.stdout
 
     chain = subprocess.run([*inns, str(venv / "python"), str(HERE / "offline_chain.py"), str(venv),
                             str(tmp_path / "lab")], env=_clean_env(), cwd=tmp_path, capture_output=True, text=True,
