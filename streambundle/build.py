@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -82,7 +83,13 @@ def build(opts: BuildOptions) -> dict[str, object]:
     project, version = project_meta(opts.project_dir)
     _prepare_out(opts.out, opts.force)
     opts.cache.mkdir(parents=True, exist_ok=True)
+    with (opts.cache / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per cache: they share its partial files
+        return _build_locked(opts, project, version, started, times)
 
+
+def _build_locked(opts: BuildOptions, project: str, version: str, started: float,
+                  times: dict[str, float]) -> dict[str, object]:
     t = time.monotonic()
     wheel = build_project_wheel(opts.project_dir, opts.cache / "project")
     times["project wheel"] = time.monotonic() - t
