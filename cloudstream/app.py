@@ -115,6 +115,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         config, registry, lambda: [x for x in (kubelet_api.server if kubelet_api else None, tunnel_listener) if x],
         stop.is_set,
     )
+    kube_task: asyncio.Task[None] | None = None
     try:
         admin_port = await admin.server.start() if config.admin.enabled else 0
         api = await kubelet_api.start()
@@ -129,7 +130,13 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         if config.iptables is not None:  # --manage-iptables: DNAT rules follow the connected tunnels
             from .iptables.loop import IptablesLoop
 
-            iptables_task = asyncio.create_task(IptablesLoop(config.iptables, registry, running.stream_port).run())
+            iptables_loop = IptablesLoop(config.iptables, registry, running.stream_port)
+            iptables_task = asyncio.create_task(iptables_loop.run())
+        if config.kube is not None:  # KubeEdge's tunnel-port scheme (cloudstream/kube)
+            from .kube.runner import KubeSide
+
+            routes = iptables_loop.set_port_routes if config.iptables is not None else None
+            kube_task = asyncio.create_task(KubeSide(config.kube, registry, routes).run())
         if on_ready is not None:
             on_ready(running)
         await stop.wait()
@@ -137,6 +144,9 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
             egress.stop_accepting()
         await _drain(config, kubelet_api, tunnel, registry, now)
     finally:
+        if kube_task is not None:  # first: release our tunnel-port entry while the API is still ours
+            kube_task.cancel()
+            await asyncio.gather(kube_task, return_exceptions=True)
         if iptables_task is not None:
             iptables_task.cancel()
             await asyncio.gather(iptables_task, return_exceptions=True)

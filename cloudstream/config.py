@@ -16,6 +16,7 @@ from proto.tunnel.errors import ConfigError
 
 from .egress.settings import EgressConfig, add_egress_arguments
 from .iptables.settings import IptablesSettings, add_server_arguments, server_settings
+from .kube.settings import KubeSettings, add_kube_arguments, kube_settings
 
 __all__ = ["ALL_ROUTES", "AccessRule", "CloudConfig", "add_arguments"]
 
@@ -141,6 +142,8 @@ class CloudConfig:
     # --- the iptables manager (cloudstream/iptables) ---
     iptables: IptablesSettings | None = None
     """``--manage-iptables``: keep one nat DNAT rule per connected node; None: off."""
+    kube: KubeSettings | None = None
+    """The Kubernetes API (``--kubeconfig`` or in-cluster): KubeEdge's tunnel-port scheme; None: off."""
 
     def __post_init__(self) -> None:
         _check_http_limits(self)
@@ -205,6 +208,7 @@ class CloudConfig:
             settings["admin"] = AdminConfig.from_args(ns)
         if getattr(ns, "shutdown_grace", None) is not None:
             settings["shutdown_grace"] = ns.shutdown_grace
+        settings["kube"] = kube_settings(ns)
         return cls(
             egress=EgressConfig.from_args(ns),
             verify_node_identity=not ns.no_verify_node_identity,
@@ -253,6 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="after SIGTERM, how long running streams may finish before they are ended with an error "
         "(default 30; a second SIGTERM ends them at once)",
     )
+    add_kube_arguments(parser)
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
     parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
     parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")

@@ -17,7 +17,7 @@ from proto.tunnel.errors import ConfigError
 
 from . import manager
 from .backend import Iptables, IptablesError, choose
-from .rules import EdgeNode, NatTable, Plan, RuleConfig, plan_sync, unique_nodes
+from .rules import EdgeNode, NatTable, Plan, PortRoute, RuleConfig, plan_sync, unique_nodes
 from .settings import add_rule_arguments, rule_config
 
 __all__ = ["main"]
@@ -37,6 +37,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--node-file", metavar="PATH",
                    help="more nodes, one NAME=IP per line (# comments; NAME=IP1 IP2: the first, as the API server "
                         "takes a node's first InternalIP), e.g. from kubectl (README)")
+    p.add_argument("--tunnel-port", action="append", default=[], metavar="PORT=IP",
+                   help="KubeEdge's tunnel-port scheme: DNAT any TCP to PORT to IP:stream-port, one cloudcore or "
+                        "cloudstream replica's entry of kubeedge/tunnelport (repeat; sync only; default: none)")
+    p.add_argument("--tunnel-port-record", metavar="JSON",
+                   help="every entry of the tunnelportrecord.kubeedge.io annotation's value, e.g. from kubectl "
+                        "(README; default: none)")
     p.add_argument("--dry-run", action="store_true", help="print the iptables-restore input, change nothing (off)")
     p.add_argument("--stream-address", help="cloudstream's --stream-address, the default DNAT target (127.0.0.1)")
     p.add_argument("--stream-port", type=int, help="cloudstream's kubelet API port, the DNAT target port (10003)")
@@ -61,13 +67,14 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
                 raise ConfigError(f"--node-file: {exc}") from None
             lines += [_first_ip(ln) for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
         nodes = unique_nodes(EdgeNode.parse(n) for n in lines)
-        if lines and ns.action != "sync":
+        ports = _port_routes(ns.tunnel_port, ns.tunnel_port_record)
+        if (lines or ports) and ns.action != "sync":
             raise ConfigError(f"--node is for sync; {ns.action} looks only at our chain")
     except ConfigError as exc:
         print(f"cloudstream iptables: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(ns.action, config, nodes, ns.iptables_backend, ns.dry_run, out)
+        return _run(ns.action, config, nodes, ns.iptables_backend, ns.dry_run, out, ports)
     except ConfigError as exc:
         print(f"cloudstream iptables: {exc}", file=sys.stderr)
         return 2
@@ -82,19 +89,39 @@ def _first_ip(line: str) -> str:
     return f"{name}{sep}{(ips.split() or [''])[0]}"
 
 
-def _run(action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, dry_run: bool, out: TextIO) -> int:
+def _port_routes(pairs: list[str], record: str | None) -> list[PortRoute]:
+    from ..kube.record import TunnelPortRecord  # sans-I/O: no Kubernetes client needed
+
+    routes = []
+    for text in pairs:
+        port, sep, ip = text.partition("=")
+        if not sep or not port.strip().isdigit():
+            raise ConfigError(f"--tunnel-port {text!r}: expected PORT=IP, e.g. 10351=10.0.0.5")
+        routes.append(PortRoute(int(port), ip.strip()))
+    if record is not None:
+        routes += [PortRoute(port, ip) for port, ip in TunnelPortRecord.parse(record).routes()]
+    return routes
+
+
+def _run(
+    action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, dry_run: bool, out: TextIO,
+    ports: list[PortRoute] | None = None,
+) -> int:
     try:
-        return _apply(action, config, nodes, backend, dry_run, out)
+        return _apply(action, config, nodes, backend, dry_run, out, ports or [])
     except IptablesError as exc:
         if not (dry_run and action == "sync"):
             raise
         # The rules are still worth printing where iptables cannot be read (no binary, no capability).
         print(f"# could not read the nat table ({exc})\n# the input below assumes it holds none of our rules", file=out)
-        _print_plan(plan_sync(config, nodes, NatTable()), out)
+        _print_plan(plan_sync(config, nodes, NatTable(), ports or []), out)
         return 0
 
 
-def _apply(action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, dry_run: bool, out: TextIO) -> int:
+def _apply(
+    action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str, dry_run: bool, out: TextIO,
+    ports: list[PortRoute],
+) -> int:
     tables, others, why = choose(backend, chain=config.chain)
     logger.info("iptables backend %s (%s)", tables.name, why)
     if action == "show":
@@ -112,7 +139,7 @@ def _apply(action: str, config: RuleConfig, nodes: list[EdgeNode], backend: str,
         if not any(p.changes for p in plans.values()):
             logger.info("iptables: no chain %s and no jump to it anywhere; nothing to remove", config.chain)
         return 0
-    outcome = manager.sync(config, nodes, tables, others, dry_run=dry_run)
+    outcome = manager.sync(config, nodes, tables, others, dry_run=dry_run, ports=ports)
     if dry_run:
         print(f"# {tables.name}", file=out)
         _print_plan(outcome.plan, out)

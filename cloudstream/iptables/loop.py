@@ -24,7 +24,7 @@ from proto.tunnel.errors import ConfigError
 from ..registry import SessionRegistry
 from . import manager
 from .backend import Iptables, IptablesError, choose
-from .rules import EdgeNode, RuleConfig
+from .rules import EdgeNode, PortRoute, RuleConfig
 from .settings import IptablesSettings
 
 __all__ = ["IptablesLoop"]
@@ -47,6 +47,20 @@ class IptablesLoop:
         self._log = RateLimitedLog(logger, interval=60.0)
         self.syncs = 0
         self.writes = 0
+        self.port_routes: tuple[PortRoute, ...] = ()
+        """KubeEdge tunnel-port entries (``cloudstream/kube``): one DNAT rule per replica port."""
+
+    def set_port_routes(self, routes: list[tuple[int, str]]) -> None:
+        """The tunnel-port record changed: (port, replica IP) pairs; resync when they differ."""
+        wanted = []
+        for port, ip in routes:
+            try:
+                wanted.append(PortRoute(port, ip))
+            except ConfigError as exc:
+                self._log.event(("port-route", port), "tunnel port %d gets no DNAT rule: %s", port, exc)
+        if tuple(wanted) != self.port_routes:
+            self.port_routes = tuple(wanted)
+            self._changed.set()
 
     def desired(self, now: float, started: float) -> list[EdgeNode]:
         nodes: dict[str, EdgeNode] = {}
@@ -130,7 +144,7 @@ class IptablesLoop:
             current = await asyncio.to_thread(tables.read)
             self._inherited = current.nodes(self.rules)
         nodes = self.desired(time.monotonic(), started)
-        outcome = await asyncio.to_thread(manager.sync, self.rules, nodes, tables, others)
+        outcome = await asyncio.to_thread(manager.sync, self.rules, nodes, tables, others, False, self.port_routes)
         self.syncs += 1
         if outcome.changes:
             self.writes += 1

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .backend import Iptables
-from .rules import EdgeNode, Plan, RuleConfig, plan_cleanup, plan_sync
+from .rules import EdgeNode, Plan, PortRoute, RuleConfig, plan_cleanup, plan_sync
 
 __all__ = ["Outcome", "cleanup", "sync"]
 
@@ -41,11 +41,12 @@ class Outcome:
 
 
 def sync(
-    config: RuleConfig, nodes: Iterable[EdgeNode], tables: Iptables, others: Iterable[Iptables] = (), dry_run: bool = False
+    config: RuleConfig, nodes: Iterable[EdgeNode], tables: Iptables, others: Iterable[Iptables] = (), dry_run: bool = False,
+    ports: Iterable[PortRoute] = (),
 ) -> Outcome:
-    """Make ``tables``' nat table hold exactly ``nodes``' rules; remove our chain from ``others``."""
+    """Make ``tables``' nat table hold exactly ``nodes``' (and ``ports``') rules; remove our chain from ``others``."""
     current = tables.read()
-    outcome = Outcome(tables.name, plan_sync(config, nodes, current), current.nodes(config))
+    outcome = Outcome(tables.name, plan_sync(config, nodes, current, ports), current.nodes(config))
     if outcome.plan.restore is not None and not dry_run:
         tables.restore(outcome.plan.restore)
     for other in others:

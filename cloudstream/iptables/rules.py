@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from proto.tunnel.errors import ConfigError
 
 __all__ = [
-    "CHAIN", "EdgeNode", "NatTable", "Plan", "RuleConfig", "comment_name", "parse_save", "plan_cleanup", "plan_sync",
-    "save_quote",
+    "CHAIN", "EdgeNode", "NatTable", "Plan", "PortRoute", "RuleConfig", "comment_name", "parse_save", "plan_cleanup",
+    "plan_sync", "save_quote",
 ]
 
 CHAIN = "KUBEEDGE-STREAM"
 JUMP_COMMENT = "kubeedge-stream"
 NODE_COMMENT = "kubeedge-stream node "
+PORT_COMMENT = "kubeedge-stream tunnel-port "
 BUILTIN = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
 _NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -111,6 +112,28 @@ class RuleConfig:
             f"-A {self.chain} -d {node.ip}/32 -p tcp -m tcp --dport {self.kubelet_port} -m comment --comment "
             f"{save_quote(NODE_COMMENT + comment_name(node.name))} -j DNAT --to-destination {self.to_address}:{self.to_port}"
         )
+
+    def port_rule(self, route: PortRoute) -> str:
+        """KubeEdge's TUNNEL-PORT rule (``-p tcp --dport <port> -j DNAT --to <ip>:<streamPort>``, any
+        destination, as its iptables-manager writes it), in our chain."""
+        return (
+            f"-A {self.chain} -p tcp -m tcp --dport {route.port} -m comment --comment "
+            f"{save_quote(PORT_COMMENT + route.ip)} -j DNAT --to-destination {route.ip}:{self.to_port}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PortRoute:
+    """One entry of KubeEdge's tunnel-port record: the API server dials ``<node ip>:port`` for the
+    nodes of the replica at ``ip``; that replica's kubelet API gets it (``cloudstream/kube``)."""
+
+    port: int
+    ip: str
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port <= 65535:
+            raise ConfigError(f"tunnel port {self.port} is not a TCP port")
+        object.__setattr__(self, "ip", str(_ipv4(self.ip, f"tunnel port {self.port}: replica IP")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +249,14 @@ def _jump_plan(config: RuleConfig, current: NatTable) -> tuple[list[str], list[s
     return deletes, adds
 
 
-def plan_sync(config: RuleConfig, nodes: Iterable[EdgeNode], current: NatTable) -> Plan:
-    """The restore input that makes our chain hold exactly ``nodes``' rules, jumped to once."""
+def plan_sync(
+    config: RuleConfig, nodes: Iterable[EdgeNode], current: NatTable, ports: Iterable[PortRoute] = ()
+) -> Plan:
+    """The restore input that makes our chain hold exactly ``nodes``' rules (then one rule per
+    tunnel-port ``ports`` entry, by port), jumped to once."""
     wanted = unique_nodes(nodes)
-    rules = [config.node_rule(node) for node in wanted]
+    by_port = {route.port: route for route in sorted(ports, key=lambda r: (r.port, r.ip))}
+    rules = [config.node_rule(node) for node in wanted] + [config.port_rule(r) for _, r in sorted(by_port.items())]
     have = current.chain_rules(config.chain)
     deletes, adds = _jump_plan(config, current)
     if config.chain in current.chains and have == rules and not deletes and not adds:
