@@ -15,7 +15,8 @@ from pathlib import Path
 from streambundle import edge, images, manifests
 from streambundle.checksums import write_sums
 from streambundle.layout import (EDGE, IMAGES, MANIFESTS, PLATFORMS, WHEELHOUSE, BundleInfo, ImageEntry)
-from streambundle.wheelhouse import BundleError, build_project_wheel, fill_wheelhouse, project_meta
+from streambundle.wheelhouse import (BundleError, build_project_wheel, fill_wheelhouse, project_meta,
+                                     runtime_extras)
 
 README = """kubeedge-stream {version} offline bundle ({arches}; Python {pythons})
 
@@ -97,14 +98,16 @@ def _build_locked(opts: BuildOptions, project: str, version: str, started: float
 
     t = time.monotonic()
     wheelhouse = opts.out / WHEELHOUSE
-    info = BundleInfo(project=project, version=version, arches=list(opts.arches), pythons=list(opts.pythons))
-    info.wheels = fill_wheelhouse(wheel, opts.arches, opts.pythons, opts.cache, wheelhouse)
+    extras = runtime_extras(opts.project_dir)
+    info = BundleInfo(project=project, version=version, arches=list(opts.arches), pythons=list(opts.pythons),
+                      extras=list(extras))
+    info.wheels = fill_wheelhouse(wheel, opts.arches, opts.pythons, opts.cache, wheelhouse, extras)
     times["wheelhouse"] = time.monotonic() - t
     _log(f"wheelhouse: {len(list(wheelhouse.iterdir()))} wheels for {len(opts.arches)} arch(es) x "
          f"{len(opts.pythons)} Python(s) ({times['wheelhouse']:.1f}s)")
 
     if opts.images:
-        info.images = _build_images(opts, project, version, wheelhouse, times)
+        info.images = _build_images(opts, project, version, extras, wheelhouse, times)
         (opts.out / MANIFESTS).mkdir()
         by_role = {(img.role, img.arch): img for img in info.images}
         arch = opts.image_arches[0]
@@ -112,6 +115,13 @@ def _build_locked(opts: BuildOptions, project: str, version: str, started: float
         (opts.out / MANIFESTS / "cloudstream.yaml").write_text(manifests.cloudstream_yaml(by_role["cloudstream", arch]))
         (opts.out / MANIFESTS / "iptables-manager.yaml").write_text(
             manifests.iptables_yaml(by_role["iptables-manager", arch]))
+        # the project's own manifests (e.g. the HA Deployment), pinned to the same digests
+        deploy = opts.project_dir / "deploy" / "kubernetes"
+        roles = {role: img for (role, img_arch), img in by_role.items() if img_arch == arch}
+        for src in sorted(deploy.rglob("*.yaml")) if deploy.is_dir() else []:
+            dest = opts.out / MANIFESTS / "deploy" / src.relative_to(deploy)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(manifests.pin_images(src.read_text(), roles))
 
     edge_dir = opts.out / EDGE
     edge_dir.mkdir()
@@ -135,7 +145,7 @@ def _build_locked(opts: BuildOptions, project: str, version: str, started: float
     return report
 
 
-def _build_images(opts: BuildOptions, project: str, version: str, wheelhouse: Path,
+def _build_images(opts: BuildOptions, project: str, version: str, extras: tuple[str, ...], wheelhouse: Path,
                   times: dict[str, float]) -> list[ImageEntry]:
     missing = images.missing_tools()
     if missing:
@@ -149,7 +159,8 @@ def _build_images(opts: BuildOptions, project: str, version: str, wheelhouse: Pa
             t = time.monotonic()
             name = f"{opts.registry}/{role}:{version}"
             entry = images.build_image(spec, name=name, arch=arch, suite=opts.suite, mirrors=opts.mirrors,
-                                       wheelhouse=wheelhouse, project=project, version=version, cache=opts.cache,
+                                       wheelhouse=wheelhouse, project=project, version=version, extras=extras,
+                                       cache=opts.cache,
                                        out=opts.out, archive_rel=f"{IMAGES}/{role}-{version}-{arch}.tar")
             times[f"image {role} {arch}"] = time.monotonic() - t
             _log(f"image {name} {entry.digest[:19]} ({times[f'image {role} {arch}']:.1f}s)")

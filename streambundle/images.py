@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streambundle.layout import PLATFORMS, ImageEntry
-from streambundle.wheelhouse import BundleError, run_tool
+from streambundle.wheelhouse import BundleError, requirement, run_tool
 
 TOOLS = {"mmdebstrap": "mmdebstrap", "umoci": "umoci"}
 EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*", "/usr/share/lintian/*")
@@ -40,12 +40,13 @@ class ImageSpec:
     user: str            # the image's default user (the manifests set the same)
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...]
+    extras: bool  # install the bundle's extras (kube: HA cloudstream's Kubernetes client)
 
 
 SPECS = {
-    "cloudstream": ImageSpec("cloudstream", ("python3",), NONROOT, ("cloudstream",), ("--help",)),
+    "cloudstream": ImageSpec("cloudstream", ("python3",), NONROOT, ("cloudstream",), ("--help",), True),
     "iptables-manager": ImageSpec("iptables-manager", ("python3", "iptables"), "0:0",
-                                  ("cloudstream", "iptables"), ("show",)),
+                                  ("cloudstream", "iptables"), ("show",), False),
 }
 
 
@@ -90,7 +91,7 @@ def _python_version(rootfs: Path) -> str:
     return names[-1].removeprefix("python")
 
 
-def _install_site(stage: Path, python: str, wheelhouse: Path, project: str, version: str, arch: str) -> None:
+def _install_site(stage: Path, python: str, wheelhouse: Path, requirement: str, arch: str) -> None:
     """Our layer's files under ``stage``: the wheels for the image's Python and arch, and two wrappers."""
     site = stage / SITE.lstrip("/")
     argv = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheelhouse),
@@ -98,7 +99,7 @@ def _install_site(stage: Path, python: str, wheelhouse: Path, project: str, vers
             "--no-compile", "--target", str(site)]
     for plat in PLATFORMS[arch]:
         argv += ["--platform", plat]
-    argv.append(f"{project}=={version}")
+    argv.append(requirement)
     run_tool(argv, f"installing the wheelhouse into the image (Python {python}, {arch}); "
                    f"the bundle needs --python {python} for the image's Debian python3")
     shutil.rmtree(site / "bin", ignore_errors=True)  # scripts with the build host's interpreter in #!
@@ -148,12 +149,13 @@ def base_layout(packages: tuple[str, ...], arch: str, suite: str, mirrors: list[
 
 
 def build_image(spec: ImageSpec, *, name: str, arch: str, suite: str, mirrors: list[str], wheelhouse: Path,
-                project: str, version: str, cache: Path, out: Path, archive_rel: str) -> ImageEntry:
+                project: str, version: str, extras: tuple[str, ...], cache: Path, out: Path,
+                archive_rel: str) -> ImageEntry:
     base, base_size, python = base_layout(spec.packages, arch, suite, mirrors, cache)
     with tempfile.TemporaryDirectory(prefix="kes-bundle-img-", dir=cache) as tmp:
         layout, stage = Path(tmp) / "oci", Path(tmp) / "stage"
         shutil.copytree(base, layout)
-        _install_site(stage, python, wheelhouse, project, version, arch)
+        _install_site(stage, python, wheelhouse, requirement(project, version, extras if spec.extras else ()), arch)
         run_tool(["umoci", "insert", "--image", f"{layout}:img", str(stage), "/"], "umoci insert (kubeedge-stream layer)")
         size = base_size + _dir_size(stage)
         config = ["umoci", "config", "--image", f"{layout}:img", "--os", "linux", "--architecture", arch,

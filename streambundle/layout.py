@@ -39,6 +39,7 @@ class BundleInfo:
     version: str
     arches: list[str]
     pythons: list[str]
+    extras: list[str] = field(default_factory=list)  # pip extras every target resolves (e.g. kube)
     # arch -> python -> the wheel file names pip resolved for that target (project wheel included)
     wheels: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     images: list[ImageEntry] = field(default_factory=list)

@@ -8,7 +8,12 @@ edge nodes from a ConfigMap (``kubectl get nodes`` output, README), DNATing to i
 
 from __future__ import annotations
 
+import re
+
 from streambundle.layout import ImageEntry
+
+IMAGE_LINE = re.compile(r"^(\s*(?:-\s+)?image:\s*)(\S+)(\s*)$", re.MULTILINE)
+ROLE_OF_REPO = {"kubeedge-stream": "cloudstream", "cloudstream": "cloudstream", "iptables-manager": "iptables-manager"}
 
 NAMESPACE = "kubeedge-stream"
 ADMIN_PORT = 10550
@@ -214,3 +219,16 @@ spec:
           path: /run/xtables.lock
           type: FileOrCreate
 """
+
+
+def pin_images(text: str, images: dict[str, ImageEntry]) -> str:
+    """The project's own manifests (deploy/kubernetes) with each of our image references replaced by the
+    bundle's digest reference (role -> image); other images stay as they are (verify names them)."""
+    def pin(m: re.Match[str]) -> str:
+        repo = m.group(2).split("@", 1)[0]
+        last = repo.rsplit("/", 1)[-1].split(":", 1)[0]
+        role = ROLE_OF_REPO.get(last)
+        if role is None or role not in images:
+            return m.group(0)
+        return f"{m.group(1)}{_ref(images[role])}{m.group(3)}"
+    return IMAGE_LINE.sub(pin, text)

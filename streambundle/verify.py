@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from streambundle.checksums import check_sums
 from streambundle.images import archive_digests
+from streambundle.manifests import IMAGE_LINE
 from streambundle.layout import (BUNDLE_JSON, EDGE, EDGE_FILES, IMAGE_ROLES, MANIFEST_FILES, MANIFESTS, WHEELHOUSE,
                                  BundleInfo)
 from streambundle.wheelhouse import BundleError, resolvable
 
-IMAGE_LINE = re.compile(r"^\s*image:\s*(\S+)\s*$", re.MULTILINE)
 
 
 def verify(root: Path, resolve: bool = True) -> tuple[list[str], list[str]]:
@@ -35,7 +34,7 @@ def verify(root: Path, resolve: bool = True) -> tuple[list[str], list[str]]:
             for name in absent:
                 problems.append(f"missing wheel: {WHEELHOUSE}/{name} (needed on {arch} / Python {python})")
             if resolve and not absent:
-                reason = resolvable(wheelhouse, info.project, info.version, arch, python)
+                reason = resolvable(wheelhouse, info.project, info.version, arch, python, tuple(info.extras))
                 if reason:
                     problems.append(f"{info.project}=={info.version} does not install offline on {arch} / "
                                     f"Python {python}: {reason}")
@@ -66,13 +65,13 @@ def verify(root: Path, resolve: bool = True) -> tuple[list[str], list[str]]:
 
     if info.images:
         for name in MANIFEST_FILES:
-            path = root / MANIFESTS / name
-            if not path.is_file():
+            if not (root / MANIFESTS / name).is_file():
                 problems.append(f"missing manifest: {MANIFESTS}/{name}")
-                continue
-            for ref in IMAGE_LINE.findall(path.read_text()):
+        for path in sorted((root / MANIFESTS).rglob("*.yaml")):
+            rel = path.relative_to(root).as_posix()
+            for ref in (m.group(2) for m in IMAGE_LINE.finditer(path.read_text())):
                 if ref not in refs:
-                    problems.append(f"{MANIFESTS}/{name}: image {ref} is none of the bundle's images "
+                    problems.append(f"{rel}: image {ref} is none of the bundle's images "
                                     f"({', '.join(refs) or 'none readable'})")
     for name in EDGE_FILES:
         if not (root / EDGE / name).is_file():

@@ -33,6 +33,14 @@ def project_meta(project_dir: Path) -> tuple[str, str]:
     return data["project"]["name"], data["project"]["version"]
 
 
+def runtime_extras(project_dir: Path, wanted: tuple[str, ...] = ("kube",)) -> tuple[str, ...]:
+    """The optional runtime extras the bundle carries: those of ``wanted`` pyproject declares
+    (``kube``: the Kubernetes client HA cloudstream uses); test/dev/bench never."""
+    data = tomllib.loads((project_dir / "pyproject.toml").read_text())
+    declared = data["project"].get("optional-dependencies", {})
+    return tuple(e for e in wanted if e in declared)
+
+
 def run_tool(argv: list[str], what: str, timeout: float = 900) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -80,17 +88,23 @@ def _requirements(project_wheel: Path) -> str:
     return "\n".join(ln for ln in text.splitlines() if ln.startswith(("Requires-Dist:", "Requires-Python:", "Version:")))
 
 
-def _target_key(project_wheel: Path, arch: str, python: str) -> str:
+def requirement(project: str, version: str, extras: tuple[str, ...]) -> str:
+    return f"{project}[{','.join(extras)}]=={version}" if extras else f"{project}=={version}"
+
+
+def _target_key(project_wheel: Path, arch: str, python: str, extras: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     h.update(_requirements(project_wheel).encode())
+    h.update(",".join(extras).encode())
     h.update(f"{arch}/{python}/{','.join(PLATFORMS[arch])}".encode())
     return h.hexdigest()[:16]
 
 
-def resolve_target(project_wheel: Path, arch: str, python: str, cache: Path) -> list[Path]:
+def resolve_target(project_wheel: Path, arch: str, python: str, cache: Path,
+                   extras: tuple[str, ...] = ()) -> list[Path]:
     """Every wheel the project needs on ``arch`` with CPython ``python``: pip's resolution, cached."""
     target_dir = cache / "wheels" / f"{arch}-py{python}"
-    record = cache / "resolved" / f"{_target_key(project_wheel, arch, python)}.json"
+    record = cache / "resolved" / f"{_target_key(project_wheel, arch, python, extras)}.json"
     if record.is_file():
         names = json.loads(record.read_text())
         paths = [target_dir / n for n in names]
@@ -99,12 +113,14 @@ def resolve_target(project_wheel: Path, arch: str, python: str, cache: Path) -> 
             return paths
     target_dir.mkdir(parents=True, exist_ok=True)
     name = project_wheel.name.split("-")[0]
+    for stale in target_dir.glob(f"{name}-*.whl"):  # pip would take an old build's metadata from it
+        stale.unlink()
     argv = [sys.executable, "-m", "pip", "download", "--progress-bar", "off", "--only-binary=:all:",
             "--implementation", "cp", "--python-version", python, "-d", str(target_dir),
             "--find-links", str(project_wheel.parent)]
     for platform in PLATFORMS[arch]:
         argv += ["--platform", platform]
-    argv.append(f"{name}=={project_wheel.name.split('-')[1]}")
+    argv.append(requirement(name, project_wheel.name.split("-")[1], extras))
     try:
         output = run_tool(argv, f"pip download for {arch} / Python {python}")
     except BundleError as e:
@@ -122,12 +138,12 @@ def resolve_target(project_wheel: Path, arch: str, python: str, cache: Path) -> 
 
 
 def fill_wheelhouse(project_wheel: Path, arches: list[str], pythons: list[str], cache: Path,
-                    wheelhouse: Path) -> dict[str, dict[str, list[str]]]:
+                    wheelhouse: Path, extras: tuple[str, ...] = ()) -> dict[str, dict[str, list[str]]]:
     wheelhouse.mkdir(parents=True, exist_ok=True)
     listing: dict[str, dict[str, list[str]]] = {}
     for arch in arches:
         for python in pythons:
-            paths = resolve_target(project_wheel, arch, python, cache)
+            paths = resolve_target(project_wheel, arch, python, cache, extras)
             for path in paths:
                 dest = wheelhouse / path.name
                 if not dest.exists():
@@ -136,7 +152,8 @@ def fill_wheelhouse(project_wheel: Path, arches: list[str], pythons: list[str], 
     return listing
 
 
-def resolvable(wheelhouse: Path, project: str, version: str, arch: str, python: str) -> str | None:
+def resolvable(wheelhouse: Path, project: str, version: str, arch: str, python: str,
+               extras: tuple[str, ...] = ()) -> str | None:
     """None if pip, offline, can install ``project==version`` for the target from ``wheelhouse`` alone;
     else pip's reason."""
     with tempfile.TemporaryDirectory(prefix="kes-bundle-dry-") as tmp:
@@ -144,7 +161,7 @@ def resolvable(wheelhouse: Path, project: str, version: str, arch: str, python: 
                 "--only-binary=:all:", "--implementation", "cp", "--python-version", python, "--target", tmp]
         for platform in PLATFORMS[arch]:
             argv += ["--platform", platform]
-        argv.append(f"{project}=={version}")
+        argv.append(requirement(project, version, extras))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     if done.returncode == 0:
         return None

@@ -166,6 +166,9 @@ def test_cloudstream_image_serves_healthz_as_a_pod(built_bundle: Built, imported
         _wait_log(realstack, cid, f"tunnel on 127.0.0.1:{tunnel_port}")
         uid = realstack.exec_sync(cid, ["id", "-u"])
         assert uid.stdout.strip() == b"65532", uid
+        # HA mode's Kubernetes client (the [kube] extra) is in the image
+        kube = realstack.exec_sync(cid, ["python3", "-c", "import kubernetes_asyncio"], timeout=30)
+        assert kube.exit_code == 0, kube.stderr
         # the probes the Deployment declares, on the admin port
         for probe in ("livenessProbe", "readinessProbe"):
             get = spec[probe]["httpGet"]

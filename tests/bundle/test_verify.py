@@ -36,6 +36,14 @@ def test_clean_bundle_verifies_and_lists_every_target(built_bundle: Built) -> No
             for dep in ("grpcio", "cryptography", "websockets", "uvloop", "aiohttp"):
                 assert any(n.startswith(dep + "-") and tag in n for n in names), (arch, python, dep, names)
             assert f"{arch} / Python {python}: {len(names)} wheels, pip resolves offline" in result["notes"]
+    # the project's own manifests ride along, pinned to the bundle's cloudstream digest
+    cloudstream = next((i for i in info["images"] if i["role"] == "cloudstream"), None)
+    for src in sorted((ROOT / "deploy" / "kubernetes").rglob("*.yaml")) if cloudstream else []:
+        carried = built_bundle.dir / "kubernetes" / "deploy" / src.relative_to(ROOT / "deploy" / "kubernetes")
+        if "image:" in src.read_text():
+            assert f"image: {cloudstream['name'].rsplit(':', 1)[0]}@{cloudstream['digest']}" in carried.read_text()
+    # every runtime extra pyproject declares for the bundle (kube) resolves too
+    assert info["extras"] == ["kube"] and any(n.startswith("kubernetes_asyncio-") for n in info["wheels"]["arm64"]["3.12"])
     # `sha256sum -c` reads the same manifest
     done = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=built_bundle.dir, capture_output=True)
     assert done.returncode == 0, done.stdout
