@@ -129,9 +129,12 @@ def api_tls(layout: Layout) -> ssl.SSLContext:
     return ctx
 
 
-async def start_cloud(layout: Layout, root: Path, nodes: int, extra_api: int = 0) -> tuple[Proc, int, int]:
+async def start_cloud(layout: Layout, root: Path, nodes: int, extra_api: int = 0,
+                      trace: str | None = None) -> tuple[Proc, int, int]:
+    """``trace``: run it under ``testkit.memtrace`` writing to that file (SIGUSR2: a snapshot diff)."""
+    wrap = ["testkit.memtrace", trace, "--frames", os.environ.get("MEMTRACE_FRAMES", "1"), "--"] if trace else []
     cloud = await Proc.start([
-        "cloudstream", "--pki-dir", str(layout.root), "--stream-address", "127.0.0.1", "--stream-port", "0",
+        *wrap, "cloudstream", "--pki-dir", str(layout.root), "--stream-address", "127.0.0.1", "--stream-port", "0",
         "--tunnel-address", "127.0.0.1", "--tunnel-port", "0",
         "--max-open-files", str(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
         "--max-connections", str(max(10_000, nodes + extra_api + 1000)),
@@ -157,22 +160,29 @@ async def warm_up(port: int, tls: ssl.SSLContext) -> None:
 async def start_fleet(layout: Layout, tunnel_port: int, nodes: int, *extra: str) -> Proc:
     fleet = await Proc.start([
         "edgestream", "emulate", "--nodes", str(nodes), "--pki-dir", str(layout.root), "--cidr", "10.128.0.0/16",
-        "--server", f"localhost:{tunnel_port}", "--ramp", "500", "--report-every", "5", *extra,
+        "--server", f"localhost:{tunnel_port}", "--ramp", os.environ.get("FLEET_RAMP", "500"), "--report-every", "5",
+        *extra,
     ], ROOT)
-    await fleet.wait_for(rf"all {nodes} nodes up", timeout=120 + nodes / 50)
+    try:
+        await fleet.wait_for(rf"all {nodes} nodes up", timeout=120 + nodes / 50)
+    except BaseException:
+        await fleet.stop()  # else an orphaned emulator keeps its N tunnels (and a core) after we exit
+        raise
     return fleet
 
 
 # ---------------------------------------------------------------------------------------------- idle
 
 
-async def idle_once(layout: Layout, root: Path, nodes: int, label: str) -> dict[str, float]:
-    cloud, port, tunnel_port = await start_cloud(layout, root, nodes)
+async def idle_once(layout: Layout, root: Path, nodes: int, label: str, trace: str | None = None) -> dict[str, float]:
+    cloud, port, tunnel_port = await start_cloud(layout, root, nodes, trace=trace)
     fleet = None
     try:
         await warm_up(port, api_tls(layout))
         await asyncio.sleep(1)
         base_rss, base = cloud.rss_mb(), await cloud.state()
+        if trace:
+            cloud.proc.send_signal(signal.SIGUSR2)
         t = time.monotonic()
         fleet = await start_fleet(layout, tunnel_port, nodes)
         up_after = time.monotonic() - t
@@ -181,11 +191,21 @@ async def idle_once(layout: Layout, root: Path, nodes: int, label: str) -> dict[
         await asyncio.sleep(20)  # two keepalive rounds at the default 10 s interval
         cpu = (cloud.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         rss, state = cloud.rss_mb(), await cloud.state()
+        if trace:
+            cloud.proc.send_signal(signal.SIGUSR2)
+            for _ in range(120):  # the snapshot of 10,000 tunnels takes a while
+                await asyncio.sleep(1)
+                if Path(trace).exists() and Path(trace).read_text().count("=== ") >= 2:
+                    break
+            if os.environ.get("MEMTRACE_FRAMES") == "0":
+                print(f"# after gc + malloc_trim: {(cloud.rss_mb() - base_rss) * 1024 / max(1, state['tunnels']):.1f} "
+                      "kB per tunnel", flush=True)
         result = {
             "nodes": nodes, "tunnels": state["tunnels"], "up_s": round(up_after, 1),
             "kb_per_tunnel": round((rss - base_rss) * 1024 / max(1, state["tunnels"]), 1),
             "tasks_per_tunnel": round((state["tasks"] - base["tasks"]) / max(1, state["tunnels"]), 2),
             "idle_cpu_pct": round(cpu * 100, 1), "cloud_rss_mb": round(rss, 1), "fleet_rss_mb": round(fleet.rss_mb(), 1),
+            "fleet_kb_per_node": round(fleet.rss_mb() * 1024 / nodes, 1), "fleet_tasks_per_node": _fleet_tasks(fleet, nodes),
         }
         print(f"{label:8s} " + json.dumps(result), flush=True)
         return result
@@ -193,6 +213,14 @@ async def idle_once(layout: Layout, root: Path, nodes: int, label: str) -> dict[
         if fleet is not None:
             await fleet.stop()
         await cloud.stop()
+
+
+def _fleet_tasks(fleet: Proc, nodes: int) -> float | None:
+    """Tasks per node from the emulator's last ``fleet:`` report line (None: an older emulator)."""
+    for line in reversed(fleet.lines):
+        if m := re.search(r"fleet: .* (\d+) tasks$", line):
+            return round(int(m.group(1)) / nodes, 2)
+    return None
 
 
 def _capacity() -> int:
@@ -214,7 +242,8 @@ async def idle(args: argparse.Namespace) -> None:
         for nodes in args.nodes:
             for r in range(args.rounds):
                 for label, root in trees:
-                    await idle_once(layout, root, nodes, f"{label}#{r}")
+                    await idle_once(layout, root, nodes, f"{label}#{r}",
+                                    trace=f"{args.trace}.{label}.{nodes}" if args.trace else None)
 
 
 # ---------------------------------------------------------------------------------------------- streams
@@ -359,6 +388,9 @@ def main() -> None:
     p.add_argument("--nodes", type=int, action="append", help="repeat: 1000 and 10000")
     p.add_argument("--base", help="a worktree of the commit to compare (its cloudstream)")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--trace", metavar="PREFIX",
+                   help="run cloudstream under tracemalloc (testkit.memtrace); the Python allocation sites grown "
+                        "by the tunnels go to PREFIX.LABEL.NODES (tracing slows it: RSS figures then include it)")
     p = sub.add_parser("streams")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--per-node", type=int, default=10)

@@ -17,6 +17,10 @@ from .listener import raise_nofile_limit
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["doctor"]:  # `cloudstream doctor`: checks with fixes; plain `cloudstream [flags]` serves
+        from .doctor import main as doctor
+
+        return doctor(args[1:])
     if args[:1] == ["egress-config"]:  # a subcommand; plain `cloudstream [flags]` serves as before
         from .egress.command import main as egress_config
 

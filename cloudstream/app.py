@@ -14,6 +14,7 @@ from certs.expiry import watch_cloud
 
 from .cert_signer import CertSigner
 from .admin import CloudAdmin
+from .cert_reload import CloudCertificates
 from .config import CloudConfig
 from .egress.front import EgressFront
 from .kubelet_api.server import KubeletApiServer
@@ -87,6 +88,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     def on_signal() -> None:
         (now if stop.is_set() else stop).set()
 
+    certificates: CloudCertificates | None = None
     handlers: dict[int, Callable[[], None]] = {
         signal.SIGINT: on_signal, signal.SIGTERM: on_signal,
         signal.SIGUSR1: lambda: log_state(registry, kubelet_api, tunnel_listener),
@@ -118,7 +120,10 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
     kube_task: asyncio.Task[None] | None = None
     try:
         admin_port = await admin.server.start() if config.admin.enabled else 0
+        # Hot reload (changed files, SIGHUP) and, with a serving CA, per-node certificates on 10003.
+        certificates = CloudCertificates(config, registry, tunnel_tls, stream_tls)
         api = await kubelet_api.start()
+        certificates.attach(tunnel_listener, kubelet_api)
         egress = EgressFront(config, registry, kubelet_api) if config.egress.enabled else None
         if egress is not None:
             await egress.start()
@@ -150,6 +155,8 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         if iptables_task is not None:
             iptables_task.cancel()
             await asyncio.gather(iptables_task, return_exceptions=True)
+        if certificates is not None:
+            certificates.detach()
         # 1. stop accepting, 2. end the streams left (their clients get the error), 3. end
         # API-server connections (egress front, then 10003), 4. close tunnels, 5. wait.
         tunnel.close(close_connections=False)

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from proto.admin.config import AdminConfig, add_admin_arguments
 from proto.kubeedge_config import cloudstream_settings, load_yaml
 from proto.tunnel.errors import ConfigError
+from proto.tunnel.replicas import MAX_REPLICAS, valid_replica_id
 
 from .egress.settings import EgressConfig, add_egress_arguments
 from .iptables.settings import IptablesSettings, add_server_arguments, server_settings
@@ -59,6 +62,13 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
+def default_replica_id() -> str:
+    """The pod's name in a Deployment (the downward API sets $POD_NAME), else the hostname
+    (a pod's hostname is its name too)."""
+    name = os.environ.get("POD_NAME", "") or socket.gethostname()
+    return name if valid_replica_id(name) else "cloudstream"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CloudConfig:
     tunnel_address: str = "0.0.0.0"
@@ -74,6 +84,14 @@ class CloudConfig:
     """The cluster CA that signs the API server's kubelet-client certificate."""
     tls_stream_cert_file: Path = Path("/etc/kubeedge/certs/stream.crt")
     tls_stream_private_key_file: Path = field(default=Path("/etc/kubeedge/certs/stream.key"), repr=False)
+    serving_ca_cert_file: Path | None = None
+    """A CA (certificate) that signs a per-node 10003 certificate for each dialled node IP; None: the
+    stream certificate is presented to every connection (KubeEdge's way)."""
+    serving_ca_key_file: Path | None = field(default=None, repr=False)
+    serving_cert_cache: int = 1024
+    """Per-node serving certificates kept (LRU; about 25 KB each)."""
+    cert_watch_interval: float = 3 * SECONDS
+    """Seconds between checks of the certificate, key and CA files (hot reload; SIGHUP reloads at once)."""
     verify_node_identity: bool = True
     """Refuse an edge whose certificate CN is not its announced node name (KubeEdge never checks)."""
     access: tuple[AccessRule, ...] = DEFAULT_ACCESS
@@ -144,11 +162,27 @@ class CloudConfig:
     """``--manage-iptables``: keep one nat DNAT rule per connected node; None: off."""
     kube: KubeSettings | None = None
     """The Kubernetes API (``--kubeconfig`` or in-cluster): KubeEdge's tunnel-port scheme; None: off."""
+    # --- HA mode (cloudstream/replicas.py) ---
+    replica_id: str = field(default_factory=default_replica_id)
+    """This replica's stable name, told to our edges at dial time (default: $POD_NAME, else the hostname)."""
+    replicas: int = 1
+    """How many replicas serve the tunnel address; our edges keep one tunnel to each."""
+    replica_peers: tuple[str, ...] = ()
+    """``host:port`` tunnel addresses of the replicas (a headless Service name resolves to all):
+    asked which one holds a node that has no tunnel here (``peers.py``); empty: never asked."""
 
     def __post_init__(self) -> None:
         _check_http_limits(self)
+        for peer in self.replica_peers:
+            host, _, port = peer.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ConfigError(f"replica peer {peer!r} is not HOST:PORT (a replica's tunnel address)")
+        if not valid_replica_id(self.replica_id) or not 1 <= self.replicas <= MAX_REPLICAS:
+            raise ConfigError(f"replica id {self.replica_id!r} must be a pod-name-like name and replicas "
+                              f"({self.replicas}) 1..{MAX_REPLICAS}")
         if self.renew_max_days <= 0 or self.renew_max_per_hour < 1:
             raise ConfigError("renew_max_days must be positive and renew_max_per_hour at least 1")
+        _check_certificates(self)
         for name in ("tunnel_port", "stream_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -201,6 +235,9 @@ class CloudConfig:
         if getattr(ns, "tunnel_ca_key_file", None):
             settings["tunnel_ca_key_file"] = Path(ns.tunnel_ca_key_file)
         settings.update({k: getattr(ns, k) for k in ("renew_max_days", "renew_max_per_hour") if getattr(ns, k, None) is not None})
+        settings.update({k: getattr(ns, k) for k in ("replica_id", "replicas") if getattr(ns, k, None) is not None})
+        if getattr(ns, "replica_peers", None):
+            settings["replica_peers"] = tuple(p.strip() for arg in ns.replica_peers for p in arg.split(",") if p.strip())
         settings["iptables"] = server_settings(
             ns, str(settings.get("stream_address", "0.0.0.0")), int(settings.get("stream_port", 10003))  # type: ignore[call-overload]
         )
@@ -209,12 +246,20 @@ class CloudConfig:
         if getattr(ns, "shutdown_grace", None) is not None:
             settings["shutdown_grace"] = ns.shutdown_grace
         settings["kube"] = kube_settings(ns)
+        settings.update({k: getattr(ns, k) for k in _RELOAD_FIELDS if getattr(ns, k, None) is not None})
         return cls(
             egress=EgressConfig.from_args(ns),
             verify_node_identity=not ns.no_verify_node_identity,
             access=(() if ns.no_default_access else DEFAULT_ACCESS) + tuple(AccessRule.parse(r) for r in ns.allow),
             **settings,  # type: ignore[arg-type]
         )
+
+
+def _check_certificates(config: CloudConfig) -> None:
+    if (config.serving_ca_cert_file is None) != (config.serving_ca_key_file is None):
+        raise ConfigError("per-node serving certificates need both --serving-ca-cert-file and --serving-ca-key-file")
+    if config.serving_cert_cache < 1 or not config.cert_watch_interval > 0:
+        raise ConfigError("serving_cert_cache and cert_watch_interval must be positive")
 
 
 def _check_http_limits(config: CloudConfig) -> None:
@@ -232,7 +277,28 @@ _PATH_FIELDS = (
     "tls_stream_ca_file",
     "tls_stream_cert_file",
     "tls_stream_private_key_file",
+    "serving_ca_cert_file",
+    "serving_ca_key_file",
 )
+
+
+_PATH_HELP = {
+    "serving_ca_cert_file": "CA certificate that signs a per-node 10003 certificate for each dialled node IP; point "
+    "the API server's --kubelet-certificate-authority at it (default: none, the stream certificate for all)",
+    "serving_ca_key_file": "the serving CA's private key (default: none)",
+}
+_RELOAD_FIELDS = ("serving_cert_cache", "cert_watch_interval")
+
+
+def _add_certificate_arguments(parser: argparse.ArgumentParser) -> None:
+    # --serving-ca-cert-file / --serving-ca-key-file come with the other _PATH_FIELDS
+    parser.add_argument(
+        "--serving-cert-cache", type=int, metavar="N", help="per-node serving certificates kept, LRU (1024)"
+    )
+    parser.add_argument(
+        "--cert-watch-interval", type=float, metavar="SECONDS",
+        help="seconds between checks of the certificate/key/CA files for hot reload (3; SIGHUP reloads at once)",
+    )
 
 
 _HYGIENE_FIELDS = ("tls_handshake_timeout", "max_connections", "max_pending_handshakes", "max_pending_per_ip")
@@ -266,7 +332,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream-port", type=int, help="streamPort (10003)")
     parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (KubeEdge's file layout under it)")
     for name in _PATH_FIELDS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name)
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_PATH_HELP.get(name))
+    _add_certificate_arguments(parser)
     parser.add_argument(
         "--allow", action="append", default=[], metavar="RULE",
         help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...]",
@@ -289,6 +356,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest validity of a renewed edge certificate (365; else the old one's lifetime)")
     parser.add_argument("--renew-max-per-hour", type=int, metavar="N",
                         help="renewal requests per node per hour, refused ones included (6)")
+    # --- HA mode ---
+    parser.add_argument("--replica-id", metavar="NAME",
+                        help="this replica's stable name, told to edges (default: $POD_NAME, else the hostname)")
+    parser.add_argument("--replicas", type=int, metavar="N",
+                        help="replicas behind the tunnel address; our edges keep a tunnel to each (1)")
+    parser.add_argument("--replica-peers", action="append", metavar="HOST:PORT",
+                        help="the replicas' tunnel addresses (repeat, or a headless Service name:port), asked "
+                        "which replica holds a node that has no tunnel here (default: none, not asked)")
     # --- misbehaviour budget of a tunnel ---
     parser.add_argument(
         "--tunnel-max-violations", type=int, metavar="N",

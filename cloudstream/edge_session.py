@@ -167,7 +167,6 @@ class EdgeSession(TunnelConnection):
         self.config = config
         self.streams: dict[int, CloudStream] = {}
         self.connected_at = time.time()
-        self.done = asyncio.Event()
         self.signer = signer
         self.peer_cert = peer_cert
         self.stats = stats if stats is not None else CloudStats()
@@ -272,7 +271,6 @@ class EdgeSession(TunnelConnection):
         finally:
             reason = self.closed_reason or "tunnel closed"
             self.end_streams(f"the tunnel from node {self.node} closed ({reason})")
-            self.done.set()
 
     def end_streams(self, reason: str) -> None:
         error = TunnelClosed(reason)

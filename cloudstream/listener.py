@@ -33,7 +33,7 @@ import select
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -137,6 +137,15 @@ class Slot:
 
 
 ProtocolFactory = Callable[[Slot], asyncio.BaseProtocol]
+ContextChooser = Callable[[socket.socket], Awaitable[ssl.SSLContext | None]]
+"""Picks the TLS context of one connection before its handshake (None: the port's own)."""
+
+
+def _alerting(context: ssl.SSLContext) -> ssl.SSLContext:
+    if type(context) is ssl.SSLContext:  # same object, one more method (see AlertingContext)
+        context.__class__ = AlertingContext
+    return context
+
 
 class Listener:
     """One listening port; quacks like ``asyncio.Server`` (websockets' ``Server`` wraps it)."""
@@ -152,15 +161,15 @@ class Listener:
         protocol_factory: ProtocolFactory,
         shutdown_timeout: float = 5.0,
         ca: str = "this port's CA",
+        choose_context: ContextChooser | None = None,
     ) -> None:
         self.name = name
         self.ca = ca
         """Named in refusals: the CA a client certificate must be signed by, and its flag."""
         self.host = host
         self.port = port
-        if type(ssl_context) is ssl.SSLContext:  # same object, one more method (see AlertingContext)
-            ssl_context.__class__ = AlertingContext
-        self.ssl_context = ssl_context
+        self.ssl_context = _alerting(ssl_context)
+        self.choose_context = choose_context
         self.requested = limits
         self.limits = limits
         self.protocol_factory = protocol_factory
@@ -179,6 +188,10 @@ class Listener:
         self.counts = {"accepted": 0, "refused": 0, "evicted": 0, "timeouts": 0, "failed": 0, "emfile": 0}
         self.refused_by: dict[str, int] = {}
         """Refusal kind (a bounded set: caps, timeout, TLS failure kinds) -> connections (/metrics)."""
+
+    def set_context(self, context: ssl.SSLContext) -> None:
+        """Hot reload: connections accepted from now on use ``context``; open ones keep theirs."""
+        self.ssl_context = _alerting(context)
 
     # ------------------------------------------------------------------ asyncio.Server's face
 
@@ -380,8 +393,15 @@ class Listener:
         try:
             try:
                 async with asyncio.timeout_at(slot.deadline):
+                    context = self.ssl_context
+                    if self.choose_context is not None:
+                        try:
+                            context = _alerting(await self.choose_context(sock) or context)
+                        except BaseException:  # timed out or evicted before the transport owns the socket
+                            sock.close()
+                            raise
                     transport, _ = await loop.connect_accepted_socket(
-                        lambda: protocol, sock, ssl=self.ssl_context,
+                        lambda: protocol, sock, ssl=context,
                         ssl_handshake_timeout=max(0.1, slot.deadline - loop.time()) + 1.0,
                         ssl_shutdown_timeout=self.shutdown_timeout,
                     )

@@ -32,6 +32,7 @@ from proto.tunnel.errors import AuthError
 
 from .edge_session import EdgeSession, IPClaim
 from .stats import CloudStats
+from .replicas import ReplicaDirectory
 
 __all__ = ["IPClaim", "IPClaimConflict", "SessionRegistry", "canonical_ip"]
 
@@ -72,6 +73,8 @@ class SessionRegistry:
         self._watchers: list[Callable[[], None]] = []
         self.stats = CloudStats()
         """The process's totals for /metrics (the registry is what every part already holds)."""
+        self.replicas: ReplicaDirectory | None = None
+        """HA mode: this replica's name and where else nodes are (set by the tunnel server)."""
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` after every change of the IP bindings; returns the unwatch function."""

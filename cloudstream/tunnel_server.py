@@ -28,6 +28,7 @@ from proto.aio.keepalive import shared_keepalive
 from proto.aio.sockets import tune_tunnel_socket
 from proto.admin.labels import close_reason, reason_label
 from proto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
+from proto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER, format_announcement, parse_held
 
 from .cert_signer import CertSigner, describe_certificate
 from .config import CloudConfig
@@ -35,12 +36,14 @@ from .edge_session import EdgeSession, IPClaim
 from .listener import Limits, Listener, Slot
 from .registry import IPClaimConflict, SessionRegistry, canonical_ip
 from .stats import CloudStats
+from .peers import PEER_PATH, PeerLookup, answer_peer, asked_node, own_common_name
+from .replicas import ReplicaDirectory
 
 __all__ = ["SUPPORTED_FEATURES", "start_tunnel_server"]
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD, Feature.FLOW})
+SUPPORTED_FEATURES = frozenset({Feature.STATUS, Feature.PORTFORWARD, Feature.FLOW, Feature.REPLICAS})
 _PATHS = ("/v1/kubeedge/connect", "/v1/kubeedge/connect/")
 _NODE_HEADER = "SessionHostNameOverride"
 _IP_HEADER = "SessionInternalIP"
@@ -69,6 +72,23 @@ class _Refusals:
         reason = str(error) if error is not None else response.body.decode("utf-8", "replace").strip()[:200]
         self.log.event((peer, "handshake"), "! refused a tunnel dial from %s with %d: invalid WebSocket handshake: %s",
                        peer, response.status_code, reason)
+
+
+def _held_here(replicas: ReplicaDirectory, connection: ServerConnection, request: Request) -> Response | None:
+    """HA mode: an edge that already holds a tunnel to this replica (its dial through the load
+    balancer landed here again) gets a 409 before the upgrade: the tunnel it has is kept, and
+    nothing is logged (it is how an edge finds the replicas it lacks, not a fault)."""
+    held = parse_held(request.headers.get(HELD_HEADER))
+    connection.kes_held = held  # type: ignore[attr-defined]
+    if replicas.replica_id not in held:
+        return None
+    node = request.headers.get(_NODE_HEADER, "").strip()
+    connection.kes_refused = True  # type: ignore[attr-defined]
+    return connection.respond(
+        http.HTTPStatus.CONFLICT,
+        f"node {node} already holds a tunnel to cloudstream replica {replicas.replica_id}; "
+        f"dial again for another replica\n",
+    )
 
 
 def _peer(connection: ServerConnection) -> str:
@@ -160,30 +180,49 @@ async def start_tunnel_server(
         websockets_log.setLevel(logging.WARNING)
     # Shared by every session: an edge that redials after each close still gets one line per interval.
     warnings = RateLimitedLog(logger)
+    if registry.replicas is None:
+        registry.replicas = ReplicaDirectory(config.replica_id, config.replicas)
+    replicas = registry.replicas
+    if config.replica_peers and replicas.lookup is None:
+        replicas.lookup = PeerLookup(
+            config.replica_peers, config.tls_tunnel_ca_file, config.tls_tunnel_cert_file,
+            config.tls_tunnel_private_key_file, config.replica_id,
+        ).holders
+    own_cn = own_common_name(config.tls_tunnel_cert_file)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] == PEER_PATH:  # a peer replica asks (peers.py), not a tunnel dial
+            node = asked_node(request)
+            return answer_peer(replicas, own_cn, None if node is None else registry.get(node) is not None,
+                               connection, request)
         refusal = _check_request(config, registry, refuse, connection, request)
         if refusal is None:
             offered = parse_features(request.headers.get(FEATURES_HEADER))
-            connection.kes_features = negotiate(offered, supported)  # type: ignore[attr-defined]
+            features = negotiate(offered, supported)
+            connection.kes_features = features  # type: ignore[attr-defined]
+            if Feature.REPLICAS in features:
+                refusal = _held_here(replicas, connection, request)
         return refusal
 
     def process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
         if response.status_code != 101 and not getattr(connection, "kes_refused", False):
             refuse.handshake(connection, response)
-        features = getattr(connection, "kes_features", frozenset())
-        if response.status_code == 101 and features:
+        features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
+        if response.status_code in (101, 409) and features:
             headers = Headers(response.headers)
-            headers[FEATURES_HEADER] = format_features(features)
+            if response.status_code == 101:
+                headers[FEATURES_HEADER] = format_features(features)
+            if Feature.REPLICAS in features:
+                headers[REPLICA_HEADER] = format_announcement(replicas.announcement())
             return Response(response.status_code, response.reason_phrase, headers, response.body)
         return response
 
     async def handler(connection: ServerConnection) -> None:
-        headers = connection.request.headers if connection.request else Headers()
-        node = headers.get(_NODE_HEADER, "").strip()
+        node = (connection.request.headers.get(_NODE_HEADER, "") if connection.request else "").strip()
         claim: IPClaim = getattr(connection, "kes_claim", None) or IPClaim(_peer(connection), announced=False)
         ip = claim.ip
         features: frozenset[Feature] = getattr(connection, "kes_features", frozenset())
+        _forget_handshake(connection)
         # Our edges answer pings at once; a Go edge's reader may stall for minutes.
         connection.ping_timeout = config.ping_timeout if features else config.ping_timeout_go
         keepalive = shared_keepalive()  # one timer for every tunnel instead of a task each
@@ -210,6 +249,8 @@ async def start_tunnel_server(
             describe_certificate(peer_der), extra={"node": node},
         )
         registry.stats.tunnel_connects += 1
+        if Feature.REPLICAS in features:
+            replicas.tunnel_up(node, getattr(connection, "kes_held", ()))
         if on_session is not None:
             on_session(session)
         keepalive.add(connection, config.ping_interval, connection.ping_timeout)
@@ -219,6 +260,8 @@ async def start_tunnel_server(
             keepalive.discard(connection)
             registry.unregister(session)
             _count_end(registry.stats, session)
+            if registry.get(node) is None:
+                replicas.tunnel_down(node)
             if session.over_budget:
                 registry.quarantine(node, config.tunnel_violation_window)
             logger.info("x tunnel down: node %s (%s): %s", node, ip, session.closed_reason, extra={"node": node})
@@ -269,6 +312,17 @@ def _count_end(stats: CloudStats, session: EdgeSession) -> None:
     stats.stalls_done["credit"] += session.credit_stalls
     stats.stalls_done["slow_reader"] += session.reader_stalls
     stats.violations_done += session.violations.total
+def _forget_handshake(connection: ServerConnection) -> None:
+    """Empty the upgrade's request and response headers (about 5 KB a tunnel, kept for the
+    connection's life: by the connection, and by the suspended frame of websockets' parser,
+    whose local still names the request): what we need of them is read. Emptied in place, as
+    that frame cannot be reached; ``request`` stays set (websockets tells the handshake from
+    later frames by it)."""
+    if connection.request is not None:
+        connection.request.headers.clear()
+    if connection.response is not None:
+        connection.response.headers.clear()
+        connection.response = None
 
 
 class _TrackedConnection(ServerConnection):

@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         from .fleet import main as emulate
 
         return emulate(args[1:])
+    if args[:1] == ["doctor"]:  # `edgestream doctor`: checks with fixes; plain `edgestream [flags]` serves
+        from .doctor import main as doctor
+
+        return doctor(args[1:])
     parser = argparse.ArgumentParser(prog="edgestream", description="edge agent of the stream tunnel",
                                      epilog="edgestream emulate --help: N emulated nodes in one process")
     add_arguments(parser)

@@ -12,7 +12,7 @@ from .admin import EdgeAdmin
 from .backends import make_backend
 from .config import EdgeConfig
 from .node_endpoints import NodeEndpoints
-from .tunnel_client import run_tunnel
+from .tunnel_client import reload_certificates, run_tunnel
 
 __all__ = ["serve"]
 
@@ -33,9 +33,9 @@ async def serve(config: EdgeConfig, stop: asyncio.Event | None = None) -> None:
             drain.set()
 
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, handler in ((signal.SIGINT, on_signal), (signal.SIGTERM, on_signal), (signal.SIGHUP, reload_certificates)):
         try:
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass

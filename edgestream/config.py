@@ -46,6 +46,8 @@ class EdgeConfig:
     tls_tunnel_ca_file: Path = Path("/etc/kubeedge/ca/rootCA.crt")
     tls_tunnel_cert_file: Path = Path("/etc/kubeedge/certs/server.crt")
     tls_tunnel_private_key_file: Path = field(default=Path("/etc/kubeedge/certs/server.key"), repr=False)
+    cert_watch_interval: float = 3 * SECONDS
+    """Seconds between checks of the certificate, key and CA files; the next dial uses changed ones (SIGHUP: now)."""
     verify_server: bool = True
     """Check cloudstream's certificate against the CA (a Go edge never does)."""
     server_name: str | None = None
@@ -57,6 +59,11 @@ class EdgeConfig:
     ping_timeout_go: float = 150 * SECONDS
     """Pong timeout for a Go cloudcore, which reads nothing for up to 120 s after a dial."""
     reconnect_initial: float = 0.5 * SECONDS
+    ha: bool = True
+    """Offer our HA mode: keep one tunnel per cloudstream replica when the cloud announces them."""
+    replica_probe_interval: float = 300 * SECONDS
+    """HA mode: while the edge holds every replica it knows of, one dial about this often (jittered)
+    learns the current count and finds a replica added by a scale-up (0: never)."""
     reconnect_max: float = 6 * SECONDS
     """Longest redial delay, and so the longest wait after the cloud is back (see proto/tunnel/backoff.py)."""
     reconnect_window: float = 2 * SECONDS
@@ -87,6 +94,8 @@ class EdgeConfig:
         host, sep, port = self.server.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"edgeStream.server {self.server!r} must be host:port")
+        if not self.cert_watch_interval > 0:
+            raise ConfigError(f"cert_watch_interval {self.cert_watch_interval} must be positive")
         if not self.node_name:
             raise ConfigError("the node name is empty")
         if self.backend not in ("cri", "emulator", "kubelet"):
@@ -116,6 +125,7 @@ class EdgeConfig:
             "server": ns.server, "node_name": ns.node_name, "node_ip": ns.node_ip, "backend": ns.backend,
             "cri_endpoint": ns.cri_endpoint, "cri_timeout": ns.cri_timeout, "drain_timeout": ns.drain_timeout,
             "kubelet_address": ns.kubelet_address, "ping_interval": ns.ping_interval, "ping_timeout": ns.ping_timeout,
+            "cert_watch_interval": getattr(ns, "cert_watch_interval", None),
         }
         settings.update({k: v for k, v in flags.items() if v is not None})
         node = str(settings.get("node_name") or socket.gethostname())
@@ -133,6 +143,10 @@ class EdgeConfig:
             settings["verify_server"] = False
         if getattr(ns, "no_cert_renewal", False):
             settings["cert_renewal"] = False
+        if getattr(ns, "single_tunnel", False):
+            settings["ha"] = False
+        if getattr(ns, "replica_probe_interval", None) is not None:
+            settings["replica_probe_interval"] = ns.replica_probe_interval
         renew = {"renew_fraction": getattr(ns, "renew_at", None), "renew_min_left": getattr(ns, "renew_min_left", None)}
         settings.update({k: v for k, v in renew.items() if v is not None})
         pods = tuple(_parse_pod(p) for p in (ns.emulate or ["default/demo/app"]))
@@ -161,6 +175,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pki-dir", help="a `streamcerts lab` directory")
     for name in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name)
+    parser.add_argument("--single-tunnel", action="store_true",
+                        help="keep one tunnel even when cloudstream announces replicas (default: one per replica)")
+    parser.add_argument("--replica-probe-interval", type=float, metavar="SECONDS",
+                        help="HA mode: seconds between dials that look for a new replica while all are held (300)")
+    parser.add_argument(
+        "--cert-watch-interval", type=float, metavar="SECONDS",
+        help="seconds between checks of the certificate/key/CA files; the next dial uses new ones (3; SIGHUP: at once)",
+    )
     parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the cloud (as a Go edge)")
     parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (5)")
     parser.add_argument("--ping-timeout", type=float, help="pong timeout with our cloud (20; a Go cloud gets 150)")

@@ -34,6 +34,7 @@ from .config import EdgeConfig
 from .fleet_profile import FleetProfile, add_arguments
 from .node_endpoints import NodeEndpoints
 from .session import AgentSession
+from .stop import StopEvent
 from .tunnel_client import run_tunnel
 
 __all__ = ["Fleet", "FleetNode", "main", "node_configs"]
@@ -55,7 +56,7 @@ def node_configs(profile: FleetProfile) -> list[EdgeConfig]:
             tls_tunnel_ca_file=layout.ca_cert, tls_tunnel_cert_file=layout.edge_cert(name),
             tls_tunnel_private_key_file=layout.edge_key(name), backend="emulator", emulator=emulator,
             ping_interval=profile.ping_interval, ping_timeout=profile.ping_timeout,
-            reconnect_max=profile.reconnect_max,
+            reconnect_max=profile.reconnect_max, replica_probe_interval=profile.replica_probe,
         )
         for name in names
     ]
@@ -66,7 +67,7 @@ class FleetNode:
     config: EdgeConfig
     fleet: Fleet
     endpoints: NodeEndpoints = field(init=False)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: StopEvent = field(default_factory=StopEvent)
     task: asyncio.Task[None] | None = None
     up: bool = False
 
@@ -87,7 +88,7 @@ class FleetNode:
         self.up = session is not None
 
     def start(self) -> None:
-        self.stop = asyncio.Event()
+        self.stop = StopEvent()  # closes the tunnel from a callback: no watcher task per node
         self.task = asyncio.create_task(self._run(), name=f"node-{self.name}")
 
     async def _run(self) -> None:
@@ -204,8 +205,9 @@ class Fleet:
                     await stop.wait()
             except TimeoutError:
                 pass
-            logger.info("fleet: %d/%d nodes up, %d streams, %d tunnels opened, %d churned, rss %.0f MB",
-                        self.up, len(self.nodes), self.streams(), self.tunnels_opened, self.churned, _rss_mb())
+            logger.info("fleet: %d/%d nodes up, %d streams, %d tunnels opened, %d churned, rss %.0f MB, %d tasks",
+                        self.up, len(self.nodes), self.streams(), self.tunnels_opened, self.churned, _rss_mb(),
+                        len(asyncio.all_tasks()))
 
 
 def _rss_mb() -> float:

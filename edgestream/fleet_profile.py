@@ -58,6 +58,8 @@ class FleetProfile:
     ping_timeout: float = 20.0
     reconnect_max: float = 30.0
     report_every: float = 10.0
+    replica_probe: float = 300.0
+    """HA mode: seconds between dials looking for a new replica while a node holds all it knows."""
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -168,4 +170,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (10)")
     parser.add_argument("--ping-timeout", type=float, help="pong timeout (20)")
     parser.add_argument("--reconnect-max", type=float, help="longest redial backoff, seconds (30)")
+    parser.add_argument("--replica-probe", type=float,
+                        help="HA mode: seconds between dials looking for a new replica while all are held (300)")
     parser.add_argument("--report-every", type=float, help="seconds between fleet summary lines (10; 0 = never)")

@@ -95,11 +95,13 @@ class Process:
         return self.proc.returncode or 0
 
 
-async def start_cloud(layout: Layout, *extra: str, root: Path | None = None) -> tuple[Process, int, int]:
-    """cloudstream on ephemeral loopback ports: (process, kubelet API port, tunnel port)."""
+async def start_cloud(layout: Layout, *extra: str, root: Path | None = None,
+                      wrap: tuple[str, ...] = ()) -> tuple[Process, int, int]:
+    """cloudstream on ephemeral loopback ports: (process, kubelet API port, tunnel port).
+    ``wrap``: a module and its arguments that runs it (``testkit.memtrace OUT --``)."""
     cloud = await Process.start(
         "cloudstream",
-        ["cloudstream", "--pki-dir", str(layout.root), "--stream-address", "127.0.0.1", "--stream-port", "0",
+        [*wrap, "cloudstream", "--pki-dir", str(layout.root), "--stream-address", "127.0.0.1", "--stream-port", "0",
          "--tunnel-address", "127.0.0.1", "--tunnel-port", "0", *extra],
         root=root,
     )

@@ -77,6 +77,8 @@ class Connection:
             max_body=self.config.max_request_body,
         )
         self.leftover = b""
+        self._wanted_nodes: list[str] = []
+        """The node names the last request without a tunnel asked for (HA mode's error)."""
         self.errors_as_status = True
         """Errors of the current request as Status JSON (upgrades, and before any head) or as
         plain text (logs, stats, metrics: what the kubelet writes there)."""
@@ -172,6 +174,8 @@ class Connection:
             return await self._discard_body(request)
         session, problem = self._find_session(head)
         if session is None:
+            if self.server.registry.replicas is not None:  # HA mode: name this replica and where the node is
+                problem += " " + await self.server.registry.replicas.miss(self._wanted_nodes)
             await self.refuse(503, "no node", head.method + " " + head.path, problem)
             return await self._discard_body(request)
         if route.upgrade:
@@ -199,10 +203,11 @@ class Connection:
         connected = ", ".join(f"{s.node} ({s.internal_ip})" for s in sessions[:10]) or "none"
         if len(sessions) > 10:
             connected += f" and {len(sessions) - 10} more"
+        self._wanted_nodes = [v for k, v in keys if k != "ip"]
         return None, (
             f"no edge node with {wanted} has a tunnel to this cloudstream. "
             f"Check that edgestream runs on that node and reaches tunnel port {self.config.tunnel_port} "
-            f"(its log says why it cannot connect). Connected nodes: {connected}"
+            f"(its log says why it cannot connect). Connected nodes: {connected}."
         )
 
     async def _discard_body(self, request: RequestReader) -> bool:

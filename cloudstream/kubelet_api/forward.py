@@ -11,12 +11,14 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
 
 from .audit import audit_close, audit_open
 from .cut_status import CutStatus
+from .spdy_cut import SpdyCut, is_spdy_upgrade
 from .http1 import RequestHead, response_head
 from .relay import HandoffReader, ToEdgeProtocol
 from .routes import Route, RouteKind
@@ -164,10 +166,12 @@ async def relay_upgrade(conn: Connection, head: RequestHead, route: Route, sessi
         await conn.reply_error(503, f"node {session.node}: {exc}", close=True)
         return
     started = time.monotonic()
-    up = _ToEdge(conn, stream, early)
+    cut: CutStatus | SpdyCut | None = None
+    if route.kind in (RouteKind.EXEC, RouteKind.ATTACH):
+        cut = SpdyCut() if is_spdy_upgrade(head.header("Upgrade")) else CutStatus()
+    up = _ToEdge(conn, stream, early, cut.observe if isinstance(cut, SpdyCut) else None)
     counts_out = [0]
     answer = _Answer(stats, kind, began, started)
-    cut = CutStatus() if route.kind in (RouteKind.EXEC, RouteKind.ATTACH) else None
     audit_open(route, session.node, head, conn.caller, stream.connect_id)
     try:
         async with asyncio.TaskGroup() as tg:
@@ -195,12 +199,15 @@ class _ToEdge:
     """API server -> edge: the early bytes, what the StreamReader buffered, then zero-copy reads.
     Counts what was relayed even when the other direction ends first (then this is cancelled)."""
 
-    def __init__(self, conn: Connection, stream: CloudStream, early: bytes) -> None:
+    def __init__(self, conn: Connection, stream: CloudStream, early: bytes,
+                 observe: Callable[[memoryview], bool] | None = None) -> None:
         self.conn = conn
         self.stream = stream
         self.early = early
         self.sent_early = 0
         self.relay: ToEdgeProtocol | None = None
+        self.observe = observe
+        """Sees the client's bytes until it returns False (``SpdyCut.observe``)."""
 
     @property
     def bytes_in(self) -> int:
@@ -211,16 +218,22 @@ class _ToEdge:
         early = self.early
         if isinstance(reader, HandoffReader):
             early += reader.take_buffered()
+        observe = self.observe
         if early:
+            if observe is not None and not observe(memoryview(early)):
+                observe = None
             await self.stream.send(early)
             self.sent_early += len(early)
         if isinstance(reader, HandoffReader):
             transport = self.conn.writer.transport
             self.relay = ToEdgeProtocol(self.stream, transport.get_protocol(), self.conn.config.max_payload)
+            self.relay.observe = observe
             self.relay.attach(transport)  # type: ignore[arg-type]
             await self.relay.wait()
             return
         while data := await reader.read(self.conn.config.max_payload):
+            if observe is not None and not observe(memoryview(data)):
+                observe = None
             await self.stream.send(data)
             self.sent_early += len(data)
 
@@ -247,7 +260,7 @@ class _Answer:
 
 
 async def _edge_to_client(
-    conn: Connection, stream: CloudStream, counts: list[int], cut: CutStatus | None, answer: _Answer
+    conn: Connection, stream: CloudStream, counts: list[int], cut: CutStatus | SpdyCut | None, answer: _Answer
 ) -> None:
     writer = conn.writer
     chunk = await stream.read()
@@ -265,7 +278,7 @@ async def _edge_to_client(
         chunk = await stream.read()
 
 
-async def _end_cut(conn: Connection, cut: CutStatus, message: str) -> None:
+async def _end_cut(conn: Connection, cut: CutStatus | SpdyCut, message: str) -> None:
     ending = cut.ending(f"cloudstream: {message}; the command's fate is unknown, run it again once the node is back")
     if not ending or conn.writer.transport.is_closing():
         return

@@ -15,6 +15,7 @@ buffer is the backpressure point) and resumes after. Flow-control callbacks and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from proto.tunnel import FrameBuffer
@@ -46,6 +47,8 @@ class ToEdgeProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.bytes = 0
         self._sending: asyncio.Task[None] | None = None
+        self.observe: Callable[[memoryview], bool] | None = None
+        """Sees each read before it is sent, until it returns False (``spdy_cut``'s client side)."""
 
     def attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -59,6 +62,8 @@ class ToEdgeProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         assert self.transport is not None
         self.transport.pause_reading()  # the frame is ours until it has been sent
+        if self.observe is not None and not self.observe(self.area[:nbytes]):
+            self.observe = None
         self._sending = asyncio.ensure_future(self._send(nbytes))
 
     async def _send(self, nbytes: int) -> None:

@@ -27,6 +27,9 @@ class Feature(enum.Enum):
     """Edge certificate renewal over the tunnel (RENEW_REQUEST/RENEW_ANSWER, ``renewal.py``): the
     edge offers it when it may rewrite its certificate files, the cloud accepts it only when it
     holds the tunnel CA's key."""
+    REPLICAS = "replicas"
+    """Our HA mode: the cloud names its replica and the replica count at dial time, the edge
+    names the replicas it already holds and keeps one tunnel per replica (``replicas.py``)."""
 
 
 FLOW_WINDOW = 256 * 1024

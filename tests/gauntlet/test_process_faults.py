@@ -148,3 +148,53 @@ async def test_exec_cut_by_edge_sigkill_gets_a_status_then_a_close(lab: Lab, pro
     assert status["status"] == "Failure" and status["code"] == 500 and victim in status["message"], status
     assert ws.close_code == 1000
     await lab.assert_no_leak(baseline)
+
+
+@pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "v5.channel.k8s.io", "v3.channel.k8s.io"])
+async def test_spdy_exec_cut_by_edge_sigkill_gets_the_failure_on_its_error_stream(lab: Lab, protocol: str) -> None:
+    """SPDY, as kube-apiserver speaks to a kubelet (kubectl <= 1.29, and the StreamTranslator of
+    1.30+): the client-go-like SPDY client reads the kubelet's kind of failure on its error stream
+    (v4+: a Status naming the node; v3: the text), stdout ends with FIN, then the connection
+    closes. Before, the error stream saw a bare close (the translator reported nothing useful)."""
+    from proto.aio.spdy import upgrade
+
+    victim = NODES[0]
+    await lab.edge(victim)
+    baseline = await lab.state()
+    reader, writer = await asyncio.open_connection("127.0.0.1", lab.stream_port, ssl=apiserver_tls(lab.layout),
+                                                   server_hostname="localhost")
+    runner = None
+    try:
+        answer = await upgrade(reader, writer, "/exec/default/demo/app?command=cat&input=1&output=1&error=1",
+                               host=victim, protocols=[protocol])
+        assert answer.status == 101 and answer.conn is not None, answer
+        assert answer.header("X-Stream-Protocol-Version") == protocol
+        conn = answer.conn
+        runner = asyncio.create_task(conn.run())
+        streams = {t: await conn.open_stream([("streamtype", t)]) for t in ("error", "stdin", "stdout", "stderr")}
+        async with asyncio.timeout(10 * MS):
+            for s in streams.values():
+                await s.wait_reply()
+            await streams["stdin"].write(b"hello")
+            echoed = b""
+            while echoed != b"hello":
+                chunk = await streams["stdout"].read()
+                assert chunk is not None, "stdout ended before the echo"
+                echoed += chunk
+        lab.edges[victim].proc.kill()
+        async with asyncio.timeout(15 * MS):
+            error = b""
+            while (chunk := await streams["error"].read()) is not None:
+                error += chunk
+            assert await streams["stdout"].read() is None  # FIN, so client-go's copy loop ends
+    finally:
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        writer.transport.abort()
+    if protocol == "v3.channel.k8s.io":
+        assert victim in error.decode() and b"tunnel closed" in error, error
+    else:
+        status = json.loads(error)
+        assert status["status"] == "Failure" and status["code"] == 500 and victim in status["message"], status
+    await lab.assert_no_leak(baseline)

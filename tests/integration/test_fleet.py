@@ -85,6 +85,11 @@ async def test_fleet_of_50_nodes_in_one_process(tmp_path) -> None:
         assert up["tunnels"] >= NODES - 3, up  # churn keeps a node or two away at any moment
         # One task per tunnel in cloudstream (its handler); keepalives share one timer.
         assert up["tasks"] - baseline["tasks"] <= up["tunnels"] + 2, (baseline, up)
+        # And one per node in the fleet (its tunnel loop reads the tunnel; a StopEvent callback closes it),
+        # plus the fleet's own few (ramp, watch, churn, report, keepalive, a churned node's return).
+        since = len(fleet.lines)
+        m = await fleet.wait_for_line(r"fleet: \d+/\d+ nodes up, .* (\d+) tasks$", since=since, timeout=5)
+        assert int(m.group(1)) <= NODES + 12, m.group(0)
 
         async def logs(node: str, host: str) -> None:
             async with kubelet_request(port, "/containerLogs/default/demo/app?tailLines=3", host=host, tls=tls) as r:

@@ -1,0 +1,55 @@
+"""``edgestream doctor [edgestream's flags] [--json]``: reads the config exactly as ``edgestream``
+would (edgecore.yaml through the same loader, then the same flags), runs the checks, prints
+them, exits 0 (nothing failed) or 1 (a FAIL); 2 on a usage or config error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from certs.verify import KUBEEDGE_ROOT
+from proto.doctor.report import exit_code, render_human, render_json
+from proto.kubeedge_config import load_yaml
+from proto.tunnel.errors import ConfigError
+
+from ..config import EdgeConfig, add_arguments
+from .checks import EdgeDoctor, run_bounded
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgestream doctor",
+        description="check this edge node: edgecore.yaml, the tunnel server's address, the mTLS handshake, this "
+                    "node's certificate, the local backend, the tunnel; give it the flags edgestream runs with",
+    )
+    add_arguments(p)  # the very flags edgestream reads
+    d = p.add_argument_group("doctor")
+    d.add_argument("--json", action="store_true", help="print JSON instead of aligned text (off)")
+    d.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="bound of each network check (default 3; the whole run at most 12x that)")
+    return p
+
+
+def main(argv: list[str], out: TextIO = sys.stdout) -> int:
+    ns = build_parser().parse_args(argv)
+    logging.getLogger("edgestream.config").setLevel(logging.ERROR)  # doctor reports that itself
+    try:
+        config = EdgeConfig.from_args(ns)
+        yaml = load_yaml(Path(ns.config)) if ns.config else {}
+    except ConfigError as exc:
+        print(f"edgestream doctor: {exc}", file=sys.stderr)
+        return 2
+    if ns.timeout <= 0:
+        print("edgestream doctor: --timeout must be positive", file=sys.stderr)
+        return 2
+    doctor = EdgeDoctor(config=config, yaml_path=Path(ns.config) if ns.config else None, yaml=yaml,
+                        pki_root=Path(ns.pki_dir) if ns.pki_dir else KUBEEDGE_ROOT, timeout=ns.timeout)
+    checks = asyncio.run(run_bounded(doctor))
+    out.write(render_json("edgestream", checks) if ns.json else render_human("edgestream", checks))
+    return exit_code(checks)
