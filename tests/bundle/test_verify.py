@@ -110,3 +110,21 @@ def test_corrupted_image_layer_is_named(built_bundle: Built, bundle_copy: Path) 
     assert rc == 1
     assert f"corrupt: {image['file']} (sha256 differs from SHA256SUMS)" in result["problems"]
     assert any(p.startswith(f"image {image['file']} unreadable or corrupt") for p in result["problems"]), result
+
+
+def test_manifests_pass_the_kubernetes_schemas_strictly(built_bundle: Built) -> None:
+    kv = pytest.importorskip("kubernetes_validate", reason="test-only dependency: pip install -e '.[test]'")
+    import yaml
+    if not built_bundle.images:
+        pytest.skip(f"bundle built without images, so without manifests: {built_bundle.why_no_images}")
+    files = sorted((built_bundle.dir / "kubernetes").rglob("*.yaml"))
+    kinds = set()
+    for path in files:
+        for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
+            kinds.add(doc["kind"])
+            for version in ("1.27.0", kv.latest_version()):
+                try:
+                    kv.validate(doc, version, strict=True)
+                except kv.ValidationError as exc:
+                    pytest.fail(f"{path.relative_to(built_bundle.dir)} ({doc['kind']}) against Kubernetes {version}: {exc}")
+    assert {"Namespace", "Deployment", "Service", "ServiceAccount", "DaemonSet", "ConfigMap"} <= kinds
