@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from proto.cli import ENV_EPILOG, Parser
 from proto.tunnel.errors import ConfigError
 
 from . import inspect as inspect_mod
@@ -69,12 +70,12 @@ def _site_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("node", nargs="?", help="edge: the node name (the certificate's CN)")
     common(p, 365)
     p.add_argument("--san", action="append", default=[], metavar="ADDR",
-                   help="server/stream: an address clients dial (repeat; localhost and 127.0.0.1 are always in)")
-    p.add_argument("--config", type=Path, help="server/stream: take the SANs from cloudcore.yaml's cloudHub.advertiseAddress")
-    p.add_argument("--ip", action="append", default=[], help="edge: the node's internal IP as an IP SAN (repeat)")
+                   help="server/stream: an address clients dial (repeat; default: none; localhost and 127.0.0.1 are always in)")
+    p.add_argument("--config", type=Path, help="server/stream: take the SANs from cloudcore.yaml's cloudHub.advertiseAddress (default: none)")
+    p.add_argument("--ip", action="append", default=[], help="edge: the node's internal IP as an IP SAN (repeat; default: none)")
     p.add_argument("--cn", help="override the common name (default: per kind; edge: the node name)")
     p.add_argument("--ca-cert", type=Path, help="the signing CA (default: the kind's CA under --dir)")
-    p.add_argument("--ca-key", type=Path, help="its key (e.g. /etc/kubernetes/pki/ca.key for stream)")
+    p.add_argument("--ca-key", type=Path, help="its key (default: the kind's CA key under --dir; e.g. /etc/kubernetes/pki/ca.key for stream)")
     p.add_argument("--out-cert", type=Path, help="where to write (default: the kind's path under --dir)")
     p.add_argument("--out-key", type=Path, help="where to write the key (default: beside --out-cert, .key)")
     p = sub.add_parser("inspect", help="subject, SANs, issuer, serial, validity, key, fingerprint, which CA")
@@ -95,30 +96,34 @@ def _site_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _lowlevel_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("lab", help="a whole lab PKI: CAs, cloud certs, one cert per edge node, API-server client")
-    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--dir", required=True, type=Path, help="where to write it, KubeEdge's layout under it (required)")
     p.add_argument(
         "--node", action="append", default=[], required=True, metavar="NAME[=IP[,IP]]",
-        help="an edge node; with IPs its certificate carries them as IP SANs (its SessionInternalIP must be one)",
+        help="an edge node; with IPs its certificate carries them as IP SANs (its SessionInternalIP must be one; "
+        "repeat; required, no default)",
     )
-    p.add_argument("--san", action="append", default=[])
+    p.add_argument("--san", action="append", default=[],
+                   help=f"a SAN of the cloud's server certificates (repeat; default {', '.join(DEFAULT_SANS)})")
     p = sub.add_parser("ca", help="a new CA")
-    p.add_argument("--cn", default="KubeEdge")
-    p.add_argument("--out-cert", required=True, type=Path)
-    p.add_argument("--out-key", required=True, type=Path)
+    p.add_argument("--cn", default="KubeEdge", help="the CA's common name")
+    p.add_argument("--out-cert", required=True, type=Path, help="the certificate file to write (required)")
+    p.add_argument("--out-key", required=True, type=Path, help="the private key file to write (required)")
     for kind in ("server", "client"):
         p = sub.add_parser(kind, help=f"a {kind} certificate signed by a CA")
-        p.add_argument("--ca-cert", required=True, type=Path)
-        p.add_argument("--ca-key", required=True, type=Path)
-        p.add_argument("--cn", required=True)
-        p.add_argument("--out-cert", required=True, type=Path)
-        p.add_argument("--out-key", required=True, type=Path)
+        p.add_argument("--ca-cert", required=True, type=Path, help="the signing CA's certificate (required)")
+        p.add_argument("--ca-key", required=True, type=Path, help="the signing CA's private key (required)")
+        p.add_argument("--cn", required=True, help="the certificate's common name (required)")
+        p.add_argument("--out-cert", required=True, type=Path, help="the certificate file to write (required)")
+        p.add_argument("--out-key", required=True, type=Path, help="the private key file to write (required)")
         if kind == "server":
-            p.add_argument("--san", action="append", default=[])
+            p.add_argument("--san", action="append", default=[], help="a DNS name or IP SAN (repeat; default: none)")
         else:
-            p.add_argument("--org", action="append", default=[])
+            p.add_argument("--org", action="append", default=[],
+                           help="an organization, i.e. a Kubernetes group (repeat; default: none)")
             p.add_argument(
                 "--ip", action="append", default=[],
-                help="an edge node's internal IP, as an IP SAN (repeat; cloudstream then refuses other IPs)",
+                help="an edge node's internal IP, as an IP SAN (repeat; cloudstream then refuses other IPs; "
+                "default: none)",
             )
     p = sub.add_parser("show", help="print a certificate's subject, issuer, SANs and expiry")
     p.add_argument("file", type=Path)
@@ -209,11 +214,16 @@ def _run(ns: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="streamcerts", description="PKI for kubeedge-stream (KubeEdge's layout)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="streamcerts", description="PKI for kubeedge-stream (KubeEdge's layout)", epilog=ENV_EPILOG)
     sub = parser.add_subparsers(dest="cmd", required=True)
     _site_arguments(sub)
     _lowlevel_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
         ns = parser.parse_args(argv)
     except SystemExit as exc:  # usage error (2) or --help (0): a return code, so main() is callable in-process

@@ -101,7 +101,7 @@ def peer_identity(peer: bytes | _HasPeerCert) -> Identity:
     if not der:
         raise CertificateError("the peer presented no certificate")
     try:
-        cert = x509.load_der_x509_certificate(bytes(der))  # type: ignore[arg-type]
+        cert = x509.load_der_x509_certificate(bytes(der))  # type: ignore[call-overload]  # getpeercert(True) is bytes
     except ValueError as exc:
         raise CertificateError(f"unparsable peer certificate: {exc}") from None
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

@@ -8,11 +8,27 @@ import sys
 
 from proto.admin.jsonlog import add_log_format_argument, setup_logging
 from proto.aio.runner import run
+from proto.cli import ENV_EPILOG, Parser
 from proto.tunnel.errors import ConfigError, TunnelError
 
 from . import app
 from .config import CloudConfig, add_arguments
 from .listener import raise_nofile_limit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server",
+                    epilog=ENV_EPILOG)
+    add_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    add_log_format_argument(parser)
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="event loop; auto takes uvloop when installed (the [uvloop] extra)")
+    parser.add_argument(
+        "--max-open-files", type=int, metavar="N",
+        help="set the open-file limit to N (default: raise it to the hard limit; connection caps follow it)",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,16 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from .iptables.cli import main as iptables_main
 
         return iptables_main(args[1:])
-    parser = argparse.ArgumentParser(prog="cloudstream", description="kubelet API (10003) and edge tunnel (10004) server")
-    add_arguments(parser)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    add_log_format_argument(parser)
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
-    parser.add_argument(
-        "--max-open-files", type=int, metavar="N",
-        help="set the open-file limit to N (default: raise it to the hard limit; connection caps follow it)",
-    )
-    ns = parser.parse_args(args)
+    ns = build_parser().parse_args(args)
     setup_logging(ns.log_level, ns.log_format)
     soft, hard = raise_nofile_limit(ns.max_open_files)
     logging.getLogger("cloudstream").info("open-file limit %d (hard %d)", soft, hard)

@@ -282,7 +282,16 @@ _PATH_FIELDS = (
 )
 
 
-_PATH_HELP = {
+_PATH_HELP = (
+    "CA that signs the edges' certificates (10004)",
+    "the tunnel's server certificate",
+    "its private key",
+    "CA that signs the API server's kubelet-client certificate (10003)",
+    "10003's server certificate",
+    "its private key",
+)
+
+_SERVING_HELP = {
     "serving_ca_cert_file": "CA certificate that signs a per-node 10003 certificate for each dialled node IP; point "
     "the API server's --kubelet-certificate-authority at it (default: none, the stream certificate for all)",
     "serving_ca_key_file": "the serving CA's private key (default: none)",
@@ -293,11 +302,11 @@ _RELOAD_FIELDS = ("serving_cert_cache", "cert_watch_interval")
 def _add_certificate_arguments(parser: argparse.ArgumentParser) -> None:
     # --serving-ca-cert-file / --serving-ca-key-file come with the other _PATH_FIELDS
     parser.add_argument(
-        "--serving-cert-cache", type=int, metavar="N", help="per-node serving certificates kept, LRU (1024)"
+        "--serving-cert-cache", type=int, metavar="N", help="per-node serving certificates kept, LRU (default 1024)"
     )
     parser.add_argument(
         "--cert-watch-interval", type=float, metavar="SECONDS",
-        help="seconds between checks of the certificate/key/CA files for hot reload (3; SIGHUP reloads at once)",
+        help="seconds between checks of the certificate/key/CA files for hot reload (default 3; SIGHUP reloads at once)",
     )
 
 
@@ -305,12 +314,12 @@ _HYGIENE_FIELDS = ("tls_handshake_timeout", "max_connections", "max_pending_hand
 
 
 def _add_hygiene_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tls-handshake-timeout", type=float, help="seconds from accept to a finished TLS handshake (5)")
-    parser.add_argument("--max-connections", type=int, help="open connections per port (10000; fitted to the open-file limit)")
+    parser.add_argument("--tls-handshake-timeout", type=float, help="seconds from accept to a finished TLS handshake (default 5)")
+    parser.add_argument("--max-connections", type=int, help="open connections per port (default 10000; fitted to the open-file limit)")
     parser.add_argument(
-        "--max-pending-handshakes", type=int, help="unauthenticated connections per port; the oldest goes first (1000)"
+        "--max-pending-handshakes", type=int, help="unauthenticated connections per port; the oldest goes first (default 1000)"
     )
-    parser.add_argument("--max-pending-per-ip", type=int, help="unauthenticated connections per port and source address (100)")
+    parser.add_argument("--max-pending-per-ip", type=int, help="unauthenticated connections per port and source address (default 100)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -325,26 +334,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_kube_arguments(parser)
     # Flags default to None so that cloudcore.yaml (--config) fills what they leave out.
-    parser.add_argument("--config", help="cloudcore.yaml: reads modules.cloudStream")
-    parser.add_argument("--tunnel-address", help="listen address for edges (0.0.0.0)")
-    parser.add_argument("--tunnel-port", type=int, help="tunnelPort (10004)")
-    parser.add_argument("--stream-address", help="listen address for the API server (0.0.0.0)")
-    parser.add_argument("--stream-port", type=int, help="streamPort (10003)")
-    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (KubeEdge's file layout under it)")
-    for name in _PATH_FIELDS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_PATH_HELP.get(name))
+    parser.add_argument(
+        "--config", help="cloudcore.yaml: reads modules.cloudStream (default: none; e.g. /etc/kubeedge/config/cloudcore.yaml)"
+    )
+    parser.add_argument("--tunnel-address", help="listen address for edges (default 0.0.0.0)")
+    parser.add_argument("--tunnel-port", type=int, help="tunnelPort (default 10004)")
+    parser.add_argument("--stream-address", help="listen address for the API server (default 0.0.0.0)")
+    parser.add_argument("--stream-port", type=int, help="streamPort (default 10003)")
+    parser.add_argument(
+        "--pki-dir", help="a `streamcerts lab` directory, KubeEdge's file layout under it (default: none: /etc/kubeedge)"
+    )
+    for name, what in zip(_PATH_FIELDS, _PATH_HELP, strict=False):
+        default = CloudConfig.__dataclass_fields__[name].default
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{what} (default {default}, or under --pki-dir)")
+    for name in _PATH_FIELDS[len(_PATH_HELP):]:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_SERVING_HELP.get(name))
     _add_certificate_arguments(parser)
     parser.add_argument(
         "--allow", action="append", default=[], metavar="RULE",
-        help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...]",
+        help="let a client identity use routes: cn:NAME[=logs,metrics,exec,attach,portforward] or group:NAME[=...] "
+        "(repeat; default: only the rules below)",
     )
-    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (10)")
-    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our edges (20; Go edges get 150)")
-    parser.add_argument("--no-default-access", action="store_true", help="drop the default kube-apiserver rules")
+    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (default 10)")
+    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our edges (default 20; Go edges get 150)")
+    parser.add_argument(
+        "--no-default-access", action="store_true",
+        help="drop the default rules (cn:kube-apiserver-kubelet-client, group:system:masters; default: off)",
+    )
     parser.add_argument(
         "--no-verify-node-identity",
         action="store_true",
-        help="accept an edge certificate whose CN differs from its node name (old keadm certs)",
+        help="accept an edge certificate whose CN differs from its node name (old keadm certs; default: off)",
     )
     # --- edge certificate renewal over the tunnel ---
     parser.add_argument(
@@ -353,22 +373,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "over the tunnel (default: empty, renewal off)",
     )
     parser.add_argument("--renew-max-days", type=float, metavar="DAYS",
-                        help="longest validity of a renewed edge certificate (365; else the old one's lifetime)")
+                        help="longest validity of a renewed edge certificate (default 365; else the old one's lifetime)")
     parser.add_argument("--renew-max-per-hour", type=int, metavar="N",
-                        help="renewal requests per node per hour, refused ones included (6)")
+                        help="renewal requests per node per hour, refused ones included (default 6)")
     # --- HA mode ---
     parser.add_argument("--replica-id", metavar="NAME",
                         help="this replica's stable name, told to edges (default: $POD_NAME, else the hostname)")
     parser.add_argument("--replicas", type=int, metavar="N",
-                        help="replicas behind the tunnel address; our edges keep a tunnel to each (1)")
+                        help="replicas behind the tunnel address; our edges keep a tunnel to each (default 1)")
     parser.add_argument("--replica-peers", action="append", metavar="HOST:PORT",
                         help="the replicas' tunnel addresses (repeat, or a headless Service name:port), asked "
                         "which replica holds a node that has no tunnel here (default: none, not asked)")
     # --- misbehaviour budget of a tunnel ---
     parser.add_argument(
         "--tunnel-max-violations", type=int, metavar="N",
-        help="malformed tunnel messages an edge may send per window before its tunnel is closed (100)",
+        help="malformed tunnel messages an edge may send per window before its tunnel is closed (default 100)",
     )
     parser.add_argument(
-        "--tunnel-violation-window", type=float, metavar="SECONDS", help="the window of --tunnel-max-violations (10)"
+        "--tunnel-violation-window", type=float, metavar="SECONDS", help="the window of --tunnel-max-violations (default 10)"
     )

@@ -9,10 +9,22 @@ import sys
 
 from proto.admin.jsonlog import add_log_format_argument, setup_logging
 from proto.aio.runner import run
+from proto.cli import ENV_EPILOG, Parser
 from proto.tunnel.errors import ConfigError, TunnelError
 
 from . import app
 from .config import EdgeConfig, add_arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="edgestream", description="edge agent of the stream tunnel",
+                    epilog="edgestream emulate --help: N emulated nodes in one process. " + ENV_EPILOG)
+    add_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    add_log_format_argument(parser)
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="event loop; auto takes uvloop when installed (the [uvloop] extra)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,13 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import main as doctor
 
         return doctor(args[1:])
-    parser = argparse.ArgumentParser(prog="edgestream", description="edge agent of the stream tunnel",
-                                     epilog="edgestream emulate --help: N emulated nodes in one process")
-    add_arguments(parser)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    add_log_format_argument(parser)
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
-    ns = parser.parse_args(args)
+    ns = build_parser().parse_args(args)
     setup_logging(ns.log_level, ns.log_format)
     _raise_nofile_limit()
     # websockets' DEBUG lines show frame payloads, which can carry request headers: never.

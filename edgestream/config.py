@@ -168,36 +168,50 @@ def _parse_pod(text: str) -> tuple[str, str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_admin_arguments(parser, example_port=10006)
     # Flags default to None so that edgecore.yaml (--config) fills what they leave out.
-    parser.add_argument("--config", help="edgecore.yaml: reads modules.edgeStream and modules.edged")
+    parser.add_argument(
+        "--config",
+        help="edgecore.yaml: reads modules.edgeStream and modules.edged (default: none; e.g. /etc/kubeedge/config/edgecore.yaml)",
+    )
     parser.add_argument("--server", help="cloudstream tunnel host:port (default 127.0.0.1:10004)")
     parser.add_argument("--node-name", help="node name (default: modules.edged.hostnameOverride, else the hostname)")
-    parser.add_argument("--node-ip")
-    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory")
-    for name in ("tls_tunnel_ca_file", "tls_tunnel_cert_file", "tls_tunnel_private_key_file"):
-        parser.add_argument("--" + name.replace("_", "-"), dest=name)
+    parser.add_argument(
+        "--node-ip", help="SessionInternalIP announced to the cloud (default: modules.edged.nodeIP, else the peer address)"
+    )
+    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory (default: none: /etc/kubeedge)")
+    for name, what in (
+        ("tls_tunnel_ca_file", "CA that signs cloudstream's tunnel certificate"),
+        ("tls_tunnel_cert_file", "this node's client certificate (CN = node name)"),
+        ("tls_tunnel_private_key_file", "its private key"),
+    ):
+        default = EdgeConfig.__dataclass_fields__[name].default
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{what} (default {default}, or under --pki-dir)")
     parser.add_argument("--single-tunnel", action="store_true",
                         help="keep one tunnel even when cloudstream announces replicas (default: one per replica)")
     parser.add_argument("--replica-probe-interval", type=float, metavar="SECONDS",
-                        help="HA mode: seconds between dials that look for a new replica while all are held (300)")
+                        help="HA mode: seconds between dials that look for a new replica while all are held (default 300)")
     parser.add_argument(
         "--cert-watch-interval", type=float, metavar="SECONDS",
-        help="seconds between checks of the certificate/key/CA files; the next dial uses new ones (3; SIGHUP: at once)",
+        help="seconds between checks of the certificate/key/CA files; the next dial uses new ones (default 3; SIGHUP: at once)",
     )
-    parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the cloud (as a Go edge)")
-    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (5)")
-    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our cloud (20; a Go cloud gets 150)")
-    parser.add_argument("--backend", choices=["cri", "emulator", "kubelet"], help="where streams are served (cri)")
-    parser.add_argument("--kubelet-address", help="kubelet backend: edged's host:port (127.0.0.1:10350)")
-    parser.add_argument("--drain-timeout", type=float, help="seconds running streams get after the first SIGTERM (10)")
+    parser.add_argument(
+        "--insecure-skip-verify", action="store_true", help="do not verify the cloud, as a Go edge (default: off, verify)"
+    )
+    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (default 5)")
+    parser.add_argument("--ping-timeout", type=float, help="pong timeout with our cloud (default 20; a Go cloud gets 150)")
+    parser.add_argument("--backend", choices=["cri", "emulator", "kubelet"], help="where streams are served (default cri)")
+    parser.add_argument("--kubelet-address", help="kubelet backend: edged's host:port (default 127.0.0.1:10350)")
+    parser.add_argument("--drain-timeout", type=float, help="seconds running streams get after the first SIGTERM (default 10)")
     parser.add_argument("--cri-timeout", type=float, help="seconds per CRI call (default: edgecore.yaml, else 10)")
     parser.add_argument("--cri-endpoint", help="containerd's CRI socket (default: edgecore.yaml, else containerd's)")
     parser.add_argument("--no-cert-renewal", action="store_true",
                         help="never ask the cloud for a renewed tunnel certificate (default: ask when due)")
     parser.add_argument("--renew-at", type=float, metavar="FRACTION",
-                        help="renew the tunnel certificate after this fraction of its lifetime (0.667)")
+                        help="renew the tunnel certificate after this fraction of its lifetime (default 0.667)")
     parser.add_argument("--renew-min-left", type=float, metavar="SECONDS",
-                        help="... or when fewer seconds remain, but not before half its lifetime (86400)")
-    parser.add_argument("--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat)")
+                        help="... or when fewer seconds remain, but not before half its lifetime (default 86400)")
+    parser.add_argument(
+        "--emulate", action="append", metavar="NS/POD/CONTAINER", help="an emulated container (repeat; default default/demo/app)"
+    )
     parser.add_argument("--emulate-log-rate", type=float, default=10.0, help="lines per second; 0 = unlimited")
-    parser.add_argument("--emulate-history", type=int, default=100)
+    parser.add_argument("--emulate-history", type=int, default=100, help="log lines each container has at start")
     parser.add_argument("--emulate-line-size", type=int, default=0, help="pad log lines to this many bytes")

@@ -26,6 +26,7 @@ from certs import init_lab
 from certs.errors import CertificateError
 from proto.admin import AdminConfig, add_admin_arguments, add_log_format_argument, setup_logging
 from proto.aio.runner import run
+from proto.cli import ENV_EPILOG, Parser
 from proto.tunnel.errors import ConfigError, TunnelError
 
 from .admin import EdgeAdmin
@@ -239,16 +240,21 @@ async def serve(profile: FleetProfile, admin_config: AdminConfig | None = None) 
             loop.remove_signal_handler(sig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgestream emulate", description="N emulated edge nodes in one process")
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="edgestream emulate", description="N emulated edge nodes in one process", epilog=ENV_EPILOG)
     add_arguments(parser)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     parser.add_argument("--node-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of the per-node lines (tunnel up/down, streams); WARNING keeps N nodes quiet")
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="event loop; auto takes uvloop when installed (the [uvloop] extra)")
     add_log_format_argument(parser)
     add_admin_arguments(parser, example_port=10006)
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
     setup_logging(ns.log_level, ns.log_format)
     for name in ("edgestream.session", "edgestream.tunnel_client", "edgestream.node_endpoints", "edgestream.backends"):
         logging.getLogger(name).setLevel(ns.node_log_level)

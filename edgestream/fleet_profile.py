@@ -111,8 +111,9 @@ class FleetProfile:
                 settings[f.name] = value
         if "pki_dir" in settings:
             settings["pki_dir"] = Path(str(settings["pki_dir"]))
-        if isinstance(settings.get("pods"), list):
-            settings["pods"] = tuple(str(p) for p in settings["pods"])  # type: ignore[union-attr]
+        pods = settings.get("pods")
+        if isinstance(pods, list):
+            settings["pods"] = tuple(str(p) for p in pods)
         try:
             return replace(cls(), **settings)  # type: ignore[arg-type]
         except TypeError as exc:
@@ -151,25 +152,25 @@ def _from_yaml(path: Path) -> dict[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", help="a YAML profile (see edgestream/fleet_profile.py); flags override it")
-    parser.add_argument("--nodes", type=int, help="how many emulated nodes (10)")
-    parser.add_argument("--server", help="cloudstream tunnel host:port (127.0.0.1:10004)")
+    parser.add_argument("--profile", help="a YAML profile (see edgestream/fleet_profile.py); flags override it (default: none)")
+    parser.add_argument("--nodes", type=int, help="how many emulated nodes (default 10)")
+    parser.add_argument("--server", help="cloudstream tunnel host:port (default 127.0.0.1:10004)")
     parser.add_argument("--server-name", help="name in the cloud's certificate (default: the host of --server)")
-    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory; missing node certificates are issued")
-    parser.add_argument("--name", help="node name pattern, str.format with i (edge-{i:05d})")
-    parser.add_argument("--cidr", help="node IPs: node i gets the i-th host address (10.128.0.0/16)")
+    parser.add_argument("--pki-dir", help="a `streamcerts lab` directory; missing node certificates are issued (default fleet-pki)")
+    parser.add_argument("--name", help="node name pattern, str.format with i (default edge-{i:05d})")
+    parser.add_argument("--cidr", help="node IPs: node i gets the i-th host address (default 10.128.0.0/16)")
     parser.add_argument("--pod", dest="pods", action="append", metavar="NS/POD/CONTAINER",
                         help="a container on every node (repeat; default default/demo/app)")
-    parser.add_argument("--pods-per-node", type=int, help="extra pods default/pod-<j>/app per node (0)")
-    parser.add_argument("--log-rate", type=float, help="log lines per second per container; 0 = unlimited (10)")
-    parser.add_argument("--line-size", type=int, help="pad log lines to this many bytes (0)")
-    parser.add_argument("--history", type=int, help="log lines already written at start (100)")
-    parser.add_argument("--ramp", type=float, help="dials per second while the fleet comes up (200)")
-    parser.add_argument("--churn-rate", type=float, help="nodes leaving per second (0: no churn)")
-    parser.add_argument("--churn-down", type=float, help="seconds a churned node stays away (5)")
-    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (10)")
-    parser.add_argument("--ping-timeout", type=float, help="pong timeout (20)")
-    parser.add_argument("--reconnect-max", type=float, help="longest redial backoff, seconds (30)")
+    parser.add_argument("--pods-per-node", type=int, help="extra pods default/pod-<j>/app per node (default 0)")
+    parser.add_argument("--log-rate", type=float, help="log lines per second per container; 0 = unlimited (default 10)")
+    parser.add_argument("--line-size", type=int, help="pad log lines to this many bytes (default 0)")
+    parser.add_argument("--history", type=int, help="log lines already written at start (default 100)")
+    parser.add_argument("--ramp", type=float, help="dials per second while the fleet comes up (default 200)")
+    parser.add_argument("--churn-rate", type=float, help="nodes leaving per second (default 0: no churn)")
+    parser.add_argument("--churn-down", type=float, help="seconds a churned node stays away (default 5)")
+    parser.add_argument("--ping-interval", type=float, help="seconds between keepalive pings (default 10)")
+    parser.add_argument("--ping-timeout", type=float, help="pong timeout (default 20)")
+    parser.add_argument("--reconnect-max", type=float, help="longest redial backoff, seconds (default 30)")
     parser.add_argument("--replica-probe", type=float,
-                        help="HA mode: seconds between dials looking for a new replica while all are held (300)")
-    parser.add_argument("--report-every", type=float, help="seconds between fleet summary lines (10; 0 = never)")
+                        help="HA mode: seconds between dials looking for a new replica while all are held (default 300)")
+    parser.add_argument("--report-every", type=float, help="seconds between fleet summary lines (default 10; 0 = never)")

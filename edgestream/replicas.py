@@ -83,9 +83,9 @@ async def run_tunnels(
         [config.tls_tunnel_cert_file, config.tls_tunnel_private_key_file, config.tls_tunnel_ca_file],
         partial(tls_context, config),  # (tls_context also finishes a renewal a crash interrupted)
     )
-    watch = shared_watch(asyncio.get_running_loop())
-    watch.interval = config.cert_watch_interval
-    watch.add(tls)
+    file_watch = shared_watch(asyncio.get_running_loop())
+    file_watch.interval = config.cert_watch_interval
+    file_watch.add(tls)
     renewal = CertRenewal(config)
     offer = renewal.offer | ({Feature.REPLICAS} if config.ha else frozenset())
     tunnels = _Tunnels(on_session)
@@ -157,9 +157,13 @@ async def run_tunnels(
             if announced is not None and len(tunnels.tasks) < target:
                 logger.info("= node %s holds %d of %d replicas", config.node_name, len(tunnels.tasks), target)
     finally:
-        watch.discard(tls)
+        file_watch.discard(tls)
+        if tunnels.tasks and stop.is_set():
+            # each hold() sees ``stop`` and closes its tunnel: a cancel here would cut that close
+            # handshake short and leave the cloud's side waiting for it
+            await asyncio.wait(tunnels.tasks.values(), timeout=config.handshake_timeout + 2)
         for task in tunnels.tasks.values():
-            task.cancel()  # stop is set, or we were cancelled: hold() closes its tunnel
+            task.cancel()  # we were cancelled (or a close hung): hold() still closes its tunnel
         if tunnels.tasks:
             await asyncio.gather(*tunnels.tasks.values(), return_exceptions=True)
 

@@ -103,18 +103,18 @@ class AgentSession(TunnelConnection):
                 serve = self._refuse_draining(stream) if self.draining else self._serve(stream)
                 self._tasks[cid] = asyncio.create_task(serve, name=f"stream-{cid}")
             case DataReceived(connect_id=cid, data=data):
-                stream = self.streams.get(cid)
-                if stream is not None and stream.inbound.feed(data):
-                    await self._wait_for_slow_backend(stream)
+                known = self.streams.get(cid)
+                if known is not None and known.inbound.feed(data):
+                    await self._wait_for_slow_backend(known)
             case StreamRemoved(connect_id=cid):
                 # Answer before the backend is torn down (cancel() only schedules; our REMOVE
                 # goes out before that task runs again): a Go cloudcore re-sends its
                 # REMOVE_CONNECT in a tight loop until it sees ours (spec kubeedge-tunnel §3.4 6b).
                 answer = self.mux.close_stream(cid)
-                stream = self.streams.get(cid)
-                if stream is not None:
-                    stream.removed_by_peer = True
-                    stream.inbound.feed_eof()
+                known = self.streams.get(cid)
+                if known is not None:
+                    known.removed_by_peer = True
+                    known.inbound.feed_eof()
                     task = self._tasks.get(cid)
                     if task is not None:  # the cloud is done with it: stop producing at once
                         task.cancel()

@@ -5,14 +5,15 @@ checks, prints them, exits 0 (nothing failed) or 1 (a FAIL); 2 on a usage or con
 from __future__ import annotations
 
 import argparse
-import logging
 import asyncio
+import logging
 import shlex
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from certs.verify import KUBEEDGE_ROOT
+from proto.cli import Parser
 from proto.doctor.report import exit_code, render_human, render_json
 from proto.kubeedge_config import load_yaml
 from proto.tunnel.errors import ConfigError
@@ -27,7 +28,7 @@ _DOCTOR_FLAGS = ("--json", "--timeout", "--node", "--node-ip", "--pod", "--adver
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="cloudstream doctor",
         description="check this cloudstream host: cloudcore.yaml, ports 10003/10004, certificates, the DNAT rule "
                     "per node, tunnels, and a request through the whole chain; give it the flags cloudstream runs with",

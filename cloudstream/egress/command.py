@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography import x509
 
+from proto.cli import ENV_EPILOG, Parser
+
 __all__ = ["main", "render"]
 
 DEFAULT_FILE = "/etc/kubernetes/egress-selector-configuration.yaml"
@@ -80,21 +82,25 @@ def _check_server_cert(path: str, url: str) -> str | None:
     return None if ok else f"{path} does not name {host} among its SANs: the API server will refuse the front"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cloudstream egress-config",
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="cloudstream egress-config", epilog=ENV_EPILOG,
         description="print kube-apiserver's EgressSelectorConfiguration for cloudstream's egress front "
         "(and the kube-apiserver/K3S flags, as comments)",
     )
-    parser.add_argument("--url", help="the TCP front as the API server reaches it: https://HOST:PORT (--egress-port)")
+    parser.add_argument("--url", help="the TCP front as the API server reaches it: https://HOST:PORT (--egress-port; no default)")
     parser.add_argument("--ca", help="caBundle: the CA that signed the front's server certificate (default: none, "
                         "the host's roots)")
     parser.add_argument("--cert", help="clientCert: the API server's client certificate for the front (no default)")
     parser.add_argument("--key", help="clientKey: its key (no default)")
-    parser.add_argument("--uds", help="the unix-socket front instead (--egress-uds PATH)")
+    parser.add_argument("--uds", help="the unix-socket front instead (--egress-uds PATH; default: none)")
     parser.add_argument("--file", default=DEFAULT_FILE, help=f"where the file will live, for the flags (default: {DEFAULT_FILE})")
     parser.add_argument("--server-cert", help="check that this front certificate names the URL's host (default: no check)")
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
     try:
         text = render(url=ns.url, ca=ns.ca, cert=ns.cert, key=ns.key, uds=ns.uds, file=ns.file)
     except ValueError as exc:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from proto.cli import ENV_EPILOG, Parser
 from proto.tunnel.errors import ConfigError
 
 from . import manager
@@ -25,34 +26,34 @@ __all__ = ["main"]
 logger = logging.getLogger("cloudstream.iptables")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cloudstream iptables",
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="cloudstream iptables", epilog=ENV_EPILOG,
         description="nat rules that send the API server's nodeIP:10250 connections to cloudstream's kubelet API",
     )
     p.add_argument("action", choices=["sync", "cleanup", "show"], help="sync: make the rules match --node; "
                    "cleanup: remove our chain and its jumps; show: print the rules there are")
     p.add_argument("--node", action="append", default=[], metavar="NAME=IP",
-                   help="an edge node and its internal IP (repeat; sync only; none: an empty chain)")
+                   help="an edge node and its internal IP (repeat; sync only; default: none, an empty chain)")
     p.add_argument("--node-file", metavar="PATH",
                    help="more nodes, one NAME=IP per line (# comments; NAME=IP1 IP2: the first, as the API server "
-                        "takes a node's first InternalIP), e.g. from kubectl (README)")
+                        "takes a node's first InternalIP), e.g. from kubectl (README); default: none")
     p.add_argument("--tunnel-port", action="append", default=[], metavar="PORT=IP",
                    help="KubeEdge's tunnel-port scheme: DNAT any TCP to PORT to IP:stream-port, one cloudcore or "
                         "cloudstream replica's entry of kubeedge/tunnelport (repeat; sync only; default: none)")
     p.add_argument("--tunnel-port-record", metavar="JSON",
                    help="every entry of the tunnelportrecord.kubeedge.io annotation's value, e.g. from kubectl "
                         "(README; default: none)")
-    p.add_argument("--dry-run", action="store_true", help="print the iptables-restore input, change nothing (off)")
-    p.add_argument("--stream-address", help="cloudstream's --stream-address, the default DNAT target (127.0.0.1)")
-    p.add_argument("--stream-port", type=int, help="cloudstream's kubelet API port, the DNAT target port (10003)")
+    p.add_argument("--dry-run", action="store_true", help="print the iptables-restore input, change nothing (default: off)")
+    p.add_argument("--stream-address", help="cloudstream's --stream-address, the default DNAT target (default 127.0.0.1)")
+    p.add_argument("--stream-port", type=int, help="cloudstream's kubelet API port, the DNAT target port (default 10003)")
     add_rule_arguments(p)
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     return p
 
 
 def main(argv: list[str], out: TextIO = sys.stdout) -> int:
-    ns = parser().parse_args(argv)
+    ns = build_parser().parse_args(argv)
     logging.basicConfig(level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = rule_config(

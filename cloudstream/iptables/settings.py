@@ -84,10 +84,10 @@ def add_rule_arguments(parser: argparse.ArgumentParser, prefix: str = "--") -> N
     )
     parser.add_argument(
         "--kubelet-port", type=int, metavar="PORT",
-        help="the port the API server dials on a node, matched by the rules (10250)",
+        help="the port the API server dials on a node, matched by the rules (default 10250)",
     )
     parser.add_argument(
-        f"{prefix}chain", dest="iptables_chain", metavar="NAME", help=f"our nat chain ({CHAIN})",
+        f"{prefix}chain", dest="iptables_chain", metavar="NAME", help=f"our nat chain (default {CHAIN})",
     )
     parser.add_argument(
         f"{prefix}prerouting", dest="iptables_prerouting", action="store_true",
@@ -117,7 +117,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--iptables-startup-grace", type=float, metavar="SECONDS",
-        help="after start, keep rules of nodes not yet reconnected this long (30)",
+        help="after start, keep rules of nodes not yet reconnected this long (default 30)",
     )
 
 

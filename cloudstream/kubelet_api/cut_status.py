@@ -47,7 +47,7 @@ class CutStatus:
         self._protocol: str | None = None
         self._closed = False  # a close frame went by: the edge ended the WebSocket itself
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         if self._state == _OFF:
             return
         if self._state == _HEAD:
@@ -66,7 +66,7 @@ class CutStatus:
             self._state = _FRAMES
         self._frames(data)
 
-    def _frames(self, data: bytes) -> None:
+    def _frames(self, data: bytes | memoryview) -> None:
         n = len(data)
         if self._remaining >= n and not self._partial:
             self._remaining -= n

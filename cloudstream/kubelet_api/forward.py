@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
 
@@ -301,7 +301,7 @@ def _end_if_gone(watcher: asyncio.Task[bytes], stream: CloudStream) -> None:
         stream.buffer.feed_eof(_ClientGone())
 
 
-async def _cancel_and_wait(task: asyncio.Future[object]) -> None:
+async def _cancel_and_wait(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` and wait until it really ended (a StreamReader allows one waiter)."""
     task.cancel()
     try:

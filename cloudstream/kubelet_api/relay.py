@@ -30,8 +30,8 @@ class HandoffReader(asyncio.StreamReader):
     stops being HTTP (the client may have sent bytes right behind the upgrade head)."""
 
     def take_buffered(self) -> bytes:
-        data = bytes(self._buffer)  # the one place that looks inside StreamReader
-        self._buffer.clear()
+        data = bytes(self._buffer)  # type: ignore[attr-defined]  # the one place that looks inside StreamReader
+        self._buffer.clear()  # type: ignore[attr-defined]
         return data
 
 

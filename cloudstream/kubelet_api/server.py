@@ -45,7 +45,7 @@ class KubeletApiServer:
         def factory(slot: Slot) -> asyncio.StreamReaderProtocol:
             reader = HandoffReader(limit=64 * 1024, loop=loop)
             return asyncio.StreamReaderProtocol(
-                reader, lambda r, w: self._on_connection(r, w, slot), loop=loop  # type: ignore[misc]
+                reader, lambda r, w: self._on_connection(r, w, slot), loop=loop
             )
 
         self.server = Listener(

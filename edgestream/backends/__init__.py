@@ -16,9 +16,9 @@ def make_backend(config: object) -> Backend:
 
         return EmulatorBackend(config.emulator)
     if config.backend == "cri":
-        from .cri import CriBackend  # type: ignore[import-not-found]
+        from .cri import CriBackend
 
-        return CriBackend(config)  # type: ignore[no-any-return]
+        return CriBackend(config)
     from .kubelet import KubeletBackend
 
     return KubeletBackend(config)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Protocol
@@ -217,7 +217,7 @@ def _wanted(options: LogOptions) -> frozenset[bytes]:
 # --------------------------------------------------------------------------- tail
 
 
-def _lines_backwards(fd: int, size: int) -> Iterator[tuple[int, int, bytes | None, bool]]:
+def _lines_backwards(fd: int, size: int) -> Generator[tuple[int, int, bytes | None, bool], None, None]:
     """(start, end, stream, partial) of each complete line before ``size``, the last first.
 
     ``end`` is just after the newline; ``stream`` is None for a line not in CRI format. A
@@ -286,7 +286,7 @@ def find_tail_start(
             if stream in wanted and not partial:
                 found += 1
                 if found == lines + 1:
-                    boundary, boundary_stream = end, stream  # type: ignore[assignment]
+                    boundary, boundary_stream = end, stream
                     break
         else:
             return 0, 0

@@ -135,7 +135,7 @@ def _sum(parts: Iterable[dict[str, Any] | None], keys: tuple[str, ...]) -> dict[
     items = list(parts)
     if not items or any(p is None for p in items):
         return None
-    out: dict[str, Any] = {"time": max(p["time"] for p in items if p)}  # type: ignore[index]
+    out: dict[str, Any] = {"time": max(p["time"] for p in items if p)}
     for key in keys:
         if all(key in p for p in items if p):
             out[key] = sum(p[key] for p in items if p)

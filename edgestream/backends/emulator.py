@@ -16,7 +16,8 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
+from typing import Any
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -93,7 +94,7 @@ def _rfc3339nano(ts: float) -> bytes:
 class EmulatorBackend(BaseBackend):
     def __init__(self, config: EmulatorConfig, clock: object = time.time) -> None:
         self.config = config
-        self.clock = clock  # type: ignore[assignment]
+        self.clock = clock
         now = time.time()
         self.started = now
         self.started_ns = int(now * 1e9)
@@ -219,7 +220,7 @@ class EmulatorBackend(BaseBackend):
             await refuse(stream, 400, "you must specify at least 1 of stdin, stdout, stderr")
             return
 
-        def run(io: ProcessIO) -> Awaitable[int]:
+        def run(io: ProcessIO) -> Coroutine[Any, Any, int]:
             io.restart = lambda: ctr.restart(time.time(), self.config.history)
             return self._attached(ctr, io) if attach else run_command(argv, io)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass
 
 from proto.aio.spdy import SpdyConnection, SpdyStream
@@ -103,7 +104,7 @@ async def _resize_events(stream: SpdyStream, io: ProcessIO) -> None:
             return  # not a terminal size: stop listening rather than buffer without end
 
 
-async def serve_spdy_remotecommand(stream: EdgeStream, run: Callable[[ProcessIO], Awaitable[int]], hostname: str,
+async def serve_spdy_remotecommand(stream: EdgeStream, run: Callable[[ProcessIO], Coroutine[Any, Any, int]], hostname: str,
                                    opts: ExecOptions) -> None:
     protocol = await negotiate_spdy(stream, REMOTECOMMAND_PROTOCOLS)
     if protocol is None:
@@ -124,7 +125,7 @@ async def serve_spdy_remotecommand(stream: EdgeStream, run: Callable[[ProcessIO]
         await asyncio.gather(reader, return_exceptions=True)
 
 
-async def _session(conn: SpdyConnection, protocol: str, opts: ExecOptions, run: Callable[[ProcessIO], Awaitable[int]],
+async def _session(conn: SpdyConnection, protocol: str, opts: ExecOptions, run: Callable[[ProcessIO], Coroutine[Any, Any, int]],
                    hostname: str) -> None:
     resize = opts.tty and protocol not in ("channel.k8s.io", "v2.channel.k8s.io")
     wanted = {"error"} | {k for k, on in (("stdin", opts.stdin), ("stdout", opts.stdout),

@@ -102,7 +102,7 @@ async def serve_port_forward_session(conn: SpdyConnection, forward: Forward = ec
                 refusals.event(("portforward", problem[:30]), "emulator: port-forward stream refused: %s", problem)
                 await stream.reset()  # the kubelet's handler returns an error: the stream is reset
                 continue
-            kind = stream.header("streamtype")
+            kind = stream.header("streamtype") or ""  # _port checked it: "data" or "error"
             request_id = stream.header("requestid") or str(stream.id if kind == "error" else stream.id - 2)
             pair = pairs.get(request_id)
             if pair is None:

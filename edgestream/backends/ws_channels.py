@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import parse_qs
 
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -69,7 +70,7 @@ class WsChannel:
             else:
                 self.protocol.receive_data(bytes(data))
             for frame in self.protocol.events_received():
-                if frame.opcode in (Opcode.BINARY, Opcode.TEXT):
+                if isinstance(frame, Frame) and frame.opcode in (Opcode.BINARY, Opcode.TEXT):
                     yield frame.data
             await self.flush()  # pongs, close replies
             if data is None or self.protocol.close_expected() or self.protocol.state.name == "CLOSED":
@@ -129,7 +130,7 @@ def _status(code: int) -> bytes:
 
 
 async def serve_remotecommand(
-    stream: EdgeStream, run: Callable[[ProcessIO], Awaitable[int]], hostname: str
+    stream: EdgeStream, run: Callable[[ProcessIO], Coroutine[Any, Any, int]], hostname: str
 ) -> None:
     """exec/attach: run ``run`` with the client's stdin/stdout/stderr/tty over the WebSocket."""
     query = parse_qs(stream.request.raw_query)

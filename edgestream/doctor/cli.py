@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from certs.verify import KUBEEDGE_ROOT
+from proto.cli import Parser
 from proto.doctor.report import exit_code, render_human, render_json
 from proto.kubeedge_config import load_yaml
 from proto.tunnel.errors import ConfigError
@@ -23,7 +24,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="edgestream doctor",
         description="check this edge node: edgecore.yaml, the tunnel server's address, the mTLS handshake, this "
                     "node's certificate, the local backend, the tunnel; give it the flags edgestream runs with",

@@ -97,7 +97,7 @@ class TunnelConnection:
         if self._ws_process_event is not None:  # (unit tests build sessions without a socket)
             # Messages that came before us wait in websockets' queue: the reader goes first.
             self._slow = bool(ws.recv_messages.frames)
-            ws.process_event = self._process_event  # type: ignore[method-assign]
+            ws.process_event = self._process_event  # type: ignore[method-assign,assignment]  # a connection hands only Frames
             self._fast = FastFrames(ws, self._deliver_now, lambda: not self._slow)
 
     # ------------------------------------------------------------------ receiving, fast path

@@ -101,7 +101,7 @@ class FastFrames:
                 end = start + 4 + length
                 if end > n:
                     break
-                message: bytes | memoryview = apply_mask(view[start + 4 : end], view[start : start + 4])
+                message: bytes | memoryview = apply_mask(view[start + 4 : end], view[start : start + 4])  # type: ignore[arg-type]  # websockets' C apply_mask takes any buffer
             else:
                 end = start + length
                 if end > n:

@@ -107,7 +107,7 @@ class SpdyStream:
                 await self.conn._window.wait()
                 continue
             piece, view = view[:room], view[room:]
-            await self.conn._command(lambda s, p=piece: s.send_data(self.id, p))
+            await self.conn._command(lambda s, p=piece: s.send_data(self.id, p))  # type: ignore[misc]  # p binds this piece
             if not view:
                 return
 

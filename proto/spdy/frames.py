@@ -134,7 +134,8 @@ def decode_header_block(block: bytes) -> Headers:
     count = int.from_bytes(view[:4], "big")
     if count > len(view) // 8:  # every pair takes at least 8 bytes: no allocation on a lie
         raise FrameError(f"header block claims {count} pairs in {len(view)} bytes")
-    pos, pairs, seen = 4, [], set()
+    pos, seen = 4, set[str]()
+    pairs: list[tuple[str, str]] = []
     for _ in range(count):
         fields = []
         for what in ("name", "value"):

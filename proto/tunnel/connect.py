@@ -90,7 +90,7 @@ class ConnectRequest:
     def to_json(self) -> bytes:
         decoded = unquote(self.path)
         raw_path = self.path if quote(decoded, safe=_PATH_SAFE) != self.path else ""
-        url = dict.fromkeys(_URL_FIELDS, "")
+        url: dict[str, object] = dict.fromkeys(_URL_FIELDS, "")
         url.update(
             Scheme="http",
             User=None,

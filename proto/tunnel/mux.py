@@ -166,13 +166,13 @@ class Mux:
         elif kind == MessageType.WINDOW and Feature.FLOW in self.features:
             self._window(cid, payload)
         elif kind in _RENEWAL_KINDS and Feature.RENEW in self.features:
-            self._renewal(cid, kind, payload)
+            self._renewal(cid, MessageType(kind), payload)
         elif isinstance(kind, MessageType) and kind.is_connect:
             self._peer_connect(cid, kind, payload)
         else:
             self._events.append(MessageIgnored(cid, kind, "unknown message type"))
 
-    def open_data_stream(self, data: bytes | memoryview) -> Stream | None:
+    def open_data_stream(self, data: bytes | bytearray | memoryview) -> Stream | None:
         """The fast path's test, without side effects: the stream a well-formed DATA message
         with a one-byte header goes to when that stream is open, else None (then feed the
         message to ``receive_message``). The caller takes ``data[2:]`` and adds its length

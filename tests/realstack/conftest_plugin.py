@@ -8,8 +8,8 @@ and mark tests ``@pytest.mark.containerd``. The fixture
 
 * skips unless running as root;
 * skips if containerd/runc/busybox-static are missing and installing them is not allowed.
-  Installing is allowed when ``CI`` is set or ``KES_INSTALL_CONTAINERD=1``; then
-  ``tests/realstack/setup.sh`` apt-get installs them;
+  Installing is allowed when ``KES_INSTALL=1`` (``make test`` sets it), ``CI`` is set, or
+  ``KES_INSTALL_CONTAINERD=1``; then ``tests/realstack/setup.sh`` apt-get installs them;
 * runs ``setup.sh up`` once per session with ``RS`` in pytest's temp dir, yields a
   :class:`tests.realstack.cri.RealStack`, and runs ``setup.sh down`` at the end (that removes all
   pods, stops containerd and its shims, unmounts and deletes ``RS``).
@@ -45,8 +45,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _install_allowed() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("KES_INSTALL_CONTAINERD") == "1"
+def install_allowed() -> bool:
+    """May tests apt-get install what they need? ``make test`` says yes (KES_INSTALL=1), as CI does."""
+    return (
+        bool(os.environ.get("CI"))
+        or os.environ.get("KES_INSTALL") == "1"
+        or os.environ.get("KES_INSTALL_CONTAINERD") == "1"
+    )
 
 
 def _missing_packages() -> list[str]:
@@ -63,10 +68,10 @@ def _skip_reason() -> str | None:
         return "real containerd stack needs root (runs containerd, runc and mounts)"
     missing = _missing_packages()
     if missing:
-        if not _install_allowed():
+        if not install_allowed():
             return (
-                f"{', '.join(missing)} not installed; set KES_INSTALL_CONTAINERD=1 (or CI=1) to let "
-                "tests/realstack/setup.sh apt-get install containerd runc busybox-static"
+                f"{', '.join(missing)} not installed; run `make test` as root (it sets KES_INSTALL=1), or set "
+                "KES_INSTALL=1 to let tests/realstack/setup.sh apt-get install containerd runc busybox-static"
             )
         if shutil.which("apt-get") is None:
             return f"{', '.join(missing)} not installed and apt-get is unavailable to install them"
@@ -75,7 +80,7 @@ def _skip_reason() -> str | None:
 
 def _run_setup(action: str, rs: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, RS=str(rs), PYTHON=sys.executable)
-    if not _install_allowed():
+    if not install_allowed():
         env["NO_INSTALL"] = "1"
     return subprocess.run(
         ["bash", str(SETUP_SH), action],

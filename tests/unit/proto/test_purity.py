@@ -44,7 +44,7 @@ def test_dependency_direction() -> None:
 
 
 def test_generic_top_level_names_resolve_inside_the_repo() -> None:
-    """``proto`` and ``certs`` are also names of unrelated PyPI/Debian packages."""
+    """Our packages, not another distribution's (proto-plus installs a top-level proto; a PyPI project is named certs)."""
     import certs
     import proto
 
