@@ -16,11 +16,11 @@ from streambundle import edge, images, manifests
 from streambundle.checksums import write_sums
 from streambundle.layout import (EDGE, IMAGES, MANIFESTS, PLATFORMS, WHEELHOUSE, BundleInfo, ImageEntry)
 from streambundle.wheelhouse import (BundleError, build_project_wheel, fill_wheelhouse, project_meta,
-                                     runtime_extras)
+                                     requirement, runtime_extras)
 
 README = """kubeedge-stream {version} offline bundle ({arches}; Python {pythons})
 
-wheelhouse/   every wheel, all targets:  pip install --no-index --find-links wheelhouse {project}
+wheelhouse/   every wheel, all targets:  pip install --no-index --find-links wheelhouse {project}[uvloop,kube]
 images/       OCI archives:  ctr -n k8s.io images import images/<file>.tar
               (K3S: copy them to /var/lib/rancher/k3s/agent/images/ before starting k3s)
 kubernetes/   manifests pinned to the images' digests:  kubectl apply -f kubernetes/
@@ -125,9 +125,8 @@ def _build_locked(opts: BuildOptions, project: str, version: str, started: float
 
     edge_dir = opts.out / EDGE
     edge_dir.mkdir()
-    (edge_dir / "edgestream.service").write_text(edge.UNIT)
-    (edge_dir / "edgestream.env").write_text(edge.ENV)
-    (edge_dir / "install.sh").write_text(edge.install_sh(project, version))
+    (edge_dir / "edgestream.service").write_text(edge.unit(opts.project_dir))
+    (edge_dir / "install.sh").write_text(edge.install_sh(requirement(project, version, tuple(e for e in extras if e == "uvloop"))))
     (edge_dir / "install.sh").chmod(0o755)
     (opts.out / "README.txt").write_text(README.format(
         version=version, project=project, arches=", ".join(opts.arches), pythons=", ".join(opts.pythons)))

@@ -40,13 +40,13 @@ class ImageSpec:
     user: str            # the image's default user (the manifests set the same)
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...]
-    extras: bool  # install the bundle's extras (kube: HA cloudstream's Kubernetes client)
+    extras: tuple[str, ...]  # those of the bundle's extras this image installs
 
 
 SPECS = {
-    "cloudstream": ImageSpec("cloudstream", ("python3",), NONROOT, ("cloudstream",), ("--help",), True),
+    "cloudstream": ImageSpec("cloudstream", ("python3",), NONROOT, ("cloudstream",), ("--help",), ("uvloop", "kube")),
     "iptables-manager": ImageSpec("iptables-manager", ("python3", "iptables"), "0:0",
-                                  ("cloudstream", "iptables"), ("show",), False),
+                                  ("cloudstream", "iptables"), ("show",), ()),
 }
 
 
@@ -155,7 +155,7 @@ def build_image(spec: ImageSpec, *, name: str, arch: str, suite: str, mirrors: l
     with tempfile.TemporaryDirectory(prefix="kes-bundle-img-", dir=cache) as tmp:
         layout, stage = Path(tmp) / "oci", Path(tmp) / "stage"
         shutil.copytree(base, layout)
-        _install_site(stage, python, wheelhouse, requirement(project, version, extras if spec.extras else ()), arch)
+        _install_site(stage, python, wheelhouse, requirement(project, version, tuple(e for e in extras if e in spec.extras)), arch)
         run_tool(["umoci", "insert", "--image", f"{layout}:img", str(stage), "/"], "umoci insert (kubeedge-stream layer)")
         size = base_size + _dir_size(stage)
         config = ["umoci", "config", "--image", f"{layout}:img", "--os", "linux", "--architecture", arch,

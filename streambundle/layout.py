@@ -12,7 +12,7 @@ WHEELHOUSE = "wheelhouse"
 IMAGES = "images"
 MANIFESTS = "kubernetes"
 EDGE = "edge"
-EDGE_FILES = ("edgestream.service", "edgestream.env", "install.sh")
+EDGE_FILES = ("edgestream.service", "install.sh")
 IMAGE_ROLES = ("cloudstream", "iptables-manager")
 MANIFEST_FILES = ("namespace.yaml", "cloudstream.yaml", "iptables-manager.yaml")
 

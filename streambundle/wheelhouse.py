@@ -33,9 +33,9 @@ def project_meta(project_dir: Path) -> tuple[str, str]:
     return data["project"]["name"], data["project"]["version"]
 
 
-def runtime_extras(project_dir: Path, wanted: tuple[str, ...] = ("kube",)) -> tuple[str, ...]:
+def runtime_extras(project_dir: Path, wanted: tuple[str, ...] = ("uvloop", "kube")) -> tuple[str, ...]:
     """The optional runtime extras the bundle carries: those of ``wanted`` pyproject declares
-    (``kube``: the Kubernetes client HA cloudstream uses); test/dev/bench never."""
+    (``uvloop``: the faster loop; ``kube``: the Kubernetes client HA cloudstream uses); test/dev/bench never."""
     data = tomllib.loads((project_dir / "pyproject.toml").read_text())
     declared = data["project"].get("optional-dependencies", {})
     return tuple(e for e in wanted if e in declared)

@@ -42,8 +42,8 @@ def test_clean_bundle_verifies_and_lists_every_target(built_bundle: Built) -> No
         carried = built_bundle.dir / "kubernetes" / "deploy" / src.relative_to(ROOT / "deploy" / "kubernetes")
         if "image:" in src.read_text():
             assert f"image: {cloudstream['name'].rsplit(':', 1)[0]}@{cloudstream['digest']}" in carried.read_text()
-    # every runtime extra pyproject declares for the bundle (kube) resolves too
-    assert info["extras"] == ["kube"] and any(n.startswith("kubernetes_asyncio-") for n in info["wheels"]["arm64"]["3.12"])
+    # the runtime extras pyproject declares (uvloop, kube) resolve too
+    assert info["extras"] == ["uvloop", "kube"] and any(n.startswith("kubernetes_asyncio-") for n in info["wheels"]["arm64"]["3.12"])
     # `sha256sum -c` reads the same manifest
     done = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=built_bundle.dir, capture_output=True)
     assert done.returncode == 0, done.stdout
@@ -78,7 +78,7 @@ def test_unlisted_dependency_gap_is_found_by_pip(bundle_copy: Path) -> None:
 
 def test_corrupted_file_is_named(bundle_copy: Path) -> None:
     unit = bundle_copy / "edge" / "edgestream.service"
-    unit.write_text(unit.read_text().replace("Restart=always", "Restart=no"))
+    unit.write_text(unit.read_text() + "ExecStartPre=/bin/true\n")
     rc, result = verify(bundle_copy, "--no-resolve")
     assert rc == 1
     assert result["problems"] == ["corrupt: edge/edgestream.service (sha256 differs from SHA256SUMS)"]
