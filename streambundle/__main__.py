@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from proto.cli import Parser
 from streambundle.build import BuildOptions, build, default_cache, format_report
 from streambundle.images import host_arch
 from streambundle.verify import main_verify
@@ -19,12 +20,14 @@ def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kubeedge-stream bundle", description="the offline bundle: build it on a "
-                                "connected machine, carry it, verify it, install with no network")
-    sub = p.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    top = Parser(prog="kubeedge-stream", description="kubeedge-stream's build-time tools")
+    bundle = top.add_subparsers(dest="tool", required=True).add_parser(
+        "bundle", description="the offline bundle: build it on a connected machine, carry it, verify it, "
+        "install with no network")
+    sub = bundle.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="wheelhouse + OCI images + manifests + edge install script + SHA256SUMS")
-    b.add_argument("-o", "--out", required=True, type=Path, help="output directory (must be empty unless --force)")
+    b.add_argument("-o", "--out", required=True, type=Path, help="output directory, must be empty unless --force (required, no default)")
     b.add_argument("--arch", default="amd64,arm64", type=_csv, help="wheel architectures (amd64,arm64)")
     b.add_argument("--python", default="3.11,3.12,3.13", type=_csv, help="CPython versions (3.11,3.12,3.13)")
     b.add_argument("--image-arch", default=None, type=_csv,
@@ -43,20 +46,20 @@ def parser() -> argparse.ArgumentParser:
                    help="the project source (pyproject.toml) to build the wheel from (this checkout)")
     b.add_argument("--tar", action="store_true", help="also write OUT.tar (off)")
     b.add_argument("--force", action="store_true", help="replace a non-empty OUT (off)")
-    b.add_argument("--report", type=Path, default=None, help="write the sizes and times as JSON here (no)")
+    b.add_argument("--report", type=Path, default=None, help="write the sizes and times as JSON here (default: none)")
     v = sub.add_parser("verify", help="check checksums and that every part is there; exit 1 naming what is not")
     v.add_argument("dir", type=Path)
     v.add_argument("--no-resolve", action="store_true",
                    help="skip the offline pip resolution per arch x Python (off: done, a few s each)")
     v.add_argument("--json", action="store_true", help="machine-readable result (off)")
-    return p
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["bundle"]:  # `kubeedge-stream bundle build ...`
-        args_list = args_list[1:]
-    args = parser().parse_args(args_list)
+    if args_list[:1] not in (["bundle"], ["-h"], ["--help"], ["--version"]):
+        args_list = ["bundle", *args_list]  # `python -m streambundle build ...`
+    args = build_parser().parse_args(args_list)
     try:
         if args.command == "verify":
             return main_verify(args.dir, resolve=not args.no_resolve, as_json=args.json)
