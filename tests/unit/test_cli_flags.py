@@ -23,7 +23,7 @@ from proto.cli import HelpFormatter, Parser, env_name
 from proto.tunnel.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("cloudstream", "edgestream", "certs", "proto")
+PACKAGES = ("cloudstream", "edgestream", "certs", "proto", "streambundle")
 NOT_INSTALLED_PROGRAMS = {"proto/_gen.py"}  # a developer's tool (python -m proto._gen), not a program
 NO_ENV = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
 
