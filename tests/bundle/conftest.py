@@ -42,8 +42,8 @@ def _image_tools() -> str:
     missing = sorted(pkg for tool, pkg in TOOL_PACKAGES.items() if shutil.which(tool) is None)
     if not missing:
         return ""
-    if not (os.environ.get("CI") or os.environ.get("KES_INSTALL_BUNDLE_TOOLS") == "1"):
-        return f"{', '.join(missing)} not installed (CI=1 or KES_INSTALL_BUNDLE_TOOLS=1 installs them)"
+    if not (os.environ.get("CI") or os.environ.get("KES_INSTALL") == "1" or os.environ.get("KES_INSTALL_BUNDLE_TOOLS") == "1"):
+        return f"{', '.join(missing)} not installed (`make test` as root installs them: KES_INSTALL=1)"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=600, stdin=subprocess.DEVNULL)
     done = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env,
