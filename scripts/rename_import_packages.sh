@@ -10,7 +10,8 @@
 #   2. dotted module names:   proto.tunnel, -m proto._gen, "certs.__main__:main", DeprecationWarning:proto.*
 #   3. package paths:   proto/... anywhere; certs/ only as the package (certs/lab.py, `certs/`), never
 #      /etc/kubeedge/certs/... or KubeEdge's layout "certs/server.crt"
-#   4. quoted bare names:   "proto", 'certs', "proto*" (pyproject's package list, mypy's files, ROOT / "proto")
+#   4. quoted bare names:   "proto", 'certs', "proto*" (pyproject's package list, mypy's files, ROOT / "proto"),
+#      but not "certs" joined onto a path other than *ROOT (pki / "certs" is KubeEdge's directory)
 # It leaves prose words ("edge certs"), proto-plus, .proto files, protobuf, textproto, and the
 # tests/unit/proto, tests/unit/certs test directories. At the end it prints what rule 4 changed
 # and every bare word left, for a human to look over.
@@ -42,6 +43,16 @@ RULES = [
 ]
 QUOTED = re.compile(rf"([\"'])({NAMES})(\*?)\1")
 
+
+
+def _quoted(m: re.Match[str], line: str) -> str:
+    """"certs" joined onto a path (pki / "certs") is KubeEdge's directory, unless onto *ROOT."""
+    before = line[: m.start()]
+    if m.group(2) == "certs" and re.search(r"/\s*$", before) and not re.search(r"ROOT\s*/\s*$", before):
+        return m.group(0)
+    return f"{m.group(1)}stream{m.group(2)}{m.group(3)}{m.group(1)}"
+
+
 files = subprocess.run(["git", "ls-files", "-z"], capture_output=True, check=True).stdout.decode().split("\0")
 quoted_changes = []
 for name in filter(None, files):
@@ -58,7 +69,7 @@ for name in filter(None, files):
         if KEEP not in line:
             for pattern, replacement in RULES:
                 line = pattern.sub(replacement, line)
-            new = QUOTED.sub(r"\1stream\2\3\1", line)
+            new = QUOTED.sub(lambda m, line=line: _quoted(m, line), line)
             if new != line:
                 quoted_changes.append(f"{name}:{number}: {new.strip()}")
             line = new
