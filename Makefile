@@ -33,7 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench all $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check --select F,E9,B --exclude proto/cri/v1 .
+	$(PY) -m ruff check --select F,E9,B --exclude streamproto/cri/v1 .
 
 # mypy on the hand-written packages (the files and exclusions are in pyproject.toml [tool.mypy])
 typecheck: $(VENV)/.installed

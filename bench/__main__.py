@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from certs import init_lab
+from streamcerts import init_lab
 from testkit.processes import ROOT
 
 from . import plots, report, results

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from certs import client_context, init_lab
+from streamcerts import client_context, init_lab
 
 from . import stacks
 from .measure import throughput

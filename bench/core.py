@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from certs import Layout
+from streamcerts import Layout
 
 Metrics = dict[str, float]
 

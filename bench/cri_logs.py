@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from certs import client_context, init_lab
+from streamcerts import client_context, init_lab
 from testkit.processes import start_cloud, start_edge
 from testkit.cri import RealStack
 

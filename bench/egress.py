@@ -25,8 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from certs import client_context, init_lab
-from proto.aio.spdy import SpdyConnection, SpdyStream, upgrade
+from streamcerts import client_context, init_lab
+from streamproto.aio.spdy import SpdyConnection, SpdyStream, upgrade
 from testkit.egress import egress_dial
 from testkit.processes import apiserver_tls
 

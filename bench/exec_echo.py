@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from certs import init_lab
+from streamcerts import init_lab
 
 from . import stacks
 from .measure import exec_echo

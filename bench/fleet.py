@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from certs import Layout, client_context
+from streamcerts import Layout, client_context
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"kubelet API on \S+:(\d+), tunnel on \S+:(\d+)")

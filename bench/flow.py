@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from certs import init_lab
+from streamcerts import init_lab
 from testkit.processes import ROOT, apiserver_tls, start_cloud, start_edge
 from testkit.k8s_ws import open_ws
 

@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 
-from proto.tunnel import FrameBuffer, MessageType, decode
+from streamproto.tunnel import FrameBuffer, MessageType, decode
 
 SIZES = (256, 16 * 1024, 64 * 1024)
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from certs import Layout
+from streamcerts import Layout
 from edgestream.fleet import node_configs
 from edgestream.fleet_profile import FleetProfile
 from testkit.haproxy import HAProxy, Pool, ensure_haproxy

@@ -49,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from certs import Layout, client_context, init_lab
+from streamcerts import Layout, client_context, init_lab
 from testkit.processes import READY, Process, start_edge
 
 PARTIAL_HELLO = b"\x16\x03\x01\x02\x00\x01"

@@ -120,7 +120,7 @@ def _fleet(args: argparse.Namespace) -> dict[str, object]:
     """A real cloudstream --manage-iptables and an emulated fleet, all in this namespace."""
     import asyncio
 
-    from certs import init_lab
+    from streamcerts import init_lab
     from testkit.processes import READY, Process
 
     async def main() -> dict[str, object]:

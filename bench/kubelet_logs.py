@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgestream.backends.kubelet import KubeletBackend
 from edgestream.config import EdgeConfig
-from proto.tunnel import ConnectRequest, MessageType
+from streamproto.tunnel import ConnectRequest, MessageType
 
 
 class CountingStream:
@@ -73,7 +73,7 @@ async def main_async(mb: int, chunk: int, in_process: bool) -> None:
 
 
 async def end_to_end(kubelet_port: int, chunk: int) -> None:
-    from certs import init_lab
+    from streamcerts import init_lab
     from testkit.processes import apiserver_tls, kubelet_request, start_cloud, start_edge
 
     with tempfile.TemporaryDirectory() as tmp:

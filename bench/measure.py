@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from certs import Layout
+from streamcerts import Layout
 from testkit.k8s_ws import open_ws
 from testkit.processes import ROOT, apiserver_tls
 

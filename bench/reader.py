@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from certs import Layout, client_context
+from streamcerts import Layout, client_context
 
 
 class Body:

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from certs import init_lab
+from streamcerts import init_lab
 from edgestream.backends.emulator import EmulatorBackend
 from edgestream.config import EdgeConfig, EmulatorConfig
 from edgestream.tunnel_client import run_tunnel

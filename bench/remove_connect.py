@@ -29,8 +29,8 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from certs import init_lab, server_context
-from proto.tunnel import MessageType, decode, encode
+from streamcerts import init_lab, server_context
+from streamproto.tunnel import MessageType, decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from certs import create_ca
-from certs._x509 import name, new_key
-from certs.pair_files import write_pair
-from certs.renewal import check_issued, make_csr
+from streamcerts import create_ca
+from streamcerts._x509 import name, new_key
+from streamcerts.pair_files import write_pair
+from streamcerts.renewal import check_issued, make_csr
 from cloudstream.cert_signer import CertSigner
 from testkit.short_certs import issue_edge_cert
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from certs import Layout, create_ca, init_lab, write_pem
+from streamcerts import Layout, create_ca, init_lab, write_pem
 from testkit.processes import MS, Process, start_cloud
 
 CIDR = "127.0.2.0/24"

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certs import Layout
+from streamcerts import Layout
 from testkit.processes import READY, ROOT, Process, start_cloud, start_edge
 
 NODE = "bench-node"

@@ -21,13 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from certs import client_context, init_lab
+from streamcerts import client_context, init_lab
 
 SERVER = r"""
 import asyncio, os, sys, gc
 from pathlib import Path
 sys.path.insert(0, os.environ["ROOT"])
-from certs import server_context
+from streamcerts import server_context
 loop_kind, app, cert, key, ca = sys.argv[1:6]
 
 def rss_kb():

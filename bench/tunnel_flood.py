@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from certs import init_lab
+from streamcerts import init_lab
 from testkit.processes import apiserver_tls, kubelet_request, start_cloud, start_edge
 
 from .flood_client import FloodStats, run_flood_process

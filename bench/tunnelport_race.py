@@ -105,7 +105,7 @@ async def claimed(p: Process, start: float) -> tuple[float, float, int, int]:
 
 
 async def processes_async(replicas: list[int], rounds: int) -> list[dict[str, object]]:
-    from certs import init_lab
+    from streamcerts import init_lab
 
     out: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,8 +9,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from certs import server_context
-from certs.expiry import watch_cloud
+from streamcerts import server_context
+from streamcerts.expiry import watch_cloud
 
 from .cert_signer import CertSigner
 from .admin import CloudAdmin

@@ -1,6 +1,6 @@
 """cloudstream's TLS material, hot-reloaded: the 10004 and 10003 contexts and the serving CA.
 
-Each is a ``certs.watch.Reloading`` on the process's one file watch; a swap changes what the
+Each is a ``streamcerts.watch.Reloading`` on the process's one file watch; a swap changes what the
 port's listener hands *new* connections (tunnels and streams already open keep theirs). With a
 serving CA, 10003 picks a per-node leaf per connection (``serving_certs``); a new serving CA or
 client CA drops the cached leaves.
@@ -15,9 +15,9 @@ import ssl
 from functools import partial
 from typing import Any
 
-from certs import server_context
-from certs.serving import ServingCA
-from certs.watch import Reloading, ReloadingContext, shared_watch
+from streamcerts import server_context
+from streamcerts.serving import ServingCA
+from streamcerts.watch import Reloading, ReloadingContext, shared_watch
 
 from .config import CloudConfig
 from .kubelet_api.server import KubeletApiServer

@@ -2,7 +2,7 @@
 
 Off unless cloudstream is given the tunnel CA's key (``--tunnel-ca-key-file``); then an edge
 asks over its authenticated tunnel and gets a certificate for the same node, same subject,
-no new IPs (the policy is ``certs.renewal.vet_csr``). Requests are limited per node (all of
+no new IPs (the policy is ``streamcerts.renewal.vet_csr``). Requests are limited per node (all of
 them, refused ones too: each costs a signature check) over a sliding hour. Every refusal is
 logged with node and reason, once per (node, reason) per interval (``RateLimitedLog``).
 """
@@ -18,13 +18,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certs import load_key
-from certs._x509 import PrivateKey
-from certs.errors import CertificateError
-from certs.renewal import CsrRefused, serial_hex, sign_csr, vet_csr
-from proto.aio.ratelog import RateLimitedLog
-from proto.tunnel import RenewalAnswer, RenewalStatus
-from proto.tunnel.errors import ConfigError
+from streamcerts import load_key
+from streamcerts._x509 import PrivateKey
+from streamcerts.errors import CertificateError
+from streamcerts.renewal import CsrRefused, serial_hex, sign_csr, vet_csr
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.tunnel import RenewalAnswer, RenewalStatus
+from streamproto.tunnel.errors import ConfigError
 
 from .config import CloudConfig
 

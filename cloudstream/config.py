@@ -12,10 +12,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proto.admin.config import AdminConfig, add_admin_arguments
-from proto.kubeedge_config import cloudstream_settings, load_yaml
-from proto.tunnel.errors import ConfigError
-from proto.tunnel.replicas import MAX_REPLICAS, valid_replica_id
+from streamproto.admin.config import AdminConfig, add_admin_arguments
+from streamproto.kubeedge_config import cloudstream_settings, load_yaml
+from streamproto.tunnel.errors import ConfigError
+from streamproto.tunnel.replicas import MAX_REPLICAS, valid_replica_id
 
 from .egress.settings import EgressConfig, add_egress_arguments
 from .iptables.settings import IptablesSettings, add_server_arguments, server_settings

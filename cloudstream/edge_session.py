@@ -17,8 +17,8 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from proto.aio import RateLimitedLog, StreamBuffer, TunnelConnection
-from proto.tunnel import (
+from streamproto.aio import RateLimitedLog, StreamBuffer, TunnelConnection
+from streamproto.tunnel import (
     Budget,
     ConnectRequest,
     DataReceived,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from proto.aio import RateLimitedLog
+from streamproto.aio import RateLimitedLog
 
 from .config import CloudConfig
 from .tls_alert import ALERT, Alert, AlertingContext, describe

@@ -37,9 +37,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from certs import client_context, peer_identity
-from certs.errors import CertificateError
-from proto.aio import RateLimitedLog
+from streamcerts import client_context, peer_identity
+from streamcerts.errors import CertificateError
+from streamproto.aio import RateLimitedLog
 
 from .replicas import ReplicaDirectory
 

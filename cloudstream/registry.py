@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from proto.tunnel.errors import AuthError
+from streamproto.tunnel.errors import AuthError
 
 from .edge_session import EdgeSession, IPClaim
 from .stats import CloudStats

@@ -3,7 +3,7 @@
 Every cloudstream replica serves every node that holds a tunnel to it; an edge of ours keeps a
 tunnel to each replica (``edgestream/replicas.py``). A replica learns which *other* replicas a
 node holds from the node itself: each dial names the replicas the edge already holds
-(``proto/tunnel/replicas.py``). When that node's tunnel here is gone, the last list is kept for
+(``streamproto/tunnel/replicas.py``). When that node's tunnel here is gone, the last list is kept for
 a while, so a request that lands here can be told where the node still is.
 
 What is *not* known here: a Go edge (no extension) tells nothing, so a replica that does not
@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 
-from proto.tunnel.replicas import MAX_REPLICAS, ReplicaAnnouncement
+from streamproto.tunnel.replicas import MAX_REPLICAS, ReplicaAnnouncement
 
 __all__ = ["MAX_REMEMBERED", "ReplicaDirectory"]
 

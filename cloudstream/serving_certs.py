@@ -26,10 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from certs.errors import CertificateError
-from certs.serving import ServingCA, ServingLeaf, issue_serving_leaf
-from certs.watch import Reloading
-from proto.aio import RateLimitedLog
+from streamcerts.errors import CertificateError
+from streamcerts.serving import ServingCA, ServingLeaf, issue_serving_leaf
+from streamcerts.watch import Reloading
+from streamproto.aio import RateLimitedLog
 
 from .kubelet_api.resolve import local_address, original_destination
 

@@ -21,14 +21,14 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from certs import peer_identity
-from proto.aio import RateLimitedLog
-from proto.aio.connection import POLICY_VIOLATION
-from proto.aio.keepalive import shared_keepalive
-from proto.aio.sockets import tune_tunnel_socket
-from proto.admin.labels import close_reason, reason_label
-from proto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
-from proto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER, format_announcement, parse_held
+from streamcerts import peer_identity
+from streamproto.aio import RateLimitedLog
+from streamproto.aio.connection import POLICY_VIOLATION
+from streamproto.aio.keepalive import shared_keepalive
+from streamproto.aio.sockets import tune_tunnel_socket
+from streamproto.admin.labels import close_reason, reason_label
+from streamproto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
+from streamproto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER, format_announcement, parse_held
 
 from .cert_signer import CertSigner, describe_certificate
 from .config import CloudConfig
@@ -270,7 +270,7 @@ async def start_tunnel_server(
     # instead (caps, handshake timeout, refusals logged) and builds each connection object
     # as serve() does, with the same settings, through websockets' public classes.
     connection_settings: dict[str, Any] = dict(
-        ping_interval=None,  # proto.aio.keepalive pings every tunnel from one task (see handler)
+        ping_interval=None,  # streamproto.aio.keepalive pings every tunnel from one task (see handler)
         ping_timeout=config.ping_timeout_go,
         close_timeout=2,
         max_queue=64,

@@ -7,10 +7,10 @@ import logging
 import resource
 import sys
 
-from proto.admin.jsonlog import add_log_format_argument, setup_logging
-from proto.aio.runner import run
-from proto.cli import ENV_EPILOG, Parser
-from proto.tunnel.errors import ConfigError, TunnelError
+from streamproto.admin.jsonlog import add_log_format_argument, setup_logging
+from streamproto.aio.runner import run
+from streamproto.cli import ENV_EPILOG, Parser
+from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from . import app
 from .config import EdgeConfig, add_arguments

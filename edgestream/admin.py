@@ -10,9 +10,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from proto.admin import AdminConfig, AdminServer, Debug
-from proto.admin.certexpiry import CertExpiryCollector
-from proto.admin.labels import kind_name
+from streamproto.admin import AdminConfig, AdminServer, Debug
+from streamproto.admin.certexpiry import CertExpiryCollector
+from streamproto.admin.labels import kind_name
 
 from .metrics import EdgeCollector
 from .node_endpoints import NodeEndpoints

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from certs.expiry import watch_edge
+from streamcerts.expiry import watch_edge
 
 from .admin import EdgeAdmin
 from .backends import make_backend

@@ -1,10 +1,10 @@
 """Zero-touch renewal of the edge's tunnel certificate, over the tunnel itself (``renew``).
 
 Beside one tunnel of the edge, ``CertRenewal.start`` arms a timer for when the certificate on disk is due
-(``certs.renewal.renewal_due``: 2/3 of its lifetime, or a day left; a task runs only for
+(``streamcerts.renewal.renewal_due``: 2/3 of its lifetime, or a day left; a task runs only for
 a look at the file or a renewal, none while it waits), then generates a new
 ECDSA P-256 key, sends a CSR for the same subject and IP SANs, checks the cloud's answer
-(``check_issued``) and replaces key and certificate atomically (``certs.pair_files``). Any
+(``check_issued``) and replaces key and certificate atomically (``streamcerts.pair_files``). Any
 failure keeps the old pair and is logged with its fix; the next attempt follows after a
 tenth of the remaining lifetime (10 s .. 1 h) or the cloud's retry-after.
 
@@ -31,13 +31,13 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certs import client_context, load_cert
-from certs._x509 import cert_ips, new_key
-from certs.errors import CertificateError
-from certs.pair_files import finish_interrupted, write_pair
-from certs.renewal import check_issued, make_csr, renewal_due, serial_hex
-from proto.aio.ratelog import RateLimitedLog
-from proto.tunnel import Feature, RenewalAnswer, RenewalStatus, TunnelError
+from streamcerts import client_context, load_cert
+from streamcerts._x509 import cert_ips, new_key
+from streamcerts.errors import CertificateError
+from streamcerts.pair_files import finish_interrupted, write_pair
+from streamcerts.renewal import check_issued, make_csr, renewal_due, serial_hex
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.tunnel import Feature, RenewalAnswer, RenewalStatus, TunnelError
 
 from .config import EdgeConfig
 from .session import AgentSession

@@ -11,9 +11,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proto.admin.config import AdminConfig, add_admin_arguments
-from proto.kubeedge_config import edgestream_settings, load_yaml
-from proto.tunnel.errors import ConfigError
+from streamproto.admin.config import AdminConfig, add_admin_arguments
+from streamproto.kubeedge_config import edgestream_settings, load_yaml
+from streamproto.tunnel.errors import ConfigError
 
 __all__ = ["EdgeConfig", "EmulatorConfig", "add_arguments"]
 
@@ -65,7 +65,7 @@ class EdgeConfig:
     """HA mode: while the edge holds every replica it knows of, one dial about this often (jittered)
     learns the current count and finds a replica added by a scale-up (0: never)."""
     reconnect_max: float = 6 * SECONDS
-    """Longest redial delay, and so the longest wait after the cloud is back (see proto/tunnel/backoff.py)."""
+    """Longest redial delay, and so the longest wait after the cloud is back (see streamproto/tunnel/backoff.py)."""
     reconnect_window: float = 2 * SECONDS
     """The first redial after a lost tunnel is spread over this, so a fleet does not redial at once."""
     max_payload: int = 64 * KiB

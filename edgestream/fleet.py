@@ -3,7 +3,7 @@
 Each node is what a one-node ``edgestream --backend emulator`` is: its own tunnel (``run_tunnel``),
 its own certificate (CN = node name, the node IP as IP SAN, all from the lab's one tunnel CA),
 its own ``EmulatorBackend`` (pods, log timelines, restarts) behind ``NodeEndpoints``. What the
-nodes share is the process: one loop, one keepalive timer (``proto.aio.keepalive``), one log.
+nodes share is the process: one loop, one keepalive timer (``streamproto.aio.keepalive``), one log.
 
 Dials are spread over ``ramp`` per second so N nodes do not land on cloudstream's accept queue
 at once (its per-address pending-handshake cap is 100). Churn makes ``churn_rate`` random nodes
@@ -22,12 +22,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from certs import init_lab
-from certs.errors import CertificateError
-from proto.admin import AdminConfig, add_admin_arguments, add_log_format_argument, setup_logging
-from proto.aio.runner import run
-from proto.cli import ENV_EPILOG, Parser
-from proto.tunnel.errors import ConfigError, TunnelError
+from streamcerts import init_lab
+from streamcerts.errors import CertificateError
+from streamproto.admin import AdminConfig, add_admin_arguments, add_log_format_argument, setup_logging
+from streamproto.aio.runner import run
+from streamproto.cli import ENV_EPILOG, Parser
+from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from .admin import EdgeAdmin
 from .backends.emulator import EmulatorBackend

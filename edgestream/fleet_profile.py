@@ -29,8 +29,8 @@ import ipaddress
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from proto.kubeedge_config import load_yaml
-from proto.tunnel.errors import ConfigError
+from streamproto.kubeedge_config import load_yaml
+from streamproto.tunnel.errors import ConfigError
 
 from .config import EmulatorConfig
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qs
 
-from proto.tunnel.errors import BackendError
+from streamproto.tunnel.errors import BackendError
 
 __all__ = ["BadLogOptions", "LogOptions"]
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from proto.admin.labels import close_reason
-from proto.aio.ratelog import RateLimitedLog
-from proto.tunnel import MessageType, TunnelError
-from proto.tunnel.mux import Stream
+from streamproto.admin.labels import close_reason
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.tunnel import MessageType, TunnelError
+from streamproto.tunnel.mux import Stream
 
 from .backends.base import Backend
 from .config import EdgeConfig

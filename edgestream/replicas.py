@@ -1,13 +1,13 @@
 """Keep one tunnel per cloudstream replica (our HA mode), or one tunnel (a Go cloudcore).
 
 The edge dials the one (load-balanced) tunnel address, one dial at a time. Each ``101`` of a
-kubeedge-stream cloud names its replica and the replica count (``proto/tunnel/replicas.py``);
+kubeedge-stream cloud names its replica and the replica count (``streamproto/tunnel/replicas.py``);
 each dial names the replicas the edge already holds, so a replica it holds refuses with ``409``
 before the upgrade (no session, the held tunnel untouched). The edge keeps dialling, with
 jittered backoff, until it holds one tunnel per replica:
 
 - a 409 (the balancer sent us to a replica we hold) waits ``uniform(initial, 3 * previous)``
-  up to ``BUSY_STRETCH * reconnect_max`` (``proto/tunnel/backoff.py``): spread, bounded, and it
+  up to ``BUSY_STRETCH * reconnect_max`` (``streamproto/tunnel/backoff.py``): spread, bounded, and it
   converges with round-robin or leastconn because every dial is a fresh TCP connection the
   balancer places;
 - a failed dial or a lost tunnel waits the ordinary reconnect backoff;
@@ -32,9 +32,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from certs.watch import ReloadingContext, shared_watch
-from proto.tunnel import Feature, backoff
-from proto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER, format_held, parse_announcement
+from streamcerts.watch import ReloadingContext, shared_watch
+from streamproto.tunnel import Feature, backoff
+from streamproto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER, format_held, parse_announcement
 
 from .backends.base import Backend
 from .cert_renewal import CertRenewal, tls_context

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection
 
-from proto.aio import TunnelConnection
-from proto.tunnel import (
+from streamproto.aio import TunnelConnection
+from streamproto.tunnel import (
     CloseRequested,
     DataReceived,
     FLOW_WINDOW,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from proto.aio import StreamBuffer
-from proto.kube_status import error_response
-from proto.tunnel import ConnectRequest, FrameBuffer, MessageType, StreamClosed
+from streamproto.aio import StreamBuffer
+from streamproto.kube_status import error_response
+from streamproto.tunnel import ConnectRequest, FrameBuffer, MessageType, StreamClosed
 
 if TYPE_CHECKING:
     from .session import AgentSession

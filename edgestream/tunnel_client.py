@@ -16,10 +16,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
-from certs.watch import shared_watch
-from proto.aio.keepalive import shared_keepalive
-from proto.aio.sockets import tune_tunnel_socket
-from proto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
+from streamcerts.watch import shared_watch
+from streamproto.aio.keepalive import shared_keepalive
+from streamproto.aio.sockets import tune_tunnel_socket
+from streamproto.tunnel import FEATURES_HEADER, Feature, backoff, format_features, parse_features
 
 from .backends.base import Backend
 from .cert_renewal import CertRenewal

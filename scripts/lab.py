@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from certs import Layout, client_context, init_lab  # noqa: E402
+from streamcerts import Layout, client_context, init_lab  # noqa: E402
 
 NODE = "edge-lab-1"
 READY = re.compile(rb"kubelet API on \S+:(\d+), tunnel on \S+:(\d+)")

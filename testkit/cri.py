@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from proto.cri.v1 import api_pb2, api_pb2_grpc
+from streamproto.cri.v1 import api_pb2, api_pb2_grpc
 
 BUSYBOX_IMAGE = "docker.io/library/busybox:latest"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.6"

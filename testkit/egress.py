@@ -18,7 +18,7 @@ from pathlib import Path
 
 import h11
 
-from proto.aio.tls_in_tls import fix_outer
+from streamproto.aio.tls_in_tls import fix_outer
 
 __all__ = ["EgressRefused", "connect_request", "egress_dial"]
 

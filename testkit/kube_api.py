@@ -42,7 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
-from certs import create_ca, issue_server_cert, write_pem
+from streamcerts import create_ca, issue_server_cert, write_pem
 
 __all__ = ["KubeApi", "status_body"]
 

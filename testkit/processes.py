@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certs import Layout, client_context
+from streamcerts import Layout, client_context
 
 ROOT = Path(__file__).resolve().parent.parent
 MS = float(os.environ.get("KES_TIMEOUT_FACTOR", "1"))

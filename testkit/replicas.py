@@ -9,7 +9,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from certs import Layout
+from streamcerts import Layout
 from testkit.haproxy import free_port
 from testkit.processes import MS, READY, Process
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certs._x509 import ip_sans, name
+from streamcerts._x509 import ip_sans, name
 
 __all__ = ["issue_edge_cert"]
 

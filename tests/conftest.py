@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from certs import Layout, create_ca, init_lab, issue_client_cert, load_cert, load_key, write_pem
+from streamcerts import Layout, create_ca, init_lab, issue_client_cert, load_cert, load_key, write_pem
 from tests.realstack.conftest_plugin import realstack  # noqa: F401  (the real containerd, once per session)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,8 +27,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from certs import Layout, client_context, server_context
-from proto.tunnel import MessageType, decode, encode
+from streamcerts import Layout, client_context, server_context
+from streamproto.tunnel import MessageType, decode, encode
 
 from .common import LINE_SIZE, log_block, parse_hostport, ready, run
 

@@ -22,7 +22,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from certs import Layout, client_context, server_context
+from streamcerts import Layout, client_context, server_context
 
 from .common import LINE_SIZE, log_block, parse_hostport, ready, run
 

@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from certs import client_context
-from certs.checks import Expect, Finding, check
-from certs.errors import CertificateError
-from certs.files import Layout, load_cert
-from certs.verify import KUBEEDGE_ROOT, Target, cloud_expectations
+from streamcerts import client_context
+from streamcerts.checks import Expect, Finding, check
+from streamcerts.errors import CertificateError
+from streamcerts.files import Layout, load_cert
+from streamcerts.verify import KUBEEDGE_ROOT, Target, cloud_expectations
 from cryptography.hazmat.primitives import serialization
-from proto.doctor.config_file import section
-from proto.doctor.probes import http_get, tcp_connect, tls_handshake, unix_connect
-from proto.doctor.report import FAIL, PASS, SKIP, WARN, Check
-from proto.kubeedge_config import cloudhub_advertised
+from streamproto.doctor.config_file import section
+from streamproto.doctor.probes import http_get, tcp_connect, tls_handshake, unix_connect
+from streamproto.doctor.report import FAIL, PASS, SKIP, WARN, Check
+from streamproto.kubeedge_config import cloudhub_advertised
 
 from ..config import CloudConfig
 from . import dnat

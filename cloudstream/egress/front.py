@@ -28,9 +28,9 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from certs import Identity, peer_identity, server_context
-from proto.aio.ratelog import RateLimitedLog
-from proto.aio.tls_in_tls import fix_outer
+from streamcerts import Identity, peer_identity, server_context
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.aio.tls_in_tls import fix_outer
 
 from ..kubelet_api.relay import HandoffReader
 from ..kubelet_api.resolve import ResolvedTarget

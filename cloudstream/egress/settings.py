@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 __all__ = ["EgressConfig", "IPNetwork", "add_egress_arguments", "parse_allow"]
 

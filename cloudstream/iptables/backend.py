@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proto.tunnel.errors import ConfigError, TunnelError
+from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from .rules import NatTable, parse_save
 

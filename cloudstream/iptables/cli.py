@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from proto.cli import ENV_EPILOG, Parser
-from proto.tunnel.errors import ConfigError
+from streamproto.cli import ENV_EPILOG, Parser
+from streamproto.tunnel.errors import ConfigError
 
 from . import manager
 from .backend import Iptables, IptablesError, choose

@@ -18,8 +18,8 @@ import ipaddress
 import logging
 import time
 
-from proto.aio.ratelog import RateLimitedLog
-from proto.tunnel.errors import ConfigError
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.tunnel.errors import ConfigError
 
 from ..registry import SessionRegistry
 from . import manager

@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 __all__ = [
     "CHAIN", "EdgeNode", "NatTable", "Plan", "PortRoute", "RuleConfig", "comment_name", "parse_save", "plan_cleanup",

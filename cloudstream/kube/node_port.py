@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from proto.aio.ratelog import RateLimitedLog
+from streamproto.aio.ratelog import RateLimitedLog
 
 from ..registry import SessionRegistry
 from .client import api_status

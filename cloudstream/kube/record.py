@@ -19,7 +19,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 __all__ = [
     "ANNOTATION", "CONFIGMAP", "FIRST_PORT", "NAMESPACE", "RELEASED", "SERVER_PORT", "TunnelPortRecord", "claim_in",

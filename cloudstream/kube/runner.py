@@ -6,8 +6,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from proto.aio.ratelog import RateLimitedLog
-from proto.tunnel.errors import ConfigError
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.tunnel.errors import ConfigError
 
 from ..registry import SessionRegistry
 from .client import core_v1

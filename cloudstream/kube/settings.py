@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 from .record import CONFIGMAP, NAMESPACE
 

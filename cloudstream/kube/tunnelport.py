@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proto.aio.ratelog import RateLimitedLog
-from proto.tunnel.errors import ConfigError, TunnelError
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from .client import api_status
 from .record import claim_in, release_in

@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from proto.aio.ratelog import RateLimitedLog
-from proto.tunnel.errors import ConfigError
+from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.tunnel.errors import ConfigError
 
 from .client import import_client
 from .record import ANNOTATION, TunnelPortRecord

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from certs import Identity
+from streamcerts import Identity
 
 from ..config import AccessRule
 from .routes import Route

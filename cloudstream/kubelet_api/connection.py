@@ -14,9 +14,9 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
-from certs import Identity, peer_identity
-from proto.admin.labels import reason_label
-from proto.aio.ratelog import RateLimitedLog
+from streamcerts import Identity, peer_identity
+from streamproto.admin.labels import reason_label
+from streamproto.aio.ratelog import RateLimitedLog
 
 from .authz import NO_CERTIFICATE, authorize
 from .forward import relay_response, relay_upgrade

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import struct
 
-from proto.kube_status import status_json
+from streamproto.kube_status import status_json
 
 __all__ = ["CutStatus"]
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from proto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
+from streamproto.tunnel import ConnectRequest, Feature, StreamClosed, TunnelClosed, TunnelError
 
 from .audit import audit_close, audit_open
 from .cut_status import CutStatus

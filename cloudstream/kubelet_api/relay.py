@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from proto.tunnel import FrameBuffer
+from streamproto.tunnel import FrameBuffer
 
 from ..edge_session import CloudStream
 

@@ -2,7 +2,7 @@
 
 KubeEdge's stream server routes (spec §6) plus port-forward, which KubeEdge lacks.
 
-Names in a pod path are percent-decoded once by ``proto.kubelet_path``, the function the edge
+Names in a pod path are percent-decoded once by ``streamproto.kubelet_path``, the function the edge
 calls too: ``p1%2Fx`` is refused (an encoded ``/`` is never a pod name), as are ``.``, ``..``,
 empty names and control characters. What is routed, audited and forwarded (``Route.path``,
 re-encoded from the decoded names) is what the edge serves: it decodes the forwarded path
@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from proto.kubelet_path import BadPath, decode_segment, parse_pod_path
-from proto.tunnel import MessageType
+from streamproto.kubelet_path import BadPath, decode_segment, parse_pod_path
+from streamproto.tunnel import MessageType
 
 from .http1 import HttpError
 

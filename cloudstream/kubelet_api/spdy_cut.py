@@ -21,9 +21,9 @@ SYN_REPLY of our own would (the edge's), so an unreplied stream cannot be writte
 
 from __future__ import annotations
 
-from proto.kube_status import status_json
-from proto.spdy.frames import DATA_FIN, FLAG_FIN, FrameType, HeaderDecompressor, data_header
-from proto.tunnel.errors import FrameError, LimitExceeded
+from streamproto.kube_status import status_json
+from streamproto.spdy.frames import DATA_FIN, FLAG_FIN, FrameType, HeaderDecompressor, data_header
+from streamproto.tunnel.errors import FrameError, LimitExceeded
 
 __all__ = ["SpdyCut", "is_spdy_upgrade"]
 

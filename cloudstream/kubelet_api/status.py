@@ -3,7 +3,7 @@
 A text body is not enough: client-go decodes a refused upgrade's body with its universal
 decoder, which also reads YAML, so a text body with one ``": "`` became an empty Status and
 kubectl 1.27-1.29 printed ``error upgrading connection: `` and nothing else. The body comes
-from ``proto.kube_status`` (the edge writes its Status bodies with it too); this module adds
+from ``streamproto.kube_status`` (the edge writes its Status bodies with it too); this module adds
 the response head we need on 10003 (keep-alive or close, extra headers such as ``Allow``).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from proto.kube_status import reason_for_code, status_json
+from streamproto.kube_status import reason_for_code, status_json
 
 from .http1 import response_head
 

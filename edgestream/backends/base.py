@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from proto.kubelet_path import PodPath, parse_pod_path
-from proto.tunnel import MessageType, NotFound
+from streamproto.kubelet_path import PodPath, parse_pod_path
+from streamproto.tunnel import MessageType, NotFound
 
 from ..logs_options import LogOptions
 from ..stream import EdgeStream
@@ -28,7 +28,7 @@ class Backend(Protocol):
 
 
 def pod_route(stream: EdgeStream) -> PodPath | None:
-    """The stream's pod route, each name decoded once (``proto.kubelet_path``): ``BadPath``
+    """The stream's pod route, each name decoded once (``streamproto.kubelet_path``): ``BadPath``
     (400, naming the segment) for ``p1%2Fx``, ``..``, empty names or control characters;
     None when the path is no pod route of the stream's kind."""
     route = _ROUTE_OF_KIND.get(stream.kind)

@@ -20,8 +20,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from proto.cri.v1 import api_pb2
-from proto.tunnel import Ambiguous, BackendError, NotFound, NotRunning, TunnelError
+from streamproto.cri.v1 import api_pb2
+from streamproto.tunnel import Ambiguous, BackendError, NotFound, NotRunning, TunnelError
 
 from ..config import EdgeConfig
 from ..logs_options import BadLogOptions, LogOptions

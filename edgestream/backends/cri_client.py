@@ -26,8 +26,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from proto.cri.v1 import api_pb2, api_pb2_grpc
-from proto.tunnel.errors import BackendError, NotFound, NotRunning
+from streamproto.cri.v1 import api_pb2, api_pb2_grpc
+from streamproto.tunnel.errors import BackendError, NotFound, NotRunning
 
 __all__ = ["CriBadRequest", "CriClient", "CriTimeout", "CriUnavailable", "CriUnsupported"]
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Protocol
 
-from proto.tunnel import FrameBuffer, NotFound
+from streamproto.tunnel import FrameBuffer, NotFound
 
 from ..logs_options import LogOptions
 

@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from proto.cri.v1 import api_pb2
-from proto.tunnel import BackendError, NotFound
+from streamproto.cri.v1 import api_pb2
+from streamproto.tunnel import BackendError, NotFound
 
 from ..node_stats import HostStats, render_resource_metrics, sample_line
 from .cri_client import CriClient, CriUnavailable

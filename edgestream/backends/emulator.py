@@ -21,7 +21,7 @@ from typing import Any
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from proto.tunnel import NotFound
+from streamproto.tunnel import NotFound
 
 from ..config import EmulatorConfig
 from ..logs_options import BadLogOptions, LogOptions

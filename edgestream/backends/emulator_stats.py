@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from proto.tunnel import NotFound
+from streamproto.tunnel import NotFound
 
 from ..node_stats import HostStats, render_resource_metrics, rfc3339, sample_line
 

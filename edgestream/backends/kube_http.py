@@ -14,7 +14,7 @@ import http
 import json
 import logging
 
-from proto.aio.ratelog import RateLimitedLog
+from streamproto.aio.ratelog import RateLimitedLog
 
 from ..stream import EdgeStream
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 import h11
 
-from proto.tunnel import BackendError, MessageType
+from streamproto.tunnel import BackendError, MessageType
 
 from ..config import EdgeConfig
 from ..stream import EdgeStream

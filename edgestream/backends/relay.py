@@ -15,7 +15,7 @@ import socket
 
 import h11
 
-from proto.tunnel import BackendError, StreamClosed
+from streamproto.tunnel import BackendError, StreamClosed
 
 from ..stream import EdgeStream
 

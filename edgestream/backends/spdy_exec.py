@@ -19,9 +19,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from dataclasses import dataclass
 
-from proto.aio.spdy import SpdyConnection, SpdyStream
-from proto.spdy import Role
-from proto.tunnel.errors import StreamClosed, TunnelError
+from streamproto.aio.spdy import SpdyConnection, SpdyStream
+from streamproto.spdy import Role
+from streamproto.tunnel.errors import StreamClosed, TunnelError
 
 from ..stream import EdgeStream
 from .emulator_shell import ProcessIO

@@ -19,9 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from proto.aio.spdy import SpdyConnection, SpdyStream
-from proto.spdy import Role, SessionConfig
-from proto.tunnel.errors import StreamClosed, TunnelError
+from streamproto.aio.spdy import SpdyConnection, SpdyStream
+from streamproto.spdy import Role, SessionConfig
+from streamproto.tunnel.errors import StreamClosed, TunnelError
 
 from ..stream import EdgeStream
 from .kube_http import negotiate_spdy, refusals

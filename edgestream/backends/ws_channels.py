@@ -24,7 +24,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from proto.aio import StreamBuffer
+from streamproto.aio import StreamBuffer
 
 from ..stream import EdgeStream
 from . import kube_http

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from certs import client_context
-from certs._x509 import cert_ips
-from certs.checks import Finding, check
-from certs.errors import CertificateError
-from certs.files import load_cert
-from certs.verify import KUBEEDGE_ROOT, Target, edge_expectations
-from proto.doctor.config_file import section
-from proto.doctor.probes import TlsResult, http_get, resolve, tcp_connect, tls_handshake
-from proto.doctor.report import FAIL, PASS, SKIP, WARN, Check
-from proto.tunnel.errors import TunnelError
+from streamcerts import client_context
+from streamcerts._x509 import cert_ips
+from streamcerts.checks import Finding, check
+from streamcerts.errors import CertificateError
+from streamcerts.files import load_cert
+from streamcerts.verify import KUBEEDGE_ROOT, Target, edge_expectations
+from streamproto.doctor.config_file import section
+from streamproto.doctor.probes import TlsResult, http_get, resolve, tcp_connect, tls_handshake
+from streamproto.doctor.report import FAIL, PASS, SKIP, WARN, Check
+from streamproto.tunnel.errors import TunnelError
 
 from ..config import EdgeConfig
 

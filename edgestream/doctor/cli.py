@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from certs.verify import KUBEEDGE_ROOT
-from proto.cli import Parser
-from proto.doctor.report import exit_code, render_human, render_json
-from proto.kubeedge_config import load_yaml
-from proto.tunnel.errors import ConfigError
+from streamcerts.verify import KUBEEDGE_ROOT
+from streamproto.cli import Parser
+from streamproto.doctor.report import exit_code, render_human, render_json
+from streamproto.kubeedge_config import load_yaml
+from streamproto.tunnel.errors import ConfigError
 
 from ..config import EdgeConfig, add_arguments
 from .checks import EdgeDoctor, run_bounded

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certs import Layout
-from proto.cri.v1 import api_pb2
+from streamcerts import Layout
+from streamproto.cri.v1 import api_pb2
 from tests.bundle.conftest import ROOT, Built
 from tests.conftest import free_port
 from tests.realstack.cri import RealStack

@@ -21,8 +21,8 @@ import pytest
 
 from edgestream.backends.cri import CriBackend
 from edgestream.config import EdgeConfig
-from proto.cri.v1 import api_pb2
-from proto.tunnel import MessageType
+from streamproto.cri.v1 import api_pb2
+from streamproto.tunnel import MessageType
 from tests.realstack.cri import LABEL_CONTAINER_NAME, RealStack
 from tests.unit.edgestream.fakes import FakeStream
 
@@ -147,7 +147,7 @@ async def test_previous_after_a_restart(realstack: RealStack, backend: CriBacken
 async def test_logs_errors(realstack: RealStack, backend: CriBackend, pod: tuple[str, str]) -> None:
     name, pod_id = pod
     realstack.run_container(pod_id, "app", ["sh", "-c", "sleep 3600"])
-    from proto.tunnel import BackendError, NotFound
+    from streamproto.tunnel import BackendError, NotFound
 
     with pytest.raises(NotFound, match=r'container "nope" is not in pod "kes-cri/.*" \(its containers: app\)'):
         await backend.serve(FakeStream(f"/containerLogs/{NS}/{name}/nope"))  # type: ignore[arg-type]
@@ -464,14 +464,14 @@ def remove_cgroups(relative: str) -> None:
 
 
 async def test_other_metrics_paths_are_not_found(backend: CriBackend) -> None:
-    from proto.tunnel import NotFound
+    from streamproto.tunnel import NotFound
 
     with pytest.raises(NotFound, match="cadvisor"):
         await backend.serve(FakeStream("/metrics/cadvisor", kind=MessageType.METRIC_CONNECT))  # type: ignore[arg-type]
 
 
 async def test_unreachable_containerd_is_a_clear_error(tmp_path: os.PathLike[str]) -> None:
-    from proto.tunnel import BackendError
+    from streamproto.tunnel import BackendError
 
     sock = os.path.join(str(tmp_path), "none.sock")
     s = socket.socket(socket.AF_UNIX)

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from proto.aio.spdy import SpdyConnection, SpdyStream, upgrade
-from proto.spdy import RstStatus
+from streamproto.aio.spdy import SpdyConnection, SpdyStream, upgrade
+from streamproto.spdy import RstStatus
 from tests.realstack.cri import RealStack
 
 pytestmark = pytest.mark.containerd

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import h11
 
-from proto.aio.spdy import SpdyConnection, SpdyStream
-from proto.spdy import Role, RstStatus, SessionConfig
-from proto.tunnel.errors import StreamClosed
+from streamproto.aio.spdy import SpdyConnection, SpdyStream
+from streamproto.spdy import Role, RstStatus, SessionConfig
+from streamproto.tunnel.errors import StreamClosed
 
 from .front_http import KubeletDial, internal_error, status_body
 from .front_ws import WsServer

@@ -14,7 +14,7 @@ import re
 import pytest
 import pytest_asyncio
 
-from certs import client_context
+from streamcerts import client_context
 from tests.conftest import MS
 from tests.integration.framework import apiserver_tls, start_cloud, start_edge
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from certs import Layout, init_lab
+from streamcerts import Layout, init_lab
 from tests.conftest import MS
 from tests.integration.framework import Process, apiserver_tls, kubelet_request, start_cloud, start_edge
 

@@ -156,7 +156,7 @@ async def test_spdy_exec_cut_by_edge_sigkill_gets_the_failure_on_its_error_strea
     1.30+): the client-go-like SPDY client reads the kubelet's kind of failure on its error stream
     (v4+: a Status naming the node; v3: the text), stdout ends with FIN, then the connection
     closes. Before, the error stream saw a bare close (the translator reported nothing useful)."""
-    from proto.aio.spdy import upgrade
+    from streamproto.aio.spdy import upgrade
 
     victim = NODES[0]
     await lab.edge(victim)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from proto.tunnel import (
+from streamproto.tunnel import (
     ConnectRequest,
     FrameError,
     MessageIgnored,
@@ -22,7 +22,7 @@ from proto.tunnel import (
     decode,
     encode,
 )
-from proto.tunnel.varint import encode_uvarint, read_uvarint
+from streamproto.tunnel.varint import encode_uvarint, read_uvarint
 from tests.conftest import SHARED
 
 GOLDEN_PATH = SHARED / "spec" / "kubeedge-golden.json"

@@ -22,7 +22,7 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from certs import client_context, init_lab
+from streamcerts import client_context, init_lab
 from edgestream.fleet import node_configs
 from edgestream.fleet_profile import FleetProfile
 from testkit.haproxy import HAProxy, Pool

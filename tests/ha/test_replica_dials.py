@@ -12,9 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from certs import client_context
-from proto.tunnel import FEATURES_HEADER
-from proto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER
+from streamcerts import client_context
+from streamproto.tunnel import FEATURES_HEADER
+from streamproto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER
 from testkit.processes import apiserver_tls, kubelet_request
 from testkit.replicas import Replicas
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from certs import Layout
+from streamcerts import Layout
 from edgestream.fleet import node_configs
 from edgestream.fleet_profile import FleetProfile
 from testkit.haproxy import HAProxy, Pool

@@ -22,8 +22,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certs import Layout, create_ca, init_lab, issue_client_cert, issue_server_cert, load_cert, load_key
-from certs.lab import DEFAULT_SANS
+from streamcerts import Layout, create_ca, init_lab, issue_client_cert, issue_server_cert, load_cert, load_key
+from streamcerts.lab import DEFAULT_SANS
 from tests.conftest import MS
 from tests.integration.framework import Process, apiserver_tls, kubelet_request
 from testkit.link import LinkProxy

@@ -17,12 +17,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import ClientConnection, connect
 
-from certs import client_context, load_cert, load_key, write_pem
-from certs._x509 import name, new_key
-from certs.renewal import make_csr, serial_hex
-from proto.tunnel import FEATURES_HEADER, MessageType, RenewalAnswer, RenewalStatus, decode, encode, parse_features
-from proto.tunnel.features import Feature
-from proto.tunnel.renewal import decode_answer, encode_request
+from streamcerts import client_context, load_cert, load_key, write_pem
+from streamcerts._x509 import name, new_key
+from streamcerts.renewal import make_csr, serial_hex
+from streamproto.tunnel import FEATURES_HEADER, MessageType, RenewalAnswer, RenewalStatus, decode, encode, parse_features
+from streamproto.tunnel.features import Feature
+from streamproto.tunnel.renewal import decode_answer, encode_request
 from testkit.short_certs import issue_edge_cert
 from tests.conftest import MS
 from tests.integration.framework import apiserver_tls, kubelet_request

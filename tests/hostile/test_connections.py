@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from certs import client_context, create_ca, issue_client_cert, server_context, write_pem
+from streamcerts import client_context, create_ca, issue_client_cert, server_context, write_pem
 from cloudstream.listener import Limits, Listener, Slot
 from tests.conftest import MS
 from tests.integration.framework import READY, Process, apiserver_tls, kubelet_request

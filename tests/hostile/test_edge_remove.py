@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from proto.tunnel import MessageType, encode
+from streamproto.tunnel import MessageType, encode
 from tests.conftest import MS
 from tests.integration.framework import start_edge
 from tests.integration.test_go_cloud_interop import Watcher, go_cloud, go_remove_loop, recv_message  # noqa: F401

@@ -24,8 +24,8 @@ from pathlib import Path
 import h11
 import pytest
 
-from certs import client_context, issue_client_cert, load_cert, load_key, write_pem
-from proto.aio.spdy import upgrade
+from streamcerts import client_context, issue_client_cert, load_cert, load_key, write_pem
+from streamproto.aio.spdy import upgrade
 from tests.conftest import MS
 from tests.integration.framework import apiserver_tls
 from testkit.egress import EgressRefused, connect_request, egress_dial

@@ -21,8 +21,8 @@ from websockets.client import ClientProtocol
 from websockets.frames import Opcode
 from websockets.uri import parse_uri
 
-from certs import client_context
-from proto.kube_status import reason_for_code
+from streamcerts import client_context
+from streamproto.kube_status import reason_for_code
 from tests.conftest import MS
 from tests.integration.framework import apiserver_tls, kubelet_request, start_cloud, start_edge
 from tests.integration.k8s_ws import open_ws, run_exec

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from websockets.asyncio.client import connect
 
-from certs import client_context
+from streamcerts import client_context
 from tests.e2e_kubectl.apiserver_front import ApiServerFront, FrontNode, FrontPod
 from tests.e2e_kubectl.conftest import make_kubectl
 from tests.integration.framework import apiserver_tls, start_cloud

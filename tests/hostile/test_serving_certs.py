@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from certs import Layout, create_ca, init_lab, load_cert, write_pem
+from streamcerts import Layout, create_ca, init_lab, load_cert, write_pem
 from tests.conftest import MS
 
 from .conftest import NODE_IPS, NODES, Fleet

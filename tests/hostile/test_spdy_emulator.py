@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from proto.aio.spdy import SpdyConnection
-from proto.spdy import GoAwayReceived, HeaderCompressor, Role, RstStatus, Session, StreamReset
-from proto.spdy.frames import FrameType, control_header
+from streamproto.aio.spdy import SpdyConnection
+from streamproto.spdy import GoAwayReceived, HeaderCompressor, Role, RstStatus, Session, StreamReset
+from streamproto.spdy.frames import FrameType, control_header
 from tests.conftest import MS
 from tests.integration.framework import apiserver_tls, kubelet_request
 

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from certs import issue_client_cert, load_cert, load_key, write_pem
+from streamcerts import issue_client_cert, load_cert, load_key, write_pem
 from testkit.netns import run as _run
 from tests.conftest import ROOT
 from tests.integration.framework import READY, Process, apiserver_tls, kubelet_request

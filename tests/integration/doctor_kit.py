@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certs import Layout, create_ca, init_lab, issue_client_cert, load_cert, load_key, write_pem
+from streamcerts import Layout, create_ca, init_lab, issue_client_cert, load_cert, load_key, write_pem
 from tests.conftest import MS, ROOT
 
 from .framework import Process, start_cloud, start_edge

@@ -279,7 +279,7 @@ def test_dashboard_is_valid_json_with_a_panel_per_family() -> None:
 
 
 async def test_emulated_fleet_serves_one_admin_port_for_all_its_nodes(tmp_path) -> None:
-    from certs import Layout
+    from streamcerts import Layout
     from edgestream.fleet import node_configs
     from edgestream.fleet_profile import FleetProfile
 

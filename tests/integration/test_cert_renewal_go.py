@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from certs import load_cert, load_key, write_pem
+from streamcerts import load_cert, load_key, write_pem
 from edgestream.backends.emulator import EmulatorBackend
 from edgestream.config import EdgeConfig
 from edgestream.session import AgentSession
 from edgestream.tunnel_client import run_tunnel
-from proto.tunnel import decode
+from streamproto.tunnel import decode
 from testkit.short_certs import issue_edge_cert
 
 from .test_go_cloud_interop import go_cloud  # noqa: F401  (the fixture)

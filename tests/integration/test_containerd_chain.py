@@ -223,7 +223,7 @@ async def test_follow_survives_log_rotation(chain, lab_pki) -> None:
     (ReopenContainerLog). A `logs -f` keeps going on the new file without a gap."""
     import os
 
-    from proto.cri.v1 import api_pb2
+    from streamproto.cri.v1 import api_pb2
 
     stack, pod, port = chain
     cid = next(c.id for c in stack.list_containers(pod) if c.metadata.name == "loop")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from certs import create_ca, write_pem
+from streamcerts import create_ca, write_pem
 from tests.conftest import ROOT
 
 from .framework import READY, Process

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from certs import Layout, init_lab, load_cert, load_key, write_pem
+from streamcerts import Layout, init_lab, load_cert, load_key, write_pem
 from testkit import netns
 from tests.conftest import MS, ROOT, free_port
 

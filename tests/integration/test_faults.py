@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from websockets.asyncio.client import connect
 
-from certs import Layout, client_context
+from streamcerts import Layout, client_context
 from cloudstream.app import Running, serve
 from cloudstream.config import CloudConfig
 from edgestream.backends.emulator import EmulatorBackend
@@ -194,7 +194,7 @@ async def test_a_stalled_reader_costs_other_streams_nothing(lab_pki, no_leaks) -
     reads again every line arrives, in order."""
     import time as _time
 
-    from proto.tunnel import FLOW_WINDOW
+    from streamproto.tunnel import FLOW_WINDOW
 
     from .k8s_ws import open_ws
 

@@ -17,7 +17,7 @@ import pytest
 
 from edgestream.fleet import node_configs
 from edgestream.fleet_profile import FleetProfile
-from certs import Layout
+from streamcerts import Layout
 from tests.conftest import MS
 
 from .framework import Process, apiserver_tls, kubelet_request, start_cloud

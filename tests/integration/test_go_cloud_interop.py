@@ -15,13 +15,13 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from certs import Layout, server_context
+from streamcerts import Layout, server_context
 from edgestream.backends.base import BaseBackend
 from edgestream.config import EdgeConfig
 from edgestream.session import AgentSession
 from edgestream.stream import EdgeStream
 from edgestream.tunnel_client import run_tunnel
-from proto.tunnel import MessageType, decode, encode
+from streamproto.tunnel import MessageType, decode, encode
 from tests.conftest import SHARED
 
 from .test_faults import running_edge

@@ -360,7 +360,7 @@ async def test_a_wave_of_tunnels_is_a_few_writes(pair: NetnsPair, tmp_path: Path
     in place, in far fewer iptables writes than tunnels (the loop waits for a quiet moment, at most
     max_delay). With --iptables-verified-only, an edge whose certificate does not carry the IP it
     announces gets no rule."""
-    from certs import init_lab
+    from streamcerts import init_lab
 
     layout = init_lab(tmp_path / "pki", ["plain"])
     cloud = await Process.start(

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from certs import client_context
+from streamcerts import client_context
 from tests.conftest import MS
 
 from .framework import Process, apiserver_tls, kubelet_request, start_cloud, start_edge

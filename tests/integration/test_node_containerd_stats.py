@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from proto.cri.v1 import api_pb2
+from streamproto.cri.v1 import api_pb2
 
 from .framework import apiserver_tls, start_cloud, start_edge
 from .test_logs_chain import wait_node_ready

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from certs import Layout
+from streamcerts import Layout
 
 from .framework import READY, ROOT, Process, apiserver_tls, kubelet_request, start_cloud, start_edge
 from .test_logs_chain import LINE, wait_node_ready
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 def streamcerts(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """The CLI as an operator runs it: a separate process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "certs", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streamcerts", *map(str, args)], capture_output=True, text=True,
                           timeout=60, cwd=ROOT, env=env)
 
 
@@ -68,7 +68,7 @@ async def test_from_nothing_to_a_running_chain(tmp_path: Path) -> None:
         await _logs(stream_port, apiserver_tls(layout), "edge-1")
         await cloud.wait_for_line(rf"tunnel server certificate {layout.server_cert} \(CN=cloudstream\) expires in (19\.9|20\.0) days"
                                   rf".*fix: streamcerts issue server --dir {d} --force --san cloud.example$")
-        await edge.wait_for_line(rf"WARNING certs.expiry ! edge edge-1 certificate {layout.edge_cert('edge-1')} "
+        await edge.wait_for_line(rf"WARNING streamcerts.expiry ! edge edge-1 certificate {layout.edge_cert('edge-1')} "
                                  r"\(CN=edge-1\) expires in (4\.9|5\.0) days.*fix: streamcerts issue edge edge-1 "
                                  r"--ip 127\.0\.0\.1 --force")
         assert not [line for line in edge.lines + cloud.lines if "CA certificate" in line]  # the CAs are fine

@@ -13,7 +13,7 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from certs import client_context
+from streamcerts import client_context
 from tests.conftest import MS
 
 from .framework import apiserver_tls, kubelet_request, start_cloud, start_edge
@@ -136,8 +136,8 @@ async def test_spdy_refusal_is_relayed_unchanged(chain, lab_pki) -> None:
 async def test_spdy_exec_and_port_forward_through_the_chain(chain, lab_pki) -> None:
     """SPDY/3.1, what a kube-apiserver sends, through 10003 -> tunnel -> emulator: 101, then
     our SPDY client (proven against containerd) runs exec with stdin and a port-forward pair."""
-    from proto.aio.spdy import SpdyConnection
-    from proto.spdy import Role
+    from streamproto.aio.spdy import SpdyConnection
+    from streamproto.spdy import Role
 
     _, _, port, _ = chain
     tls = apiserver_tls(lab_pki)

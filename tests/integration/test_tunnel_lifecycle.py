@@ -60,7 +60,7 @@ async def test_edge_waits_for_the_cloud_and_redials_with_backoff(lab_pki) -> Non
 async def test_edge_refuses_a_cloud_with_an_untrusted_certificate(lab_pki, tmp_path) -> None:
     """Unlike a Go edge, ours verifies the cloud: a cloud whose certificate another CA signed
     (a man in the middle) gets no tunnel, and the edge says so."""
-    from certs import init_lab
+    from streamcerts import init_lab
 
     other = init_lab(tmp_path / "other", ["edge-1"])
     cloud, _, tunnel_port = await start_cloud(other)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto.tunnel import FrameBuffer, FrameError, Mux, Role, decode, encode
+from streamproto.tunnel import FrameBuffer, FrameError, Mux, Role, decode, encode
 
 u64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
 

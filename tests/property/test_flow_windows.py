@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from proto.tunnel import FLOW_WINDOW, ConnectRequest, DataReceived, Feature, MessageType, Mux, Role, WindowUpdate
+from streamproto.tunnel import FLOW_WINDOW, ConnectRequest, DataReceived, Feature, MessageType, Mux, Role, WindowUpdate
 
 FLOW = frozenset({Feature.FLOW, Feature.STATUS})
 
@@ -25,8 +25,8 @@ class Windows(RuleBasedStateMachine):
         self.buffered: dict[int, int] = {}  # received by the cloud, not consumed yet
 
     def _in_flight(self, queue: list[bytes], cid: int, kind: MessageType) -> int:
-        from proto.tunnel import decode
-        from proto.tunnel.varint import read_uvarint
+        from streamproto.tunnel import decode
+        from streamproto.tunnel.varint import read_uvarint
 
         total = 0
         for raw in queue:

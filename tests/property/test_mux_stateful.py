@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from proto.tunnel import (
+from streamproto.tunnel import (
     ConnectRequest,
     DataReceived,
     MessageType,

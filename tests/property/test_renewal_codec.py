@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proto.tunnel import FrameError, RenewalAnswer, RenewalStatus
-from proto.tunnel.renewal import (
+from streamproto.tunnel import FrameError, RenewalAnswer, RenewalStatus
+from streamproto.tunnel.renewal import (
     MAX_CHAIN,
     MAX_CSR,
     MAX_REASON,

@@ -68,7 +68,7 @@ import sys
 
 import grpc
 
-from proto.cri.v1 import api_pb2, api_pb2_grpc
+from streamproto.cri.v1 import api_pb2, api_pb2_grpc
 
 with grpc.insecure_channel("unix://" + sys.argv[1]) as channel:
     rt = api_pb2_grpc.RuntimeServiceStub(channel)

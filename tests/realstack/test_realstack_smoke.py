@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from proto.cri.v1 import api_pb2
+from streamproto.cri.v1 import api_pb2
 from tests.realstack.cri import RealStack
 
 pytestmark = pytest.mark.containerd

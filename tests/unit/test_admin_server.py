@@ -1,4 +1,4 @@
-"""proto.admin: the admin HTTP server over a real loopback socket (aiohttp client), the JSON log
+"""streamproto.admin: the admin HTTP server over a real loopback socket (aiohttp client), the JSON log
 formatter, certificate expiry read from real certificate files, and the bounded label values."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from certs import init_lab
-from proto.admin import AdminConfig, AdminServer, Debug
-from proto.admin.certexpiry import CertExpiryCollector, not_after
-from proto.admin.jsonlog import JsonFormatter
-from proto.admin.labels import CLOSE_REASONS, close_reason, reason_label
-from proto.admin.server import MAX_DEBUG_ITEMS
-from proto.tunnel.errors import ConfigError
+from streamcerts import init_lab
+from streamproto.admin import AdminConfig, AdminServer, Debug
+from streamproto.admin.certexpiry import CertExpiryCollector, not_after
+from streamproto.admin.jsonlog import JsonFormatter
+from streamproto.admin.labels import CLOSE_REASONS, close_reason, reason_label
+from streamproto.admin.server import MAX_DEBUG_ITEMS
+from streamproto.tunnel.errors import ConfigError
 
 
 def _items(n: int):

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from proto.tunnel import backoff
+from streamproto.tunnel import backoff
 
 
 def test_first_delay_is_spread_over_the_window() -> None:

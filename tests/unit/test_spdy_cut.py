@@ -9,8 +9,8 @@ import json
 import pytest
 
 from cloudstream.kubelet_api.spdy_cut import SpdyCut, is_spdy_upgrade
-from proto.spdy import Role, Session
-from proto.spdy.events import DataReceived, StreamEnded
+from streamproto.spdy import Role, Session
+from streamproto.spdy.events import DataReceived, StreamEnded
 
 HEAD = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
         b"X-Stream-Protocol-Version: %s\r\n\r\n")

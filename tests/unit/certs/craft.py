@@ -1,4 +1,4 @@
-"""Bad certificates made with ``cryptography`` directly (not through certs/), so the checks are
+"""Bad certificates made with ``cryptography`` directly (not through streamcerts/), so the checks are
 tested against files our own issuing code could never produce: past validity, future validity,
 no CA flag, any SANs."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certs import (
+from streamcerts import (
     CertificateError,
     Layout,
     client_context,
@@ -23,7 +23,7 @@ from certs import (
     server_context,
     write_pem,
 )
-from certs.__main__ import main
+from streamcerts.__main__ import main
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from certs.expiry import InUse, check_expiry, cloud_in_use, edge_in_use, watch
+from streamcerts.expiry import InUse, check_expiry, cloud_in_use, edge_in_use, watch
 
 from .craft import NOW, craft, save
 
@@ -25,7 +25,7 @@ def _files(tmp_path: Path) -> list[InUse]:
 
 def test_bands_and_messages(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     files = _files(tmp_path)
-    with caplog.at_level(logging.WARNING, "certs.expiry"):
+    with caplog.at_level(logging.WARNING, "streamcerts.expiry"):
         bands = check_expiry(files)
     by_role = {r.getMessage().split(" certificate")[0].lstrip("!x "): r for r in caplog.records}
     assert set(by_role) == {"role-month", "role-week", "role-day", "role-gone"}
@@ -38,7 +38,7 @@ def test_bands_and_messages(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
     assert [bands[f.path] for f in files] == [None, 30.0, 7.0, 1.0, 0.0]
     # The next daily check logs only what entered a new band.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, "certs.expiry"):
+    with caplog.at_level(logging.WARNING, "streamcerts.expiry"):
         check_expiry(files, last=bands)
         assert not caplog.records
         later = check_expiry(files, now=NOW + dt.timedelta(days=14), last=bands)
@@ -49,7 +49,7 @@ def test_bands_and_messages(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
 
 
 def test_missing_file_is_a_warning_not_a_crash(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, "certs.expiry"):
+    with caplog.at_level(logging.WARNING, "streamcerts.expiry"):
         assert check_expiry([InUse("tunnel CA", tmp_path / "absent.crt", "x")]) == {}
     assert "absent.crt" in caplog.text
 
@@ -75,7 +75,7 @@ class FakeLoop:
 def test_watch_checks_at_start_then_daily(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     files = _files(tmp_path)[1:2]
     loop = FakeLoop()
-    with caplog.at_level(logging.WARNING, "certs.expiry"):
+    with caplog.at_level(logging.WARNING, "streamcerts.expiry"):
         stop = watch(loop, files)
         assert len(caplog.records) == 1  # at start
         assert [d for d, _ in loop.calls] == [86400.0]

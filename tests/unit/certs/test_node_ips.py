@@ -8,9 +8,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certs import CertificateError, create_ca, init_lab, issue_client_cert, load_cert, peer_identity
-from certs.__main__ import main
-from certs.lab import parse_node
+from streamcerts import CertificateError, create_ca, init_lab, issue_client_cert, load_cert, peer_identity
+from streamcerts.__main__ import main
+from streamcerts.lab import parse_node
 
 
 def _ips(path: Path) -> list[str]:

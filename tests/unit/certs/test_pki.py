@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certs import (
+from streamcerts import (
     CertificateError,
     Layout,
     client_context,
@@ -27,7 +27,7 @@ from certs import (
     server_context,
     write_pem,
 )
-from certs.__main__ import main
+from streamcerts.__main__ import main
 
 
 def test_lab_layout_is_kubeedges_and_keys_are_private(tmp_path: Path) -> None:

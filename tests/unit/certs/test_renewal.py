@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from certs import CertificateError, create_ca, load_cert, load_key
-from certs._x509 import cert_ips, name, new_key
-from certs.pair_files import finish_interrupted, staging_path, write_pair
-from certs.renewal import CsrRefused, check_issued, make_csr, renewal_due, sign_csr, vet_csr
+from streamcerts import CertificateError, create_ca, load_cert, load_key
+from streamcerts._x509 import cert_ips, name, new_key
+from streamcerts.pair_files import finish_interrupted, staging_path, write_pair
+from streamcerts.renewal import CsrRefused, check_issued, make_csr, renewal_due, sign_csr, vet_csr
 from testkit.short_certs import issue_edge_cert
 
 NODE = "edge-7"

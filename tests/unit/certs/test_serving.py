@@ -1,4 +1,4 @@
-"""Per-node serving leaves (certs/serving.py): verified as the API server verifies a kubelet
+"""Per-node serving leaves (streamcerts/serving.py): verified as the API server verifies a kubelet
 (the serving CA pinned, the dialled IP checked, no SNI), by real OpenSSL handshakes."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from certs import CertificateError, create_ca, init_lab, issue_server_cert, write_pem
-from certs.serving import ServingCA, issue_serving_leaf
+from streamcerts import CertificateError, create_ca, init_lab, issue_server_cert, write_pem
+from streamcerts.serving import ServingCA, issue_serving_leaf
 
 from .test_watch import handshake
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from certs import CertificateError, Layout, load_cert
-from certs.__main__ import main
-from certs.files import write_atomic
-from certs.site import init_cas, issue
+from streamcerts import CertificateError, Layout, load_cert
+from streamcerts.__main__ import main
+from streamcerts.files import write_atomic
+from streamcerts.site import init_cas, issue
 
 from .craft import openssl
 

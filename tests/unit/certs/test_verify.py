@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from certs import Layout, load_cert, load_key
-from certs.__main__ import main
-from certs.verify import Target, cloud_expectations, edge_expectations
+from streamcerts import Layout, load_cert, load_key
+from streamcerts.__main__ import main
+from streamcerts.verify import Target, cloud_expectations, edge_expectations
 
 from .craft import NOW, craft, openssl, save
 

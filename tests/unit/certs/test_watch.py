@@ -1,4 +1,4 @@
-"""Hot reload (certs/watch.py): real files, real OpenSSL handshakes over memory BIOs.
+"""Hot reload (streamcerts/watch.py): real files, real OpenSSL handshakes over memory BIOs.
 
 A swap happens only when the new files load; a half-written or mismatched pair keeps the old
 context and warns once (after the files stopped changing), naming the file and the fix."""
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certs import client_context, create_ca, issue_server_cert, server_context, write_pem
-from certs.watch import FileWatch, ReloadingContext
+from streamcerts import client_context, create_ca, issue_server_cert, server_context, write_pem
+from streamcerts.watch import FileWatch, ReloadingContext
 
 
 def handshake(server: ssl.SSLContext, client: ssl.SSLContext, hostname: str | None = "localhost") -> x509.Certificate:
@@ -97,7 +97,7 @@ def test_half_written_file_keeps_old_and_warns_once(pki: dict[str, object], capl
     client = client_context(d / "ca.crt")
     ctx = reloading(pki)
     cert_pem, key_pem, serial = new_pair(pki)
-    caplog.set_level(logging.INFO, "certs.watch")
+    caplog.set_level(logging.INFO, "streamcerts.watch")
     (d / "server.crt").write_bytes(cert_pem[: len(cert_pem) // 2])  # the writer is not done yet
     assert not ctx.check()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "warned while the file may still change"

@@ -12,12 +12,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certs import create_ca, init_lab, load_cert, load_key, write_pem
-from certs._x509 import name, new_key
-from certs.renewal import make_csr
+from streamcerts import create_ca, init_lab, load_cert, load_key, write_pem
+from streamcerts._x509 import name, new_key
+from streamcerts.renewal import make_csr
 from cloudstream.cert_signer import CertSigner, describe_certificate
 from cloudstream.config import CloudConfig, add_arguments
-from proto.tunnel import ConfigError, RenewalStatus
+from streamproto.tunnel import ConfigError, RenewalStatus
 from testkit.short_certs import issue_edge_cert
 
 NODE = "edge-9"

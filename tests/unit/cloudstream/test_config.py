@@ -6,7 +6,7 @@ from cloudstream.config import ALL_ROUTES, AccessRule, CloudConfig
 from cloudstream.kubelet_api.http1 import HttpError, parse_request_head
 from cloudstream.kubelet_api.resolve import request_node_keys
 from cloudstream.kubelet_api.routes import RouteKind, match_route
-from proto.tunnel import ConfigError
+from streamproto.tunnel import ConfigError
 
 
 def test_access_rule_parsing() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from certs import Identity
+from streamcerts import Identity
 from cloudstream.config import CloudConfig
 from cloudstream.kubelet_api.connection import Connection
 from cloudstream.registry import SessionRegistry

@@ -27,7 +27,7 @@ from cloudstream.egress.connect import (
 from cloudstream.egress.settings import EgressConfig
 from cloudstream.kubelet_api.http1 import RequestHead
 from cloudstream.kubelet_api.resolve import ResolvedTarget, request_node_keys
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 from testkit.egress import connect_request
 
 GO_CONNECT = connect_request("10.0.0.9:10250")

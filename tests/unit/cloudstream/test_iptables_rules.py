@@ -15,7 +15,7 @@ from cloudstream.iptables.rules import (
     CHAIN, EdgeNode, NatTable, RuleConfig, comment_name, parse_save, plan_cleanup, plan_sync, save_quote, unique_nodes,
 )
 from cloudstream.iptables.settings import rule_config
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 CONFIG = RuleConfig(to_address="10.0.0.1")
 JUMP = f"-A OUTPUT -m comment --comment kubeedge-stream -j {CHAIN}"

@@ -9,7 +9,7 @@ import pytest
 
 from cloudstream.config import CloudConfig, add_arguments
 from cloudstream.kube import settings as kube_settings_module
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 
 def parse(*argv: str) -> argparse.Namespace:

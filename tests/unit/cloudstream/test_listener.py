@@ -8,11 +8,11 @@ import ssl
 
 import pytest
 
-from certs import Layout, server_context
+from streamcerts import Layout, server_context
 from cloudstream.config import CloudConfig, add_arguments
 from cloudstream.listener import Limits
 from cloudstream.tls_alert import describe
-from proto.tunnel import ConfigError
+from streamproto.tunnel import ConfigError
 
 LIMITS = Limits(handshake_timeout=5, max_connections=10_000, max_pending=1_000, max_pending_per_ip=100)
 

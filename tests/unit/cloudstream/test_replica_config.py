@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from cloudstream.config import CloudConfig, add_arguments, default_replica_id
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 
 def _parse(*argv: str) -> CloudConfig:

@@ -15,9 +15,9 @@ from functools import partial
 import pytest
 from cryptography import x509
 
-from certs import client_context, init_lab
-from certs.serving import ServingCA
-from certs.watch import Reloading
+from streamcerts import client_context, init_lab
+from streamcerts.serving import ServingCA
+from streamcerts.watch import Reloading
 from cloudstream.edge_session import IPClaim
 from cloudstream.registry import SessionRegistry
 from cloudstream.serving_certs import ServingCertificates

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cloudstream.iptables.rules import NatTable, PortRoute, RuleConfig, parse_save, plan_sync
 from cloudstream.kube.record import ANNOTATION, FIRST_PORT, RELEASED, TunnelPortRecord, claim_in, release_in
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 # The record as the website's HA docs show `kubectl get cm tunnelport -nkubeedge -oyaml` (Go's json.Marshal).
 DOCS = '{"ipTunnelPort":{"192.168.202.202":10351,"192.168.202.203":10352},"port":{"10351":true,"10352":true}}'

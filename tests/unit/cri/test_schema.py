@@ -1,4 +1,4 @@
-"""The CRI schema in proto/cri/v1/api.proto: generated code is current, and the hand-written
+"""The CRI schema in streamproto/cri/v1/api.proto: generated code is current, and the hand-written
 subset agrees with the upstream runtime.v1 schema that the installed containerd actually serves."""
 
 from __future__ import annotations
@@ -24,39 +24,39 @@ IMAGE_RPCS = {"ListImages", "ImageStatus", "ImageFsInfo"}
 
 def test_generated_modules_are_up_to_date() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "proto._gen", "--check"],
+        [sys.executable, "-m", "streamproto._gen", "--check"],
         cwd=REPO_ROOT,
         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, f"run `python -m proto._gen`:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, f"run `python -m streamproto._gen`:\n{proc.stdout}\n{proc.stderr}"
 
 
 def test_generated_modules_import_as_package() -> None:
-    from proto.cri.v1 import api_pb2, api_pb2_grpc
+    from streamproto.cri.v1 import api_pb2, api_pb2_grpc
 
     assert api_pb2.DESCRIPTOR.package == "runtime.v1"
-    assert api_pb2.PodSandboxConfig.__module__ == "proto.cri.v1.api_pb2"
+    assert api_pb2.PodSandboxConfig.__module__ == "streamproto.cri.v1.api_pb2"
     assert api_pb2_grpc.v1_dot_api__pb2 is api_pb2  # the package-relative import, not a second copy
     assert hasattr(api_pb2_grpc, "RuntimeServiceStub") and hasattr(api_pb2_grpc, "ImageServiceStub")
 
 
 def test_declares_exactly_the_agreed_rpcs() -> None:
-    from proto._gen import our_descriptor
+    from streamproto._gen import our_descriptor
 
     services = {s.name: {m.name for m in s.method} for s in our_descriptor().service}
     assert services == {"RuntimeService": RUNTIME_RPCS, "ImageService": IMAGE_RPCS}
 
 
 def test_proto_has_no_go_options_or_imports() -> None:
-    from proto._gen import our_descriptor
+    from streamproto._gen import our_descriptor
 
     fd = our_descriptor()
     assert list(fd.dependency) == []
     assert not fd.options.go_package
-    text = (REPO_ROOT / "proto" / "cri" / "v1" / "api.proto").read_text()
+    text = (REPO_ROOT / "streamproto" / "cri" / "v1" / "api.proto").read_text()
     assert "gogoproto" not in text and "go_package" not in text
 
 
@@ -64,7 +64,7 @@ def test_compare_detects_mismatches() -> None:
     """The comparison used below must notice a renumbered field, a retyped field and a bad RPC."""
     from google.protobuf import descriptor_pb2
 
-    from proto._gen import compare, our_descriptor
+    from streamproto._gen import compare, our_descriptor
 
     reference = our_descriptor()
     assert compare(reference, reference) == []
@@ -88,21 +88,21 @@ def upstream():
     if not CONTAINERD.exists():
         pytest.skip(f"{CONTAINERD} not installed: cannot compare with the runtime.v1 schema it embeds "
                     "(apt-get install containerd, or run tests/realstack/setup.sh)")
-    from proto._gen import upstream_descriptor
+    from streamproto._gen import upstream_descriptor
 
     return upstream_descriptor(CONTAINERD)
 
 
 def test_matches_containerd_runtime_v1(upstream) -> None:
-    from proto._gen import compare, our_descriptor
+    from streamproto._gen import compare, our_descriptor
 
     problems = compare(our_descriptor(), upstream)
-    assert problems == [], "proto/cri/v1/api.proto disagrees with containerd's runtime.v1:\n" + "\n".join(problems)
+    assert problems == [], "streamproto/cri/v1/api.proto disagrees with containerd's runtime.v1:\n" + "\n".join(problems)
 
 
 def test_every_declared_field_checked_against_upstream(upstream) -> None:
     """Spell out the per-field rule on its own (number, type, label, type name) as a cross-check."""
-    from proto._gen import _messages, our_descriptor
+    from streamproto._gen import _messages, our_descriptor
 
     up_msgs = _messages(upstream)
     checked = 0

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterable
 from urllib.parse import parse_qs
 
-from proto.aio import StreamBuffer
-from proto.tunnel import ConnectRequest, FrameBuffer, MessageType
+from streamproto.aio import StreamBuffer
+from streamproto.tunnel import ConnectRequest, FrameBuffer, MessageType
 
 
 class FakeStream:

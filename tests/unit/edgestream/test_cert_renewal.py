@@ -15,14 +15,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from certs import create_ca, write_pem
-from certs._x509 import new_key
-from certs.renewal import sign_csr, vet_csr
+from streamcerts import create_ca, write_pem
+from streamcerts._x509 import new_key
+from streamcerts.renewal import sign_csr, vet_csr
 from edgestream import cert_renewal
 from edgestream.cert_renewal import CertRenewal
 from edgestream.config import EdgeConfig
-from proto.tunnel import Feature, MessageType, Mux, RenewalAnswer, RenewalStatus, Role, decode
-from proto.tunnel.renewal import decode_request
+from streamproto.tunnel import Feature, MessageType, Mux, RenewalAnswer, RenewalStatus, Role, decode
+from streamproto.tunnel.renewal import decode_request
 from testkit.short_certs import issue_edge_cert
 
 RENEW = frozenset({Feature.RENEW})

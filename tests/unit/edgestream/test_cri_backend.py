@@ -16,8 +16,8 @@ from edgestream.stream import http_error_response
 from edgestream.backends.cri_client import CriClient
 from edgestream.config import EdgeConfig
 from edgestream.logs_options import BadLogOptions, LogOptions
-from proto.cri.v1 import api_pb2
-from proto.tunnel import Ambiguous, BackendError, MessageType, NotFound, NotRunning
+from streamproto.cri.v1 import api_pb2
+from streamproto.tunnel import Ambiguous, BackendError, MessageType, NotFound, NotRunning
 from tests.unit.edgestream.fakes import FakeStream
 
 RUNNING, EXITED = api_pb2.CONTAINER_RUNNING, api_pb2.CONTAINER_EXITED

@@ -19,7 +19,7 @@ from edgestream.backends.cri_logs import (
     stream_log_file,
 )
 from edgestream.logs_options import LogOptions
-from proto.tunnel import NotFound
+from streamproto.tunnel import NotFound
 from tests.unit.edgestream.fakes import FakeStream
 
 T0 = datetime(2026, 11, 24, 19, 19, 13, tzinfo=UTC).timestamp()

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from edgestream.fleet_profile import FleetProfile, add_arguments
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 
 def _parse(*argv: str) -> FleetProfile:

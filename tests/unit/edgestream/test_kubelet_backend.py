@@ -13,8 +13,8 @@ import pytest
 
 from edgestream.backends.kubelet import MAX_HEAD, KubeletBackend, KubeletBadAnswer, KubeletTimeout
 from edgestream.config import EdgeConfig
-from proto.kubelet_path import BadPath
-from proto.tunnel import MessageType
+from streamproto.kubelet_path import BadPath
+from streamproto.tunnel import MessageType
 from tests.unit.edgestream.fakes import FakeStream
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,4 +1,4 @@
-"""Pod routes decoded once, one way (``proto.kubelet_path``), and the edge's dispatch using it:
+"""Pod routes decoded once, one way (``streamproto.kubelet_path``), and the edge's dispatch using it:
 ``p1%2Fx`` is a pod name with a slash in it (400), never pod ``p1``."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from edgestream.backends.base import BaseBackend
 from edgestream.backends.emulator import EmulatorBackend
 from edgestream.config import EmulatorConfig
-from proto.kubelet_path import BadPath, PodPath, decode_segment, parse_pod_path
-from proto.tunnel import MessageType, NotFound
+from streamproto.kubelet_path import BadPath, PodPath, decode_segment, parse_pod_path
+from streamproto.tunnel import MessageType, NotFound
 from tests.unit.edgestream.fakes import FakeStream
 
 # RFC 1123 labels: what Kubernetes namespaces, pods and containers are named.

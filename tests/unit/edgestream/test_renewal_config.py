@@ -8,7 +8,7 @@ import pytest
 
 from edgestream.cert_renewal import CertRenewal
 from edgestream.config import EdgeConfig, add_arguments
-from proto.tunnel import ConfigError, Feature
+from streamproto.tunnel import ConfigError, Feature
 
 
 def _config(*flags: str) -> EdgeConfig:

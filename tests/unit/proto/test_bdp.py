@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proto.tunnel.bdp import BdpEstimator
+from streamproto.tunnel.bdp import BdpEstimator
 
 
 def _round_trip(est: BdpEstimator, now: float, rtt: float, nbytes: int) -> tuple[float, int | None]:

@@ -10,9 +10,9 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from proto.aio import RateLimitedLog, TunnelConnection
-from proto.aio.connection import POLICY_VIOLATION
-from proto.tunnel import Budget, ConfigError, Event, MessageType, Mux, Role, ViolationCounter, encode
+from streamproto.aio import RateLimitedLog, TunnelConnection
+from streamproto.aio.connection import POLICY_VIOLATION
+from streamproto.tunnel import Budget, ConfigError, Event, MessageType, Mux, Role, ViolationCounter, encode
 
 
 def test_counter_closes_after_the_limit_within_a_window() -> None:

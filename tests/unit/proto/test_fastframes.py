@@ -13,9 +13,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from proto.aio import TunnelConnection
-from proto.aio.fastframes import FastFrames
-from proto.tunnel import ConnectRequest, DataReceived, Event, MessageType, Mux, Role, encode
+from streamproto.aio import TunnelConnection
+from streamproto.aio.fastframes import FastFrames
+from streamproto.tunnel import ConnectRequest, DataReceived, Event, MessageType, Mux, Role, encode
 
 log = logging.getLogger("t.fastframes")
 

@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from proto.aio.keepalive import Keepalive, shared_keepalive
+from streamproto.aio.keepalive import Keepalive, shared_keepalive
 
 
 async def _pair(keepalive: Keepalive, count: int, interval: float, timeout: float):

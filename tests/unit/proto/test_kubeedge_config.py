@@ -9,8 +9,8 @@ from cloudstream.config import CloudConfig
 from cloudstream.config import add_arguments as cloud_args
 from edgestream.config import EdgeConfig
 from edgestream.config import add_arguments as edge_args
-from proto.kubeedge_config import parse_duration
-from proto.tunnel import ConfigError
+from streamproto.kubeedge_config import parse_duration
+from streamproto.tunnel import ConfigError
 
 EDGECORE = """
 apiVersion: edgecore.config.kubeedge.io/v1alpha2

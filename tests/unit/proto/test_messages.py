@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from proto.tunnel import FrameBuffer, FrameError, MessageType, decode, encode, encode_header
-from proto.tunnel.varint import encode_uvarint, read_uvarint
+from streamproto.tunnel import FrameBuffer, FrameError, MessageType, decode, encode, encode_header
+from streamproto.tunnel.varint import encode_uvarint, read_uvarint
 
 
 def test_known_encoding() -> None:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from proto.tunnel import (
+from streamproto.tunnel import (
     ConnectRequest,
     DataReceived,
     Feature,
@@ -138,7 +138,7 @@ def test_only_the_cloud_opens() -> None:
 
 
 def test_flow_credit_and_grants() -> None:
-    from proto.tunnel import FLOW_WINDOW, WindowUpdate
+    from streamproto.tunnel import FLOW_WINDOW, WindowUpdate
 
     cloud, edge = pair(frozenset({Feature.FLOW}))
     cid, message = cloud.open_stream(MessageType.LOGS_CONNECT, request())

@@ -15,8 +15,8 @@ def test_tunnel_core_imports_without_io_modules() -> None:
         "import sys\n"
         "for name in ('asyncio', 'socket', 'ssl', 'grpc', 'selectors'):\n"
         "    sys.modules[name] = None  # makes 'import name' fail\n"
-        "import proto.tunnel\n"
-        "from proto.tunnel import decode, encode, Mux\n"
+        "import streamproto.tunnel\n"
+        "from streamproto.tunnel import decode, encode, Mux\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -37,16 +37,16 @@ def _imports(package: str) -> set[str]:
 
 
 def test_dependency_direction() -> None:
-    assert not _imports("proto") & {"cloudstream", "edgestream", "certs"}
+    assert not _imports("streamproto") & {"cloudstream", "edgestream", "streamcerts"}
     assert "edgestream" not in _imports("cloudstream")
     assert "cloudstream" not in _imports("edgestream")
-    assert not _imports("certs") & {"cloudstream", "edgestream", "asyncio"}
+    assert not _imports("streamcerts") & {"cloudstream", "edgestream", "asyncio"}
 
 
 def test_generic_top_level_names_resolve_inside_the_repo() -> None:
     """Our packages, not another distribution's (proto-plus installs a top-level proto; a PyPI project is named certs)."""
-    import certs
-    import proto
+    import streamcerts
+    import streamproto
 
-    assert Path(proto.__file__).resolve().parent == ROOT / "proto"
-    assert Path(certs.__file__).resolve().parent == ROOT / "certs"
+    assert Path(streamproto.__file__).resolve().parent == ROOT / "streamproto"
+    assert Path(streamcerts.__file__).resolve().parent == ROOT / "streamcerts"

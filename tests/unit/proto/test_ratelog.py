@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from proto.aio.ratelog import RateLimitedLog
+from streamproto.aio.ratelog import RateLimitedLog
 
 
 async def test_first_logged_rest_summarised(caplog: pytest.LogCaptureFixture) -> None:

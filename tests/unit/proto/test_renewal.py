@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proto.tunnel import (
+from streamproto.tunnel import (
     Feature,
     FrameError,
     MessageIgnored,
@@ -19,7 +19,7 @@ from proto.tunnel import (
     Role,
     encode,
 )
-from proto.tunnel.renewal import (
+from streamproto.tunnel.renewal import (
     MAX_CHAIN,
     MAX_CSR,
     MAX_REASON,

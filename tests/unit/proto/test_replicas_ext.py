@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proto.tunnel import Feature, parse_features
-from proto.tunnel.replicas import (
+from streamproto.tunnel import Feature, parse_features
+from streamproto.tunnel.replicas import (
     MAX_REPLICAS,
     ReplicaAnnouncement,
     format_announcement,

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proto.tunnel.sched import SendQueue
+from streamproto.tunnel.sched import SendQueue
 
 
 def jain(values: list[float]) -> float:

@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from proto.aio import TunnelConnection
-from proto.tunnel import ConnectRequest, Event, Feature, MessageType, Mux, Role, TunnelClosed, decode, encode
+from streamproto.aio import TunnelConnection
+from streamproto.tunnel import ConnectRequest, Event, Feature, MessageType, Mux, Role, TunnelClosed, decode, encode
 
 log = logging.getLogger("t.send")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from certs import Layout, client_context, server_context
-from proto.aio.tls_in_tls import fix_outer
+from streamcerts import Layout, client_context, server_context
+from streamproto.aio.tls_in_tls import fix_outer
 
 
 async def test_inner_fatal_error_closes_cleanly(lab_pki: Layout, no_leaks: None) -> None:

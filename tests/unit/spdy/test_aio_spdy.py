@@ -1,4 +1,4 @@
-"""proto.aio.spdy over a real socket pair: both roles, strict windows that bind and are handed
+"""streamproto.aio.spdy over a real socket pair: both roles, strict windows that bind and are handed
 back, pings, the end of the session waking every waiter, no task left behind."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import asyncio
 import os
 import socket
 
-from proto.aio.spdy import SpdyConnection
-from proto.spdy import Role, SendFlow, SessionConfig
+from streamproto.aio.spdy import SpdyConnection
+from streamproto.spdy import Role, SendFlow, SessionConfig
 
 
 async def _pair(client_config: SessionConfig | None = None):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from proto.aio.spdy import SpdyConnection
-from proto.spdy import Role, Session
+from streamproto.aio.spdy import SpdyConnection
+from streamproto.spdy import Role, Session
 
 
 async def test_buffered_data_is_read_after_the_peer_closed() -> None:

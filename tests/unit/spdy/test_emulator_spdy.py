@@ -12,8 +12,8 @@ import pytest
 from edgestream.backends import spdy_portforward
 from edgestream.backends.emulator import EmulatorBackend
 from edgestream.config import EmulatorConfig
-from proto.spdy import DataReceived, Role, Session, StreamEnded, StreamReplied, StreamReset
-from proto.tunnel import MessageType
+from streamproto.spdy import DataReceived, Role, Session, StreamEnded, StreamReplied, StreamReset
+from streamproto.tunnel import MessageType
 from tests.unit.edgestream.fakes import FakeStream
 
 SPDY = (("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"))

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from proto.spdy import (
+from streamproto.spdy import (
     DICTIONARY,
     DICTIONARY_ID,
     HeaderCompressor,
@@ -17,7 +17,7 @@ from proto.spdy import (
     decode_header_block,
     encode_header_block,
 )
-from proto.tunnel.errors import FrameError, LimitExceeded
+from streamproto.tunnel.errors import FrameError, LimitExceeded
 
 
 def test_dictionary_is_the_drafts() -> None:
@@ -118,7 +118,7 @@ def test_spdy_core_imports_without_io_modules() -> None:
     code = ("import sys\n"
             "for name in ('asyncio', 'socket', 'ssl', 'grpc', 'selectors'):\n"
             "    sys.modules[name] = None\n"
-            "from proto.spdy import Session, Role\n"
+            "from streamproto.spdy import Session, Role\n"
             "print('ok')\n")
     root = Path(__file__).resolve().parents[3]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)

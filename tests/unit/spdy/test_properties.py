@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto.spdy import (
+from streamproto.spdy import (
     DataReceived,
     Event,
     HeaderCompressor,
@@ -17,7 +17,7 @@ from proto.spdy import (
     decode_header_block,
     encode_header_block,
 )
-from proto.spdy import events as spdy_events
+from streamproto.spdy import events as spdy_events
 
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-:", min_size=1, max_size=20)
 values = st.text(st.characters(min_codepoint=1, max_codepoint=255), max_size=40)

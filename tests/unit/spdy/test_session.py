@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proto.spdy import (
+from streamproto.spdy import (
     DataReceived,
     FrameIgnored,
     GoAwayReceived,
@@ -22,9 +22,9 @@ from proto.spdy import (
 )
 import pytest
 
-from proto.spdy.frames import FrameType, control_header
+from streamproto.spdy.frames import FrameType, control_header
 
-from proto.tunnel.errors import LimitExceeded, ProtocolError, StreamClosed
+from streamproto.tunnel.errors import LimitExceeded, ProtocolError, StreamClosed
 
 
 def pump(a: Session, b: Session) -> list:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from proto.tunnel.errors import FrameError, LimitExceeded, ProtocolError, StreamClosed
+from streamproto.tunnel.errors import FrameError, LimitExceeded, ProtocolError, StreamClosed
 
 from .events import (
     DataReceived,

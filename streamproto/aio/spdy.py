@@ -1,4 +1,4 @@
-"""The thin asyncio layer over ``proto.spdy.Session``: streams you can read and write.
+"""The thin asyncio layer over ``streamproto.spdy.Session``: streams you can read and write.
 
 Transport-agnostic: give it ``read()`` (bytes, or None at EOF) and ``write(bytes)``, e.g. an
 ``asyncio.StreamReader/Writer`` pair (the API-server front's client role) or a tunnel stream
@@ -32,7 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from proto.spdy import (
+from streamproto.spdy import (
     DataReceived,
     GoAwayReceived,
     GoAwayStatus,
@@ -50,7 +50,7 @@ from proto.spdy import (
     StreamReset,
     WindowUpdated,
 )
-from proto.tunnel.errors import StreamClosed
+from streamproto.tunnel.errors import StreamClosed
 
 from .buffer import StreamBuffer
 

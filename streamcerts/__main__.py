@@ -17,8 +17,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from proto.cli import ENV_EPILOG, Parser
-from proto.tunnel.errors import ConfigError
+from streamproto.cli import ENV_EPILOG, Parser
+from streamproto.tunnel.errors import ConfigError
 
 from . import inspect as inspect_mod
 from .ca import create_ca
@@ -162,7 +162,7 @@ def _findings(found: list[Finding], as_json: bool, tail: Sequence[str] = ()) -> 
 def _issue(ns: argparse.Namespace) -> int:
     sans = list(ns.san)
     if ns.config is not None:
-        from proto.kubeedge_config import cloudhub_advertised, load_yaml
+        from streamproto.kubeedge_config import cloudhub_advertised, load_yaml
 
         sans += cloudhub_advertised(load_yaml(ns.config))
     if ns.kind == "edge" and not ns.node:

@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 from dataclasses import dataclass
 
-from proto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 __all__ = ["AdminConfig", "add_admin_arguments"]
 

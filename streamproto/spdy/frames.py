@@ -18,7 +18,7 @@ import enum
 import zlib
 from dataclasses import dataclass, field
 
-from proto.tunnel.errors import FrameError, LimitExceeded
+from streamproto.tunnel.errors import FrameError, LimitExceeded
 
 from .dictionary import DICTIONARY
 

@@ -1,6 +1,6 @@
 """The thin asyncio layer both sides share (as websockets has ``websockets.asyncio``).
 
-``proto.tunnel`` stays pure; this package holds what needs an event loop: the bounded
+``streamproto.tunnel`` stays pure; this package holds what needs an event loop: the bounded
 per-stream buffer and the tunnel connection that drives a ``Mux`` over a WebSocket.
 """
 

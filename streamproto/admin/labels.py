@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proto.tunnel.messages import MessageType
+from streamproto.tunnel.messages import MessageType
 
 __all__ = ["CLOSE_REASONS", "KIND_NAMES", "close_reason", "kind_name", "reason_label"]
 

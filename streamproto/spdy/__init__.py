@@ -6,7 +6,7 @@ flags from the wrong byte. Nothing else on PyPI is alive (``python-spdylay`` is 
 
 Usage (the shape of websockets' and h11's protocol objects)::
 
-    from proto.spdy import Role, Session, StreamOpened, DataReceived, StreamEnded
+    from streamproto.spdy import Role, Session, StreamOpened, DataReceived, StreamEnded
 
     session = Session(Role.SERVER)             # or Role.CLIENT; Session(role, SessionConfig(...))
     session.receive_data(bytes_from_socket)    # never raises for what the peer sent

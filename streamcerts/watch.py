@@ -2,7 +2,7 @@
 
 A :class:`ReloadingContext` holds the ``ssl.SSLContext`` built from some files (certificate, key,
 CA bundle) and the files' stamps (mtime, size, inode). :class:`FileWatch` (one per event loop,
-:func:`shared_watch`; a loop timer, as certs/ never imports asyncio) stats every watched file
+:func:`shared_watch`; a loop timer, as streamcerts/ never imports asyncio) stats every watched file
 each ``interval`` seconds and, when a context's stamps changed, rebuilds that context off to
 the side: only a context that loads replaces the old one, so running connections (which keep
 the context they were made with) never notice and new connections get the new files. SIGHUP
@@ -110,7 +110,7 @@ ReloadingContext = Reloading[ssl.SSLContext]
 
 
 class _Loop(Protocol):
-    """What the watch needs of an event loop (certs/ stays free of asyncio: the caller passes its loop)."""
+    """What the watch needs of an event loop (streamcerts/ stays free of asyncio: the caller passes its loop)."""
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> _Timer: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proto.tunnel.errors import TunnelError
+from streamproto.tunnel.errors import TunnelError
 
 __all__ = ["CertificateError"]
 

@@ -1,17 +1,17 @@
-"""Regenerate the CRI gRPC Python modules from ``proto/cri/v1/api.proto``.
+"""Regenerate the CRI gRPC Python modules from ``streamproto/cri/v1/api.proto``.
 
 This is the one regeneration command::
 
-    python -m proto._gen            # rewrite proto/cri/v1/api_pb2{.py,.pyi,_grpc.py}
-    python -m proto._gen --check    # exit 1 if the committed modules are stale
+    python -m streamproto._gen            # rewrite streamproto/cri/v1/api_pb2{.py,.pyi,_grpc.py}
+    python -m streamproto._gen --check    # exit 1 if the committed modules are stale
 
-It runs ``grpc_tools.protoc -I proto/cri v1/api.proto`` (needs the ``grpcio-tools`` dev
-dependency), then makes the output importable as the package ``proto.cri.v1``:
+It runs ``grpc_tools.protoc -I streamproto/cri v1/api.proto`` (needs the ``grpcio-tools`` dev
+dependency), then makes the output importable as the package ``streamproto.cri.v1``:
 
 * ``api_pb2_grpc.py``: protoc writes ``from v1 import api_pb2 as ...``, which only works with
-  ``proto/cri`` on ``sys.path``; it is rewritten to the package-relative ``from . import api_pb2``.
+  ``streamproto/cri`` on ``sys.path``; it is rewritten to the package-relative ``from . import api_pb2``.
 * ``api_pb2.py``: the module name handed to the protobuf builder (``'v1.api_pb2'``) becomes
-  ``'proto.cri.v1.api_pb2'`` so that generated classes report their real ``__module__``.
+  ``'streamproto.cri.v1.api_pb2'`` so that generated classes report their real ``__module__``.
 
 The output depends on the grpcio-tools version (it embeds the protobuf gencode version), so
 ``--check`` also reports which grpcio-tools produced the difference.
@@ -20,7 +20,7 @@ The module also knows how to pull the upstream ``runtime.v1`` schema out of a co
 (Go programs embed every ``.proto`` as a gzipped ``FileDescriptorProto``) and compare our subset
 with it; ``tests/unit/cri/test_schema.py`` uses that, and so does::
 
-    python -m proto._gen --against /usr/bin/containerd
+    python -m streamproto._gen --against /usr/bin/containerd
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from google.protobuf.descriptor_pb2 import DescriptorProto, FileDescriptorProto
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-INCLUDE_DIR = REPO_ROOT / "proto" / "cri"  # the -I root; generated modules land beside the .proto
+INCLUDE_DIR = REPO_ROOT / "streamproto" / "cri"  # the -I root; generated modules land beside the .proto
 PROTO_FILE = "v1/api.proto"  # path of the source relative to INCLUDE_DIR
-PACKAGE = "proto.cri.v1"
+PACKAGE = "streamproto.cri.v1"
 GENERATED = ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py")
 UPSTREAM_PACKAGE = "runtime.v1"
 
@@ -156,7 +156,7 @@ def our_descriptor() -> FileDescriptorProto:
     """Our schema, as compiled into the generated module."""
     from google.protobuf import descriptor_pb2
 
-    from proto.cri.v1 import api_pb2
+    from streamproto.cri.v1 import api_pb2
 
     fd = descriptor_pb2.FileDescriptorProto()
     api_pb2.DESCRIPTOR.CopyToProto(fd)
@@ -263,13 +263,13 @@ def compare(ours: FileDescriptorProto, upstream: FileDescriptorProto) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m proto._gen", description="Regenerate the CRI Python stubs.")
+    ap = argparse.ArgumentParser(prog="python -m streamproto._gen", description="Regenerate the CRI Python stubs.")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 if the committed generated files are stale")
     mode.add_argument(
         "--against",
         metavar="BINARY",
-        help="compare proto/cri/v1/api.proto with the runtime.v1 schema embedded in BINARY (e.g. /usr/bin/containerd)",
+        help="compare streamproto/cri/v1/api.proto with the runtime.v1 schema embedded in BINARY (e.g. /usr/bin/containerd)",
     )
     args = ap.parse_args(argv)
 
@@ -277,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         stale = check()
         if stale:
             print(
-                f"stale generated files in proto/cri/v1: {', '.join(stale)} (checked with {_tools_version()}); "
-                "run: python -m proto._gen",
+                f"stale generated files in streamproto/cri/v1: {', '.join(stale)} (checked with {_tools_version()}); "
+                "run: python -m streamproto._gen",
                 file=sys.stderr,
             )
             return 1
-        print("proto/cri/v1 generated files are up to date")
+        print("streamproto/cri/v1 generated files are up to date")
         return 0
 
     if args.against:

@@ -23,7 +23,7 @@ from .site import LOOPBACK_SANS
 
 __all__ = ["BANDS", "InUse", "check_expiry", "cloud_in_use", "edge_in_use", "watch", "watch_cloud", "watch_edge"]
 
-logger = logging.getLogger("certs.expiry")
+logger = logging.getLogger("streamcerts.expiry")
 
 BANDS = (30.0, 7.0, 1.0)
 """Days before expiry at which a warning is logged (once per band; again at each start)."""

@@ -1,5 +1,0 @@
-"""CRI (Container Runtime Interface) schema used by the edge agent to talk to containerd.
-
-``proto/cri/v1/api.proto`` is the project's hand-written subset of the CRI ``runtime.v1`` API;
-``proto.cri.v1`` holds the Python modules generated from it by ``python -m proto._gen``.
-"""
