@@ -1,5 +1,5 @@
 """cloudstream's admin port: what ``/metrics`` collects, what ``/readyz`` checks, and the JSON
-views of connected nodes and live streams (``streamproto.admin.server`` serves them)."""
+views of connected nodes and live streams (``streamops.admin.server`` serves them)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from streamproto.admin import AdminServer, Debug
-from streamproto.admin.certexpiry import CertExpiryCollector
-from streamproto.admin.labels import kind_name
+from streamops.admin import AdminServer, Debug
+from streamops.admin.certexpiry import CertExpiryCollector
+from streamops.admin.labels import kind_name
 
 from .config import CloudConfig
 from .listener import Listener

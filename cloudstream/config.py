@@ -12,8 +12,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamproto.admin.config import AdminConfig, add_admin_arguments
-from streamproto.kubeedge_config import cloudstream_settings, load_yaml
+from streamops.admin.config import AdminConfig, add_admin_arguments
+from streamops.kubeedge_config import cloudstream_settings, load_yaml
 from streamproto.tunnel.errors import ConfigError
 from streamproto.tunnel.replicas import MAX_REPLICAS, valid_replica_id
 

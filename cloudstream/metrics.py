@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamproto.admin.labels import CLOSE_REASONS, kind_name
+from streamops.admin.labels import CLOSE_REASONS, kind_name
 
 from .listener import Listener
 from .registry import SessionRegistry

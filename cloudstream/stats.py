@@ -13,7 +13,7 @@ from collections import Counter
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from streamproto.admin.labels import kind_name
+from streamops.admin.labels import kind_name
 from streamproto.tunnel.mux import Stream
 
 __all__ = ["CloudStats"]
@@ -26,7 +26,7 @@ class CloudStats:
     def __init__(self) -> None:
         self.tunnel_connects = 0
         self.tunnel_disconnects: Counter[str] = Counter()
-        """reason (``streamproto.admin.labels.close_reason``) -> tunnels ended."""
+        """reason (``streamops.admin.labels.close_reason``) -> tunnels ended."""
         self.stream_opens: Counter[tuple[str, str]] = Counter()
         """(kind, result) -> kubelet-API requests carried to an edge."""
         self.bytes_done: Counter[tuple[str, str]] = Counter()

@@ -26,7 +26,7 @@ from streamproto.aio import RateLimitedLog
 from streamproto.aio.connection import POLICY_VIOLATION
 from streamproto.aio.keepalive import shared_keepalive
 from streamproto.aio.sockets import tune_tunnel_socket
-from streamproto.admin.labels import close_reason, reason_label
+from streamops.admin.labels import close_reason, reason_label
 from streamproto.tunnel import FEATURES_HEADER, Budget, Feature, format_features, negotiate, parse_features
 from streamproto.tunnel.replicas import HELD_HEADER, REPLICA_HEADER, format_announcement, parse_held
 

@@ -7,9 +7,9 @@ import logging
 import resource
 import sys
 
-from streamproto.admin.jsonlog import add_log_format_argument, setup_logging
-from streamproto.aio.runner import run
-from streamproto.cli import ENV_EPILOG, Parser
+from streamops.admin.jsonlog import add_log_format_argument, setup_logging
+from streamops.runner import run
+from streamops.cli import ENV_EPILOG, Parser
 from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from . import app

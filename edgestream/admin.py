@@ -10,9 +10,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from streamproto.admin import AdminConfig, AdminServer, Debug
-from streamproto.admin.certexpiry import CertExpiryCollector
-from streamproto.admin.labels import kind_name
+from streamops.admin import AdminConfig, AdminServer, Debug
+from streamops.admin.certexpiry import CertExpiryCollector
+from streamops.admin.labels import kind_name
 
 from .metrics import EdgeCollector
 from .node_endpoints import NodeEndpoints

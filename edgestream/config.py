@@ -11,8 +11,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamproto.admin.config import AdminConfig, add_admin_arguments
-from streamproto.kubeedge_config import edgestream_settings, load_yaml
+from streamops.admin.config import AdminConfig, add_admin_arguments
+from streamops.kubeedge_config import edgestream_settings, load_yaml
 from streamproto.tunnel.errors import ConfigError
 
 __all__ = ["EdgeConfig", "EmulatorConfig", "add_arguments"]

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from streamcerts import init_lab
 from streamcerts.errors import CertificateError
-from streamproto.admin import AdminConfig, add_admin_arguments, add_log_format_argument, setup_logging
-from streamproto.aio.runner import run
-from streamproto.cli import ENV_EPILOG, Parser
+from streamops.admin import AdminConfig, add_admin_arguments, add_log_format_argument, setup_logging
+from streamops.runner import run
+from streamops.cli import ENV_EPILOG, Parser
 from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from .admin import EdgeAdmin

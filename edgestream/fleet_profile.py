@@ -29,7 +29,7 @@ import ipaddress
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from streamproto.kubeedge_config import load_yaml
+from streamops.kubeedge_config import load_yaml
 from streamproto.tunnel.errors import ConfigError
 
 from .config import EmulatorConfig

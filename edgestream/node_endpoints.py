@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from streamproto.admin.labels import close_reason
+from streamops.admin.labels import close_reason
 from streamproto.aio.ratelog import RateLimitedLog
 from streamproto.tunnel import MessageType, TunnelError
 from streamproto.tunnel.mux import Stream

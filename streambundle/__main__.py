@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from streamproto.cli import Parser
+from streamops.cli import Parser
 from streambundle.build import BuildOptions, build, default_cache, format_report
 from streambundle.images import host_arch
 from streambundle.verify import main_verify

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from streamproto.cli import ENV_EPILOG, Parser
+from streamops.cli import ENV_EPILOG, Parser
 from streamproto.tunnel.errors import ConfigError
 
 from . import inspect as inspect_mod
@@ -162,7 +162,7 @@ def _findings(found: list[Finding], as_json: bool, tail: Sequence[str] = ()) -> 
 def _issue(ns: argparse.Namespace) -> int:
     sans = list(ns.san)
     if ns.config is not None:
-        from streamproto.kubeedge_config import cloudhub_advertised, load_yaml
+        from streamops.kubeedge_config import cloudhub_advertised, load_yaml
 
         sans += cloudhub_advertised(load_yaml(ns.config))
     if ns.kind == "edge" and not ns.node:

@@ -2,7 +2,7 @@
 process starts.
 
 Which files: KubeEdge's defaults (/etc/kubeedge) < ``cloudcore.yaml``/``edgecore.yaml`` (read
-by :mod:`streamproto.kubeedge_config`, as cloudstream and edgestream read them) < ``--dir`` (as their
+by :mod:`streamops.kubeedge_config`, as cloudstream and edgestream read them) < ``--dir`` (as their
 ``--pki-dir``). certs never imports cloudstream/edgestream; a unit test pins these defaults to
 ``CloudConfig``'s and ``EdgeConfig``'s.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamproto.kubeedge_config import cloudhub_advertised, cloudstream_settings, edgestream_settings, load_yaml
+from streamops.kubeedge_config import cloudhub_advertised, cloudstream_settings, edgestream_settings, load_yaml
 from streamproto.tunnel.errors import ConfigError
 
 from .checks import Expect, Finding, check

@@ -24,10 +24,10 @@ from streamcerts.errors import CertificateError
 from streamcerts.files import Layout, load_cert
 from streamcerts.verify import KUBEEDGE_ROOT, Target, cloud_expectations
 from cryptography.hazmat.primitives import serialization
-from streamproto.doctor.config_file import section
-from streamproto.doctor.probes import http_get, tcp_connect, tls_handshake, unix_connect
-from streamproto.doctor.report import FAIL, PASS, SKIP, WARN, Check
-from streamproto.kubeedge_config import cloudhub_advertised
+from streamops.doctor.config_file import section
+from streamops.doctor.probes import http_get, tcp_connect, tls_handshake, unix_connect
+from streamops.doctor.report import FAIL, PASS, SKIP, WARN, Check
+from streamops.kubeedge_config import cloudhub_advertised
 
 from ..config import CloudConfig
 from . import dnat

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TextIO
 
 from streamcerts.verify import KUBEEDGE_ROOT
-from streamproto.cli import Parser
-from streamproto.doctor.report import exit_code, render_human, render_json
-from streamproto.kubeedge_config import load_yaml
+from streamops.cli import Parser
+from streamops.doctor.report import exit_code, render_human, render_json
+from streamops.kubeedge_config import load_yaml
 from streamproto.tunnel.errors import ConfigError
 
 from ..config import CloudConfig, add_arguments

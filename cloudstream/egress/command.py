@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography import x509
 
-from streamproto.cli import ENV_EPILOG, Parser
+from streamops.cli import ENV_EPILOG, Parser
 
 __all__ = ["main", "render"]
 

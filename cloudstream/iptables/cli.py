@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from streamproto.cli import ENV_EPILOG, Parser
+from streamops.cli import ENV_EPILOG, Parser
 from streamproto.tunnel.errors import ConfigError
 
 from . import manager

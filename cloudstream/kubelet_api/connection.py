@@ -15,7 +15,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from streamcerts import Identity, peer_identity
-from streamproto.admin.labels import reason_label
+from streamops.admin.labels import reason_label
 from streamproto.aio.ratelog import RateLimitedLog
 
 from .authz import NO_CERTIFICATE, authorize

@@ -19,9 +19,9 @@ from streamcerts.checks import Finding, check
 from streamcerts.errors import CertificateError
 from streamcerts.files import load_cert
 from streamcerts.verify import KUBEEDGE_ROOT, Target, edge_expectations
-from streamproto.doctor.config_file import section
-from streamproto.doctor.probes import TlsResult, http_get, resolve, tcp_connect, tls_handshake
-from streamproto.doctor.report import FAIL, PASS, SKIP, WARN, Check
+from streamops.doctor.config_file import section
+from streamops.doctor.probes import TlsResult, http_get, resolve, tcp_connect, tls_handshake
+from streamops.doctor.report import FAIL, PASS, SKIP, WARN, Check
 from streamproto.tunnel.errors import TunnelError
 
 from ..config import EdgeConfig

@@ -17,7 +17,7 @@ import yaml
 
 from cloudstream.__main__ import build_parser as cloudstream_parser
 from edgestream.__main__ import build_parser as edgestream_parser
-from streamproto.cli import env_name
+from streamops.cli import env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

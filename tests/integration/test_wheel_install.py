@@ -21,7 +21,7 @@ import pytest
 from tests.integration.test_deploy_files import build_stage_sources
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"cloudstream", "edgestream", "streamproto", "streamcerts"}
+OURS = {"cloudstream", "edgestream", "streamproto", "streamops", "streamcerts", "streambundle"}
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 

@@ -1,4 +1,4 @@
-"""streamproto.admin: the admin HTTP server over a real loopback socket (aiohttp client), the JSON log
+"""streamops.admin: the admin HTTP server over a real loopback socket (aiohttp client), the JSON log
 formatter, certificate expiry read from real certificate files, and the bounded label values."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamcerts import init_lab
-from streamproto.admin import AdminConfig, AdminServer, Debug
-from streamproto.admin.certexpiry import CertExpiryCollector, not_after
-from streamproto.admin.jsonlog import JsonFormatter
-from streamproto.admin.labels import CLOSE_REASONS, close_reason, reason_label
-from streamproto.admin.server import MAX_DEBUG_ITEMS
+from streamops.admin import AdminConfig, AdminServer, Debug
+from streamops.admin.certexpiry import CertExpiryCollector, not_after
+from streamops.admin.jsonlog import JsonFormatter
+from streamops.admin.labels import CLOSE_REASONS, close_reason, reason_label
+from streamops.admin.server import MAX_DEBUG_ITEMS
 from streamproto.tunnel.errors import ConfigError
 
 

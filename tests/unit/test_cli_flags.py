@@ -1,5 +1,5 @@
 """Every installed program's flags: help that states the default, an environment variable that
-works, ``--version`` from the package metadata (streamproto/cli.py)."""
+works, ``--version`` from the package metadata (streamops/cli.py)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import pytest
 from streamcerts.__main__ import main as streamcerts_main
 from cloudstream.__main__ import build_parser as cloudstream_parser
 from cloudstream.config import CloudConfig
-from streamproto.aio.runner import run
-from streamproto.cli import HelpFormatter, Parser, env_name
+from streamops.runner import run
+from streamops.cli import HelpFormatter, Parser, env_name
 from streamproto.tunnel.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("cloudstream", "edgestream", "streamcerts", "streamproto", "streambundle")
+PACKAGES = ("cloudstream", "edgestream", "streamcerts", "streamproto", "streamops", "streambundle")
 NOT_INSTALLED_PROGRAMS = {"streamproto/_gen.py"}  # a developer's tool (python -m streamproto._gen), not a program
 NO_ENV = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
 
@@ -68,7 +68,7 @@ def _flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def test_every_program_builds_its_parser_with_proto_cli() -> None:
-    """Other parsers would miss --version and the environment: build them with streamproto.cli.Parser,
+    """Other parsers would miss --version and the environment: build them with streamops.cli.Parser,
     in a module-level ``build_parser()`` (which the tests below walk)."""
     direct = [
         f"{name}:{node.lineno}"
@@ -76,7 +76,7 @@ def test_every_program_builds_its_parser_with_proto_cli() -> None:
         for node in ast.walk(tree)
         if isinstance(node, ast.Call) and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) == "ArgumentParser"
     ]
-    assert not direct, f"argparse.ArgumentParser built directly (use streamproto.cli.Parser): {direct}"
+    assert not direct, f"argparse.ArgumentParser built directly (use streamops.cli.Parser): {direct}"
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) <= set(BUILDERS), f"installed programs without a build_parser(): {set(scripts) - set(BUILDERS)}"
     assert {"cloudstream", "edgestream", "edgestream emulate", "streamcerts"} <= set(BUILDERS)
@@ -86,7 +86,7 @@ def test_every_flag_has_help_that_states_its_default() -> None:
     """The lead's merge check: a flag without help, or whose help names no default, fails here."""
     missing = []
     for parser in _every_parser():
-        assert isinstance(parser, Parser), f"{parser.prog}: build it with streamproto.cli.Parser (env overrides, --version)"
+        assert isinstance(parser, Parser), f"{parser.prog}: build it with streamops.cli.Parser (env overrides, --version)"
         formatter = HelpFormatter(parser.prog)
         for action in _flags(parser):
             flag = f"{parser.prog} {max(action.option_strings, key=len)}"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streamproto.doctor.report import Check, exit_code, render_human, render_json
+from streamops.doctor.report import Check, exit_code, render_human, render_json
 
 CHECKS = [
     Check("config", "PASS", "modules.cloudStream.enable: true"),

@@ -9,7 +9,7 @@ from cloudstream.config import CloudConfig
 from cloudstream.config import add_arguments as cloud_args
 from edgestream.config import EdgeConfig
 from edgestream.config import add_arguments as edge_args
-from streamproto.kubeedge_config import parse_duration
+from streamops.kubeedge_config import parse_duration
 from streamproto.tunnel import ConfigError
 
 EDGECORE = """

@@ -37,7 +37,8 @@ def _imports(package: str) -> set[str]:
 
 
 def test_dependency_direction() -> None:
-    assert not _imports("streamproto") & {"cloudstream", "edgestream", "streamcerts"}
+    assert not _imports("streamproto") & {"cloudstream", "edgestream", "streamcerts", "streamops"}
+    assert not _imports("streamops") & {"cloudstream", "edgestream"}
     assert "edgestream" not in _imports("cloudstream")
     assert "cloudstream" not in _imports("edgestream")
     assert not _imports("streamcerts") & {"cloudstream", "edgestream", "asyncio"}

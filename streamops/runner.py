@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from ..tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 __all__ = ["run"]
 

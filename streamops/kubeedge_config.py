@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError
 
 __all__ = ["cloudhub_advertised", "cloudstream_settings", "edgestream_settings", "load_yaml", "parse_duration"]
 
