@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import shlex
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..iptables.backend import Iptables, IptablesError, IptablesMissing, Result, find_backends
+from ..iptables.backend import Iptables, IptablesError, Result, find_backends, run_exec
 
 __all__ = ["DnatRule", "parse_nat", "read_nat", "rules_for"]
 
@@ -98,13 +97,7 @@ async def read_nat(timeout: float) -> tuple[dict[str, str] | None, str]:
     through the iptables manager's backends (``cloudstream.iptables.backend``)."""
     def run(argv: Sequence[str], stdin: str | None = None) -> Result:
         """The manager's runner, with doctor's timeout (the thread ends when the check does)."""
-        try:
-            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise IptablesMissing(f"{argv[0]} is not installed") from None
-        except subprocess.TimeoutExpired:
-            raise IptablesError(f"{' '.join(argv[:2])} did not finish within {timeout:g} s (xtables lock held?)") from None
-        return Result(done.returncode, done.stdout, done.stderr)
+        return run_exec(argv, stdin, timeout)
 
     def read() -> dict[str, str]:
         out = {}

@@ -61,13 +61,13 @@ Exec = Callable[[Sequence[str], "str | None"], Result]
 """Runs argv with optional stdin text; tests and the bench pass ``ip netns exec`` wrappers."""
 
 
-def run_exec(argv: Sequence[str], stdin: str | None = None) -> Result:
+def run_exec(argv: Sequence[str], stdin: str | None = None, timeout: float = TIMEOUT) -> Result:
     try:
-        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=TIMEOUT)
+        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise IptablesMissing(f"{argv[0]} is not installed: {INSTALL}") from None
     except subprocess.TimeoutExpired:
-        raise IptablesError(f"{' '.join(argv[:2])} did not finish within {TIMEOUT:.0f} s (xtables lock held?)") from None
+        raise IptablesError(f"{' '.join(argv[:2])} did not finish within {timeout:g} s (xtables lock held?)") from None
     return Result(done.returncode, done.stdout, done.stderr)
 
 
