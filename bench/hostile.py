@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import json
 import platform
 import re
@@ -51,8 +50,8 @@ from pathlib import Path
 
 from streamcerts import Layout, client_context, init_lab
 from testkit.processes import READY, Process, start_edge
+from testkit.slowloris import PARTIAL_HELLO, Trickle
 
-PARTIAL_HELLO = b"\x16\x03\x01\x02\x00\x01"
 OURS = re.compile(r"(refused|closed) (a connection from )?127\.0\.0\.1:")
 
 
@@ -91,54 +90,6 @@ async def cloud_state(cloud: Process) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------- attackers
-
-
-class RawTrickle:
-    """Connections that send a ClientHello one byte per tick and reconnect when closed."""
-
-    def __init__(self, targets: list[tuple[str, int]]) -> None:
-        self.targets = targets
-        self.socks: list[tuple[socket.socket, int] | None] = [None] * len(targets)
-        self.reconnects = 0
-
-    def _open(self, i: int) -> None:
-        source, port = self.targets[i]
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.bind((source, 0))
-        if sock.connect_ex(("127.0.0.1", port)) not in (0, errno.EINPROGRESS):
-            sock.close()
-            return
-        self.socks[i] = (sock, 0)
-
-    def tick(self) -> None:
-        for i, entry in enumerate(self.socks):
-            if entry is None:
-                self._open(i)
-                continue
-            sock, sent = entry
-            try:
-                if sock.recv(1024, socket.MSG_DONTWAIT) == b"":
-                    raise ConnectionResetError
-                if sent < len(PARTIAL_HELLO):
-                    sock.send(PARTIAL_HELLO[sent : sent + 1])
-                    self.socks[i] = (sock, sent + 1)
-            except BlockingIOError:
-                if sent < len(PARTIAL_HELLO):
-                    try:
-                        sock.send(PARTIAL_HELLO[sent : sent + 1])
-                        self.socks[i] = (sock, sent + 1)
-                    except OSError:
-                        pass
-            except OSError:
-                sock.close()
-                self.reconnects += 1
-                self._open(i)
-
-    def close(self) -> None:
-        for entry in self.socks:
-            if entry is not None:
-                entry[0].close()
 
 
 async def tls_trickler(port: int, source: str, ctx: ssl.SSLContext, counter: list[int]) -> None:
@@ -293,7 +244,7 @@ async def attack(ports: tuple[int, int], slowloris: int, ca: Path) -> None:
     certificate head tricklers on 10003, all from 127.0.0.2/127.0.0.3, until interrupted."""
     stream_port, tunnel_port = ports
     sources = ["127.0.0.2", "127.0.0.3"]
-    raw = RawTrickle([(sources[i % 2], ports[i % 2]) for i in range(slowloris // 2)])
+    raw = Trickle(list(ports), sources, slowloris // 2)
     anonymous = client_context(ca)
     anonymous.check_hostname = False
     tls_reconnects = [0]

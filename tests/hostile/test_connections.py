@@ -8,7 +8,6 @@ edges (127.0.0.1), as they would come from elsewhere.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ import pytest
 
 from streamcerts import client_context, create_ca, issue_client_cert, server_context, write_pem
 from cloudstream.listener import Limits, Listener, Slot
+from testkit.slowloris import PARTIAL_HELLO, Trickle
 from tests.conftest import MS
 from tests.integration.framework import READY, Process, apiserver_tls, kubelet_request
 
@@ -31,8 +31,6 @@ from .conftest import Fleet
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
 REFUSAL = r"(kubelet API|tunnel): (refused|closed)"
-PARTIAL_HELLO = b"\x16\x03\x01\x02\x00\x01"
-"""The start of a TLS ClientHello record: enough to make the server start a TLS handshake."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,74 +140,6 @@ async def test_tls_refusals_are_logged_with_peer_and_reason(fleet: Fleet, rogue:
         assert len(lines) == 1, lines
     state = await fleet.state()
     assert state["api_pending"] == 0 and state["tunnel_pending"] == 0, state
-
-
-class Trickle:
-    """``count`` connections from ``sources`` that each send a ClientHello a byte at a time
-    (one byte every ``every`` seconds) and reconnect when the server closes them: a slowloris
-    that keeps ``count`` connections open for as long as it runs."""
-
-    def __init__(self, ports: list[int], sources: list[str], count: int, every: float = 0.5) -> None:
-        self.targets = [(sources[i % len(sources)], ports[i % len(ports)]) for i in range(count)]
-        self.every = every
-        self.socks: list[tuple[socket.socket, int] | None] = [None] * count
-        self.reconnects = 0
-        self.task: asyncio.Task[None] | None = None
-
-    def _open(self, i: int) -> None:
-        source, port = self.targets[i]
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.bind((source, 0))
-        err = sock.connect_ex(("127.0.0.1", port))
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
-            return
-        self.socks[i] = (sock, 0)
-
-    def _tick(self) -> None:
-        for i, entry in enumerate(self.socks):
-            if entry is None:
-                self._open(i)
-                continue
-            sock, sent = entry
-            try:
-                if sock.recv(1024, socket.MSG_DONTWAIT) == b"":
-                    raise ConnectionResetError
-            except BlockingIOError:
-                pass
-            except OSError:
-                sock.close()
-                self.reconnects += 1
-                self._open(i)
-                continue
-            try:
-                if sent < len(PARTIAL_HELLO):
-                    sock.send(PARTIAL_HELLO[sent : sent + 1])
-                    self.socks[i] = (sock, sent + 1)
-            except BlockingIOError:
-                pass
-            except OSError:
-                sock.close()
-                self.reconnects += 1
-                self._open(i)
-
-    async def _run(self) -> None:
-        while True:
-            self._tick()
-            await asyncio.sleep(self.every)
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-        for entry in self.socks:
-            if entry is not None:
-                entry[0].close()
-        self.socks = [None] * len(self.socks)
 
 
 @pytest.mark.cloud_args("--max-open-files", "1024")
