@@ -128,6 +128,7 @@ async def serve(config: CloudConfig, on_ready: Callable[[Running], None] | None 
         if egress is not None:
             await egress.start()
         running = Running(_port(tunnel), _port(api), registry, stop, admin_port)
+        kubelet_api.tunnel_port = running.tunnel_port  # what 503s tell operators to check
         logger.info(
             "cloudstream ready: kubelet API on %s:%d, tunnel on %s:%d",
             config.stream_address, running.stream_port, config.tunnel_address, running.tunnel_port,

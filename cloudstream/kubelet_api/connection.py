@@ -206,7 +206,7 @@ class Connection:
         self._wanted_nodes = [v for k, v in keys if k != "ip"]
         return None, (
             f"no edge node with {wanted} has a tunnel to this cloudstream. "
-            f"Check that edgestream runs on that node and reaches tunnel port {self.config.tunnel_port} "
+            f"Check that edgestream runs on that node and reaches tunnel port {self.server.tunnel_port} "
             f"(its log says why it cannot connect). Connected nodes: {connected}."
         )
 

@@ -35,6 +35,8 @@ class KubeletApiServer:
         self.draining = False
         """Shutting down: a connection ends after its current request."""
         self.server: Listener | None = None
+        self.tunnel_port = config.tunnel_port
+        """The port edges dial, as bound (the app sets it: ``--tunnel-port 0`` picks one)."""
 
     async def start(self) -> Listener:
         """Listen on 10003 through the accept layer (caps, handshake timeout, refusals logged)."""

@@ -27,7 +27,9 @@ async def test_a_frozen_edge_is_detected_by_keepalive(lab_pki) -> None:
         assert time.monotonic() - began < 5 * MS
         async with kubelet_request(stream_port, "/containerLogs/default/demo/app", host="edge-1", tls=apiserver_tls(lab_pki)) as resp:
             assert resp.status == 503
-            await resp.body()
+            body = await resp.body()
+        # the fix names the port edges really dial (bound as --tunnel-port 0), not the flag's 0
+        assert f"reaches tunnel port {tunnel_port} ".encode() in body, body
     finally:
         edge.proc.send_signal(signal.SIGCONT)
         await edge.stop()
