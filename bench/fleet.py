@@ -10,10 +10,13 @@ that commit's cloudstream and then this one's, interleaved; the fleet is always 
 
 ``streams``: N nodes, ``per-node`` concurrent streams each, half ``logs -f`` (HTTP/1.1 chunked,
 emulator writing ``--log-rate`` lines a second, 0: as fast as read) and half exec (WebSocket
-v5.channel.k8s.io, ``--exec`` run again as soon as it ends),
-all through 10003 from this process. Reports aggregate throughput over the window (bytes read
-off the client sockets), p50/p99 time to first byte (request sent -> first body/stdout byte), the
-RSS of cloudstream, the fleet and this client.
+v5.channel.k8s.io): by default an interactive ``cat`` session that stays open and types a line
+every ``--echo-every`` seconds (its echo round trip is measured), or with ``--exec CMD`` that
+command run again as soon as it ends (a bulk churn: then the streams are not all open at once).
+All through 10003 from this process. Reports the most streams open at once, aggregate throughput
+over the window (bytes read off the client sockets), p50/p99 time to first byte (request sent ->
+first body/stdout byte), p50/p99 echo round trip in the window, the RSS of cloudstream, the fleet
+and this client.
 
 cloudstream runs with ``--max-connections``/``--max-open-files`` raised for N tunnels and
 ``--max-pending-per-ip 1000``: every edge dials from 127.0.0.1, and the per-address pending cap
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import resource
 import shlex
@@ -38,6 +42,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from streamcerts import Layout, client_context
@@ -253,7 +258,14 @@ async def idle(args: argparse.Namespace) -> None:
 class Totals:
     bytes: int = 0
     ttfb: list[float] = field(default_factory=list)
+    echo: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    open_now: int = 0
+    open_max: int = 0
+
+    def opened(self) -> None:
+        self.open_now += 1
+        self.open_max = max(self.open_max, self.open_now)
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -276,26 +288,66 @@ async def follow_logs(port: int, tls: ssl.SSLContext, node: str, totals: Totals,
                 return
             if first:
                 totals.ttfb.append(time.monotonic() - t)
+                totals.opened()
                 first = False
             totals.bytes += len(data)
+        if not first:
+            totals.open_now -= 1
     finally:
         writer.transport.abort()
 
 
-async def exec_loop(port: int, tls: ssl.SSLContext, node: str, totals: Totals, stop: asyncio.Event,
-                    gate: asyncio.Semaphore, command: str) -> None:
+def _exec_url(node: str, port: int, command: str, stdin: bool) -> str:
+    query = [("command", arg) for arg in shlex.split(command)] + [("output", "1"), ("error", "1")]
+    return f"wss://{node}:{port}/exec/default/demo/app?{urlencode(query + ([('input', '1')] if stdin else []))}"
+
+
+async def _ws_connect(url: str, port: int, tls: ssl.SSLContext) -> Any:
     from websockets.asyncio.client import connect
 
-    query = urlencode([("command", arg) for arg in shlex.split(command)] + [("output", "1"), ("error", "1")])
+    return await connect(url, host="127.0.0.1", port=port, ssl=tls, server_hostname="localhost",
+                         subprotocols=["v5.channel.k8s.io"], open_timeout=120, max_size=None,  # type: ignore[list-item]
+                         compression=None, ping_interval=None)
 
+
+async def exec_echo(port: int, tls: ssl.SSLContext, node: str, totals: Totals, stop: asyncio.Event,
+                    gate: asyncio.Semaphore, every: float, measuring: asyncio.Event) -> None:
+    """One interactive ``cat`` kept open: a line typed every ``every`` s, its echo timed."""
+    async with gate:
+        t = time.monotonic()
+        ws = await _ws_connect(_exec_url(node, port, "cat", stdin=True), port, tls)
+    async with ws:
+        seq, got = 0, b""
+        while not stop.is_set():
+            seq += 1
+            line = f"{node} {seq}\n".encode()
+            sent = time.monotonic()
+            await ws.send(b"\x00" + line)
+            while not got.endswith(line):
+                message = await ws.recv()
+                assert isinstance(message, bytes)
+                if message[:1] == b"\x03":
+                    totals.error("exec: ended: " + message[1:200].decode(errors="replace"))
+                    return
+                if message[:1] == b"\x01":
+                    got = (got + message[1:])[-len(line):]
+                    totals.bytes += len(message) - 1
+            now = time.monotonic()
+            if seq == 1:
+                totals.ttfb.append(now - t)
+                totals.opened()
+            elif measuring.is_set():
+                totals.echo.append(now - sent)
+            # a jittered pause, so 5,000 sessions do not type in step
+            await asyncio.sleep(every * random.uniform(0.5, 1.5))
+
+
+async def exec_loop(port: int, tls: ssl.SSLContext, node: str, totals: Totals, stop: asyncio.Event,
+                    gate: asyncio.Semaphore, command: str) -> None:
     while not stop.is_set():
         async with gate:
             t = time.monotonic()
-            ws = await connect(
-                f"wss://{node}:{port}/exec/default/demo/app?{query}",
-                host="127.0.0.1", port=port, ssl=tls, server_hostname="localhost",
-                subprotocols=["v5.channel.k8s.io"], open_timeout=60, max_size=None, compression=None,  # type: ignore[list-item]
-            )
+            ws = await _ws_connect(_exec_url(node, port, command, stdin=False), port, tls)
         async with ws:
             first = True
             async for message in ws:
@@ -324,7 +376,7 @@ async def streams(args: argparse.Namespace) -> None:
             fleet = await start_fleet(layout, tunnel_port, args.nodes, "--log-rate", str(args.log_rate),
                                       "--line-size", str(args.line_size))
             tls = api_tls(layout)
-            totals, stop = Totals(), asyncio.Event()
+            totals, stop, measuring = Totals(), asyncio.Event(), asyncio.Event()
             gate = asyncio.Semaphore(64)  # handshakes in flight (cloudstream's per-address cap is 1000 here)
             names = [f"edge-{i:05d}" for i in range(args.nodes)]
 
@@ -332,8 +384,10 @@ async def streams(args: argparse.Namespace) -> None:
                 try:
                     if kind == "logs":
                         await follow_logs(port, tls, node, totals, stop, gate)
-                    else:
+                    elif args.exec:
                         await exec_loop(port, tls, node, totals, stop, gate, args.exec)
+                    else:
+                        await exec_echo(port, tls, node, totals, stop, gate, args.echo_every, measuring)
                 except Exception as exc:  # counted, not raised: one failed stream is a number
                     if not stop.is_set():
                         totals.error(f"{kind}: {type(exc).__name__}: {str(exc)[:80]}")
@@ -349,20 +403,34 @@ async def streams(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.5)
             opened = time.monotonic() - t_open
             b0, t0 = totals.bytes, time.monotonic()
+            cpu0 = (cloud.cpu_seconds(), fleet.cpu_seconds(), time.process_time())
+            measuring.set()
             await asyncio.sleep(args.duration)
             elapsed = time.monotonic() - t0
+            open_in_window = totals.open_now
+            cpu = [round((b - a) / elapsed, 2) for a, b in
+                   zip(cpu0, (cloud.cpu_seconds(), fleet.cpu_seconds(), time.process_time()))]
             rate = (totals.bytes - b0) / elapsed
             state = await cloud.state()
-            ttfb = sorted(totals.ttfb)
+            ttfb, echo = sorted(totals.ttfb), sorted(totals.echo)
             report = {
                 "nodes": args.nodes, "streams": total, "first_bytes": len(ttfb), "open_s": round(opened, 1),
+                "open_at_once_max": totals.open_max, "open_at_end": open_in_window,
                 "throughput_MBps": round(rate / 1e6, 1),
                 "ttfb_p50_ms": round(statistics.median(ttfb) * 1e3, 1) if ttfb else None,
                 "ttfb_p99_ms": round(ttfb[int(len(ttfb) * 0.99) - 1] * 1e3, 1) if ttfb else None,
+                "echoes": len(echo),
+                "echo_p50_ms": round(statistics.median(echo) * 1e3, 1) if echo else None,
+                "echo_p99_ms": round(echo[max(0, int(len(echo) * 0.99) - 1)] * 1e3, 1) if echo else None,
                 "cloud_rss_mb": round(cloud.rss_mb(), 1), "fleet_rss_mb": round(fleet.rss_mb(), 1),
-                "client_rss_mb": round(_self_rss_mb(), 1), "cloud_state": state, "errors": totals.errors,
+                "client_rss_mb": round(_self_rss_mb(), 1),
+                "cpu_cores_cloud_fleet_client": cpu, "load_avg_1m": os.getloadavg()[0], "cloud_state": state, "errors": totals.errors,
             }
             print(json.dumps(report, indent=1), flush=True)
+            for proc, name in ((cloud, "cloudstream"), (fleet, "emulator")):
+                noted = [line for line in proc.lines if " WARNING " in line or " ERROR " in line or "!" in line[:40]]
+                for line in noted[:20]:
+                    print(f"# {name}: {line}", flush=True)
             stop.set()
             for task in tasks:
                 task.cancel()
@@ -397,7 +465,10 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--log-rate", type=float, default=0, help="emulator lines per second (0: as fast as read)")
     p.add_argument("--line-size", type=int, default=200)
-    p.add_argument("--exec", default="seq 20000", help="the exec command, run again as soon as it ends")
+    p.add_argument("--exec", default="", help="instead of interactive cat sessions: this command, run again as "
+                                                 "soon as it ends (e.g. 'seq 20000')")
+    p.add_argument("--echo-every", type=float, default=2.0,
+                   help="seconds between lines typed into each exec session (jittered 0.5-1.5x)")
     args = parser.parse_args()
     if args.what == "idle":
         args.nodes = args.nodes or [1000]
@@ -405,7 +476,11 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         asyncio.run(idle(args))
     else:
-        asyncio.run(streams(args))
+        # the product's loop (uvloop when installed): asyncio's own TLS zero-fills 256 KiB per
+        # connection, 3.4 GB and a share of the two cores for 10,000 client streams
+        from streamops.runner import run
+
+        run(streams(args))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 from streamproto.aio import RateLimitedLog
 
 from .config import CloudConfig
+from .descriptors import POOL, RESERVE, DescriptorPool
 from .tls_alert import ALERT, Alert, AlertingContext, describe
 
 __all__ = ["Limits", "Listener", "Slot", "raise_nofile_limit"]
@@ -97,12 +98,13 @@ class Limits:
 
     def fitted(self, nofile: int, ports: int = 2) -> Limits:
         """The caps a descriptor limit can hold: pending connections of all ports together
-        may take at most half of the descriptors, open ones what is left after a reserve."""
-        budget = max(64, nofile - 128)
+        may take at most half of the descriptors; open ones share the budget left after a
+        reserve (``descriptors.POOL``: each port keeps a floor the others cannot take)."""
+        budget = max(64, nofile - RESERVE)
         pending = min(self.max_pending, max(8, budget // (2 * ports)))
         return Limits(
             handshake_timeout=self.handshake_timeout,
-            max_connections=max(pending + 1, min(self.max_connections, budget // ports)),
+            max_connections=max(pending + 1, min(self.max_connections, budget)),
             max_pending=pending,
             max_pending_per_ip=min(self.max_pending_per_ip, pending),
         )
@@ -172,6 +174,7 @@ class Listener:
         self.choose_context = choose_context
         self.requested = limits
         self.limits = limits
+        self.pool: DescriptorPool = POOL
         self.protocol_factory = protocol_factory
         self.shutdown_timeout = shutdown_timeout
         self.refusals = RateLimitedLog(logger, interval=10.0, max_kinds=64)
@@ -215,17 +218,19 @@ class Listener:
 
     async def start(self) -> Listener:
         self._loop = asyncio.get_running_loop()
-        self.limits = self.requested.fitted(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.limits = self.requested.fitted(nofile)
         self.sockets = tuple(_listen(self.host, self.port))
+        self.pool.join(self, nofile)
         for sock in self.sockets:
             self._loop.add_reader(sock.fileno(), self._on_acceptable, sock)
         self._serving = True
         port = self.sockets[0].getsockname()[1]
         logger.info(
-            "%s (port %d): at most %d connections, %d pending (unauthenticated), %d pending per address, "
-            "TLS handshake within %g s",
-            self.name, port, self.limits.max_connections, self.limits.max_pending, self.limits.max_pending_per_ip,
-            self.limits.handshake_timeout,
+            "%s (port %d): at most %d connections (all ports share %d descriptors, at least %d kept for each), "
+            "%d pending (unauthenticated), %d pending per address, TLS handshake within %g s",
+            self.name, port, self.limits.max_connections, self.pool.budget, self.pool.floor, self.limits.max_pending,
+            self.limits.max_pending_per_ip, self.limits.handshake_timeout,
         )
         return self
 
@@ -235,6 +240,7 @@ class Listener:
         if not self._serving:
             return
         self._serving = False
+        self.pool.leave(self)
         for sock in self.sockets:
             self.get_loop().remove_reader(sock.fileno())
             sock.close()
@@ -278,11 +284,11 @@ class Listener:
             self._refuse_new(sock, address, "ip-cap", f"{self._per_ip[ip]} connections from this address are "
                              f"still unauthenticated (--max-pending-per-ip {limits.max_pending_per_ip})")
             return
-        if len(self._slots) >= limits.max_connections:
-            if not self._evict_oldest(f"{len(self._slots)} connections are open (--max-connections "
-                                      f"{limits.max_connections}) and a new one came"):
-                self._refuse_new(sock, address, "open-cap", f"{len(self._slots)} connections are open "
-                                 f"(--max-connections {limits.max_connections})")
+        if len(self._slots) >= limits.max_connections or not self.pool.admits(self):
+            why = (f"{len(self._slots)} connections are open (--max-connections {limits.max_connections})"
+                   if len(self._slots) >= limits.max_connections else self.pool.why_full(self))
+            if not self._evict_oldest(why + " and a new one came"):
+                self._refuse_new(sock, address, "open-cap", why)
                 return
         elif self.pending >= limits.max_pending:
             self._evict_oldest(f"{self.pending} connections are unauthenticated (--max-pending-handshakes "

@@ -73,7 +73,7 @@ class FleetNode:
     up: bool = False
 
     def __post_init__(self) -> None:
-        self.endpoints = NodeEndpoints(EmulatorBackend(self.config.emulator), self.config)
+        self.endpoints = NodeEndpoints(EmulatorBackend(self.config.emulator, phase_seed=self.name), self.config)
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ def make_backend(config: object) -> Backend:
     if config.backend == "emulator":
         from .emulator import EmulatorBackend
 
-        return EmulatorBackend(config.emulator)
+        return EmulatorBackend(config.emulator, phase_seed=config.node_name)
     if config.backend == "cri":
         from .cri import CriBackend
 

@@ -7,7 +7,10 @@ Runs the whole chain with no containerd, for labs and benchmarks. Container ``c`
 
 (padded to ``line_size`` bytes when set), ``history`` lines exist when the edge starts, and
 every kubelet log option is honoured on that timeline. With ``rate = 0`` a follow writes as
-fast as the tunnel takes it (benchmarks).
+fast as the tunnel takes it (benchmarks). Given a ``phase_seed`` (the node's name), each
+container's ``t0`` is shifted by a stable fraction of one line period, as real containers are
+out of step: a fleet of 1,000 nodes built in the same millisecond would otherwise write all its
+lines in the same instant, a burst every period no real site sees.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import json
 import math
 import time
+import zlib
 from collections.abc import Coroutine
 from typing import Any
 from dataclasses import dataclass, replace
@@ -85,6 +89,13 @@ class EmulatedContainer:
         return self.t0 + (i / self.rate if self.rate > 0 else 0.0)
 
 
+def _phase(seed: str, ns: str, pod: str, c: str, rate: float) -> float:
+    """A stable offset in [0, one period): still exactly ``history`` lines at start."""
+    if not seed or rate <= 0:
+        return 0.0
+    return zlib.crc32(f"{seed}/{ns}/{pod}/{c}".encode()) / 2**32 / rate
+
+
 def _rfc3339nano(ts: float) -> bytes:
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)
     nanos = int(round((ts - math.floor(ts)) * 1e9)) % 1_000_000_000
@@ -92,7 +103,7 @@ def _rfc3339nano(ts: float) -> bytes:
 
 
 class EmulatorBackend(BaseBackend):
-    def __init__(self, config: EmulatorConfig, clock: object = time.time) -> None:
+    def __init__(self, config: EmulatorConfig, clock: object = time.time, *, phase_seed: str = "") -> None:
         self.config = config
         self.clock = clock
         now = time.time()
@@ -102,7 +113,8 @@ class EmulatorBackend(BaseBackend):
         rate = config.log_rate
         t0 = now - (config.history - 1) / rate if rate > 0 else now
         self.containers = {
-            (ns, pod, c): EmulatedContainer(ns, pod, c, rate, t0, config.line_size) for ns, pod, c in config.pods
+            (ns, pod, c): EmulatedContainer(ns, pod, c, rate, t0 - _phase(phase_seed, ns, pod, c, rate), config.line_size)
+            for ns, pod, c in config.pods
         }
 
     def find(self, ns: str, pod: str, container: str) -> EmulatedContainer:
