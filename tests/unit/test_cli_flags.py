@@ -224,6 +224,7 @@ def test_help_output_names_the_kubeedge_paths(capsys: pytest.CaptureFixture[str]
 
 def test_uvloop_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed: import raises ImportError
+    monkeypatch.setattr("streamops.runner.tune_gc", lambda: None)  # the test process keeps its collector
     seen = []
 
     async def which() -> None:
