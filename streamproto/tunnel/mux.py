@@ -28,7 +28,10 @@ the next time its consumer takes bytes, by granting the difference in the usual 
 lowers it again, never below FLOW_WINDOW, by keeping consumed bytes back). A
 stream grows only while somebody reads it, up to ``stream_window_max``, and all growth of a
 tunnel together stays within ``window_budget``: N stalled streams pin at most
-N x FLOW_WINDOW + window_budget. A closed stream gives its growth back.
+N x FLOW_WINDOW + window_budget. A closed stream gives its growth back. The budget is shared
+evenly: a stream grows to at most its share (budget / streams that have grown, itself counted),
+and one above a newcomer's share shrinks back to it as it is read; first come no longer takes
+all (64 bulk streams had windows of 256 KiB beside 1 MiB: Jain 0.79).
 
 Certificate renewal (negotiated ``renew``): RENEW_REQUEST/RENEW_ANSWER carry no stream state;
 they become ``RenewalRequested`` / ``RenewalAnswered`` events on the side they go to.
@@ -102,6 +105,8 @@ class Stream:
     """Bytes our consumer took (flow feature): ``bytes_in - consumed`` wait in our buffer."""
     recv_window: int = FLOW_WINDOW
     """What the peer may have outstanding towards us (flow feature); grows, see the module doc."""
+    wants_growth: bool = False
+    """At FLOW_WINDOW and refused growth for want of budget: it counts for a share."""
 
 
 @dataclass(slots=True)
@@ -123,6 +128,10 @@ class Mux:
     """Receive window a reading stream grows to (the BDP estimate)."""
     window_extra: int = 0
     """Growth currently held: sum of (recv_window - FLOW_WINDOW) over the streams."""
+    growing: int = 0
+    """Streams whose receive window is above FLOW_WINDOW; they and ``wanting`` split the budget."""
+    wanting: int = 0
+    """Streams with ``wants_growth``."""
     _events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -312,7 +321,7 @@ class Mux:
             return None
         stream.unacked += length
         stream.consumed += length
-        if stream.recv_window != self.window_target:
+        if stream.recv_window != self.window_target or self.growing + self.wanting > 1:
             self._resize(stream)
         if stream.unacked < stream.recv_window // 4:
             return None
@@ -324,7 +333,10 @@ class Mux:
         return sum(s.bytes_in - s.consumed for s in self.streams.values() if s.state is StreamState.OPEN)
 
     def _resize(self, stream: Stream) -> None:
-        want = max(min(self.window_target, self.stream_window_max), FLOW_WINDOW) - stream.recv_window
+        was_grown = stream.recv_window > FLOW_WINDOW
+        sharers = self.growing + self.wanting + (0 if was_grown or stream.wants_growth else 1)
+        share = FLOW_WINDOW + self.window_budget // sharers
+        want = max(min(self.window_target, self.stream_window_max, share), FLOW_WINDOW) - stream.recv_window
         if want > 0:  # grow: grant the difference with the next WINDOW, as if consumed
             delta = min(want, self.window_budget - self.window_extra)
         else:  # shrink: keep back consumed bytes instead of granting them
@@ -333,6 +345,12 @@ class Mux:
             stream.recv_window += delta
             stream.unacked += delta
             self.window_extra += delta
+        grown = stream.recv_window > FLOW_WINDOW
+        self.growing += grown - was_grown
+        wants = not grown and want > delta  # refused for want of budget: the grown ones shrink to make room
+        if wants != stream.wants_growth:
+            self.wanting += wants - stream.wants_growth
+            stream.wants_growth = wants
 
     def status(self, cid: int, code: int, message: str = "") -> bytes | None:
         """Edge: the STATUS message that opens a logs/metrics answer, if negotiated."""
@@ -374,3 +392,5 @@ class Mux:
         stream = self.streams.pop(cid, None)
         if stream is not None:
             self.window_extra -= stream.recv_window - FLOW_WINDOW
+            self.growing -= stream.recv_window > FLOW_WINDOW
+            self.wanting -= stream.wants_growth

@@ -97,6 +97,9 @@ class Windows(RuleBasedStateMachine):
         cloud = self.cloud
         assert cloud.window_extra == sum(s.recv_window - FLOW_WINDOW for s in cloud.streams.values())
         assert 0 <= cloud.window_extra <= cloud.window_budget
+        assert cloud.growing == sum(s.recv_window > FLOW_WINDOW for s in cloud.streams.values())
+        assert cloud.wanting == sum(s.wants_growth for s in cloud.streams.values())
+        assert not any(s.wants_growth and s.recv_window > FLOW_WINDOW for s in cloud.streams.values())
         for s in cloud.streams.values():
             assert FLOW_WINDOW <= s.recv_window <= max(FLOW_WINDOW, cloud.stream_window_max)
 
@@ -117,3 +120,54 @@ class Windows(RuleBasedStateMachine):
 
 Windows.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 TestWindows = Windows.TestCase
+
+
+def _read_round_robin(streams: int, rounds: int, budget: int = 16 << 20) -> list[int]:
+    """``streams`` bulk streams read in turn, each a window's worth per turn, the BDP target far
+    above every share: their receive windows after ``rounds`` turns each."""
+    ids = iter(range(1, 10_000))
+    cloud = Mux(Role.CLOUD, features=FLOW, next_id=ids.__next__, stream_window_max=8 << 20, window_budget=budget)
+    edge = Mux(Role.EDGE, features=FLOW)
+    cids = []
+    for _ in range(streams):
+        cid, message = cloud.open_stream(MessageType.LOGS_CONNECT, ConnectRequest(0, "/containerLogs/a/b/c"))
+        edge.receive_message(message)
+        cids.append(cid)
+    edge.events_received()
+    cloud.window_target = 4 << 20
+    for _ in range(rounds):
+        for cid in cids:
+            while size := min(edge.credit(cid), 64 * 1024):
+                cloud.receive_message(edge.data_header(cid, size) + bytes(size))
+                cloud.events_received()
+                grant = cloud.consumed(cid, size)
+                if grant is not None:
+                    edge.receive_message(grant)
+                    edge.events_received()
+                    break  # the next stream's turn
+    return [cloud.streams[c].recv_window for c in cids]
+
+
+def test_the_budget_is_shared_evenly_not_first_come() -> None:
+    windows = _read_round_robin(64, rounds=20)
+    share = FLOW_WINDOW + (16 << 20) // 64
+    assert max(windows) - min(windows) <= FLOW_WINDOW // 8, windows
+    assert min(windows) >= share - FLOW_WINDOW // 8
+    # two streams: each may take half of the budget (4 MiB target is below it: the target)
+    assert _read_round_robin(2, rounds=20) == [4 << 20, 4 << 20]
+
+
+def test_a_newcomer_gets_its_share_as_the_grown_ones_are_read() -> None:
+    ids = iter(range(1, 10_000))
+    cloud = Mux(Role.CLOUD, features=FLOW, next_id=ids.__next__, stream_window_max=8 << 20, window_budget=4 << 20)
+    cloud.window_target = 8 << 20
+    a, _ = cloud.open_stream(MessageType.LOGS_CONNECT, ConnectRequest(0, "/containerLogs/a/b/c"))
+    cloud.consumed(a, 1)
+    assert cloud.streams[a].recv_window == FLOW_WINDOW + (4 << 20)  # alone: the whole budget
+    b, _ = cloud.open_stream(MessageType.LOGS_CONNECT, ConnectRequest(0, "/containerLogs/a/b/c"))
+    cloud.consumed(b, 1)  # nothing left yet: a holds it all
+    assert cloud.streams[b].recv_window == FLOW_WINDOW
+    for _ in range(64):  # a is read on: it gives back down to half, b takes it
+        cloud.consumed(a, 64 * 1024)
+        cloud.consumed(b, 64 * 1024)
+    assert cloud.streams[a].recv_window == cloud.streams[b].recv_window == FLOW_WINDOW + (2 << 20)
