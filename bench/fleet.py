@@ -409,7 +409,7 @@ async def streams(args: argparse.Namespace) -> None:
             elapsed = time.monotonic() - t0
             open_in_window = totals.open_now
             cpu = [round((b - a) / elapsed, 2) for a, b in
-                   zip(cpu0, (cloud.cpu_seconds(), fleet.cpu_seconds(), time.process_time()))]
+                   zip(cpu0, (cloud.cpu_seconds(), fleet.cpu_seconds(), time.process_time()), strict=True)]
             rate = (totals.bytes - b0) / elapsed
             state = await cloud.state()
             ttfb, echo = sorted(totals.ttfb), sorted(totals.echo)

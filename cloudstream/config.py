@@ -120,7 +120,8 @@ class CloudConfig:
     """From TCP accept to a finished TLS handshake, ClientHello included; then the peer is closed."""
     max_connections: int = 10_000
     """Open connections per port (10003 and 10004 each), pending ones included; more are refused.
-    Lowered at start to what the open-file limit can hold (logged)."""
+    Lowered at start to what the open-file limit can hold (logged); the ports also share that
+    limit's budget, each keeping a quarter of it (``descriptors.py``)."""
     max_pending_handshakes: int = 1_000
     """Unauthenticated connections per port (TLS handshake not done, or no client certificate on
     10003); when a new one comes at this cap, the oldest is closed."""

@@ -30,7 +30,7 @@ def test_phase_keeps_history_and_is_stable() -> None:
         for c in backend.containers.values():
             assert c.written(now) in (CONFIG.history, CONFIG.history + 1)  # + a line written since
     a, b = _t0s("edge-7"), _t0s("edge-7")
-    assert max(abs(x - y) for x, y in zip(a, b)) < 0.05  # the same node, the same phase (built ms apart)
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.05  # the same node, the same phase (built ms apart)
 
 
 def test_no_seed_no_phase() -> None:
