@@ -122,7 +122,7 @@ class Fleet:
         self.all_up_after: float | None = None
 
     def streams(self) -> int:
-        return sum(len(n.endpoints.session.streams) for n in self.nodes if n.endpoints.session is not None)
+        return sum(len(s.streams) for n in self.nodes for s in n.endpoints.sessions)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.started = time.monotonic()

@@ -46,8 +46,7 @@ class EdgeCollector(Collector):
                     kind = kind_name(state.kind)
                     byte_counts["received", kind] += state.bytes_in
                     byte_counts["sent", kind] += state.bytes_out
-            session = node.session
-            if session is not None:
+            for session in node.sessions:  # HA: every tunnel, not only the newest
                 up += 1
                 queued += len(session._queue)
                 stalls += session.credit_stalls

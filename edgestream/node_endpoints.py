@@ -74,7 +74,8 @@ class NodeEndpoints:
         self.violations_done = 0
         self.dial_failures = 0
         self.last_dial_error = ""
-        self.session: AgentSession | None = None
+        self.sessions: list[AgentSession] = []
+        """The tunnels up now, oldest first (HA: one per cloudstream replica)."""
         self._messages = [0, 0]  # in, out: of finished tunnels
         self._unhealthy = RateLimitedLog(logger, interval=60.0)
         """A prober polling an unhealthy node gets one log line a minute, not one per probe."""
@@ -119,19 +120,27 @@ class NodeEndpoints:
         self.dial_failures += 1
         self.last_dial_error = why
 
+    @property
+    def session(self) -> AgentSession | None:
+        """The newest tunnel up, or None."""
+        return self.sessions[-1] if self.sessions else None
+
     def on_session(self, session: AgentSession | None) -> None:
-        """``run_tunnel``'s callback: a tunnel came up (session) or ended (None)."""
-        if session is not None:
-            self.connects += 1
-            self.connected_at = time.time()
-        elif self.session is not None:
-            old = self.session
+        """``run_tunnel``'s callback: the newest tunnel up after a change (None: none is up).
+        With several tunnels (HA) it is called again with a tunnel seen before when another
+        ends: a session seen before is not a new tunnel, and an ended one (``closed_reason``
+        set, which ``hold`` guarantees before it reports) is accounted exactly once."""
+        for old in [s for s in self.sessions if s is not session and (session is None or s.closed_reason is not None)]:
+            self.sessions.remove(old)
             self._messages[0] += old.messages_in
             self._messages[1] += old.messages_out
             self.disconnects[close_reason(old.closed_reason, old.over_budget)] += 1
             self.stalls_done += old.credit_stalls
             self.violations_done += old.violations.total
-        self.session = session
+        if session is not None and session not in self.sessions:
+            self.connects += 1
+            self.connected_at = time.time()
+            self.sessions.append(session)
 
     # ------------------------------------------------------------------ /healthz
 
@@ -238,14 +247,16 @@ class NodeEndpoints:
                 family(name, kind, text, [("", proc[name])])
         node = f'node="{_escape(self.config.node_name)}",backend="{self.config.backend}"'
         family("edgestream_info", "gauge", "edgestream's node name and backend.", [("{" + node + "}", 1)])
-        session = self.session
-        family("edgestream_tunnel_up", "gauge", "1 while the tunnel to cloudstream is up.", [("", int(session is not None))])
+        sessions = self.sessions
+        family("edgestream_tunnel_up", "gauge", "1 while a tunnel to cloudstream is up.", [("", int(bool(sessions)))])
+        family("edgestream_tunnels_up", "gauge", "Tunnels to cloudstream up now (HA: one per replica).",
+               [("", len(sessions))])
         family("edgestream_tunnel_connects_total", "counter", "Tunnels established since edgestream started.",
                [("", self.connects)])
         family("edgestream_tunnel_reconnects_total", "counter", "Tunnels established after the first one.",
                [("", max(0, self.connects - 1))])
-        msgs_in = self._messages[0] + (session.messages_in if session else 0)
-        msgs_out = self._messages[1] + (session.messages_out if session else 0)
+        msgs_in = self._messages[0] + sum(s.messages_in for s in sessions)
+        msgs_out = self._messages[1] + sum(s.messages_out for s in sessions)
         family("edgestream_tunnel_messages_received_total", "counter", "Tunnel messages received from the cloud.",
                [("", msgs_in)])
         family("edgestream_tunnel_messages_sent_total", "counter", "Tunnel messages sent to the cloud.", [("", msgs_out)])

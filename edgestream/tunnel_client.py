@@ -167,6 +167,8 @@ async def hold(
             task.cancel()
         looking = watch.cancel() if watch is not None else None
         await asyncio.gather(*drainer, *([looking] if looking else []), *closing, return_exceptions=True)
+        if session.closed_reason is None:  # ended before its reader ran (cancelled): still ended
+            session.closed_reason = "tunnel ended before it was served"
         if on_session is not None:
             on_session(None)
     (logger.info if renewed else logger.warning)("x tunnel to %s ended: %s", where, session.closed_reason)

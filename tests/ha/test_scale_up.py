@@ -12,6 +12,7 @@ from edgestream.fleet_profile import FleetProfile
 from testkit.haproxy import HAProxy, Pool
 from testkit.processes import Process
 from testkit.replicas import Replicas
+from testkit.scrape import scrape, value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -34,8 +35,9 @@ async def test_a_new_replica_is_found_by_every_edge(tmp_path, haproxy_installed,
         fleet = await Process.start("fleet", [
             "edgestream", "emulate", "--nodes", str(NODES), "--pki-dir", str(layout.root), "--cidr", CIDR,
             "--server", f"127.0.0.1:{tunnel_pool.port}", "--server-name", "localhost", "--ramp", "50",
-            "--reconnect-max", "1", "--replica-probe", "1", "--report-every", "1",
+            "--reconnect-max", "1", "--replica-probe", "1", "--report-every", "1", "--admin-port", "0",
         ])
+        admin = int((await fleet.wait_for_line(r"emulate admin on http://127\.0\.0\.1:(\d+)")).group(1))
         for replica in (r0, r1):
             await replicas.wait_tunnels(replica, NODES, within=30)
         replicas.announce = 3  # the Deployment scaled: the new pod (and, in time, the others) say 3
@@ -51,6 +53,11 @@ async def test_a_new_replica_is_found_by_every_edge(tmp_path, haproxy_installed,
         m = await fleet.wait_for_line(r"fleet: \d+/\d+ nodes up, .* (\d+) tasks$", since=since, timeout=5)
         assert int(m.group(1)) <= 3 * NODES + NODES + 4, m.group(0)
         assert sum(replicas.lines("dialled again").values()) == 0
+        # The fleet's /metrics counts every tunnel of a node, not only its newest (it said NODES)
+        samples = await scrape(admin)
+        assert value(samples, "kubeedge_stream_tunnels_connected") == 3 * NODES
+        assert value(samples, "kubeedge_stream_tunnel_connects_total") == 3 * NODES
+        assert sum(v for (name, _), v in samples.items() if name == "kubeedge_stream_tunnel_disconnects_total") == 0
     finally:
         if fleet is not None:
             await fleet.stop()

@@ -13,11 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MS
+from testkit.scrape import get, scrape, total, value
 
 from .framework import ROOT, Process, apiserver_tls, kubelet_request, start_cloud, start_edge
 from .k8s_ws import open_ws, run_exec
@@ -29,36 +28,6 @@ CLOUD_ADMIN = re.compile(r"cloudstream admin on http://127\.0\.0\.1:(\d+)")
 EDGE_ADMIN = re.compile(r"edgestream admin on http://127\.0\.0\.1:(\d+)")
 FOLLOW = "/containerLogs/default/demo/app?follow=true"
 DASHBOARD = ROOT / "deploy/grafana/kubeedge-stream.json"
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=10 * MS)) as resp:
-            return resp.status, await resp.text()
-
-
-async def scrape(port: int) -> Samples:
-    """Every sample of /metrics, keyed by (sample name, sorted labels), via prometheus_client's parser."""
-    status, text = await get(port, "/metrics")
-    assert status == 200, text
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum over the series of ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
-
 
 async def started_pair(lab_pki, *cloud_args: str, edge_args: tuple[str, ...] = ()) -> tuple[Process, Process, int, int, int, int]:
     cloud, stream_port, tunnel_port = await start_cloud(lab_pki, "--admin-port", "0", *cloud_args)
