@@ -24,7 +24,7 @@ from streamproto.tunnel.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("cloudstream", "edgestream", "streamcerts", "streamproto", "streamops", "streambundle")
-NOT_INSTALLED_PROGRAMS = {"streamproto/_gen.py"}  # a developer's tool (python -m streamproto._gen), not a program
+NOT_INSTALLED_PROGRAMS: set[str] = set()  # developer tools live in scripts/ (python -m scripts.cri_gen)
 NO_ENV = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
 
 

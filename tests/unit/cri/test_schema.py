@@ -24,14 +24,14 @@ IMAGE_RPCS = {"ListImages", "ImageStatus", "ImageFsInfo"}
 
 def test_generated_modules_are_up_to_date() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "streamproto._gen", "--check"],
+        [sys.executable, "-m", "scripts.cri_gen", "--check"],
         cwd=REPO_ROOT,
         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, f"run `python -m streamproto._gen`:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, f"run `python -m scripts.cri_gen`:\n{proc.stdout}\n{proc.stderr}"
 
 
 def test_generated_modules_import_as_package() -> None:
@@ -44,14 +44,14 @@ def test_generated_modules_import_as_package() -> None:
 
 
 def test_declares_exactly_the_agreed_rpcs() -> None:
-    from streamproto._gen import our_descriptor
+    from scripts.cri_gen import our_descriptor
 
     services = {s.name: {m.name for m in s.method} for s in our_descriptor().service}
     assert services == {"RuntimeService": RUNTIME_RPCS, "ImageService": IMAGE_RPCS}
 
 
 def test_proto_has_no_go_options_or_imports() -> None:
-    from streamproto._gen import our_descriptor
+    from scripts.cri_gen import our_descriptor
 
     fd = our_descriptor()
     assert list(fd.dependency) == []
@@ -64,7 +64,7 @@ def test_compare_detects_mismatches() -> None:
     """The comparison used below must notice a renumbered field, a retyped field and a bad RPC."""
     from google.protobuf import descriptor_pb2
 
-    from streamproto._gen import compare, our_descriptor
+    from scripts.cri_gen import compare, our_descriptor
 
     reference = our_descriptor()
     assert compare(reference, reference) == []
@@ -88,13 +88,13 @@ def upstream():
     if not CONTAINERD.exists():
         pytest.skip(f"{CONTAINERD} not installed: cannot compare with the runtime.v1 schema it embeds "
                     "(apt-get install containerd, or run tests/realstack/setup.sh)")
-    from streamproto._gen import upstream_descriptor
+    from scripts.cri_gen import upstream_descriptor
 
     return upstream_descriptor(CONTAINERD)
 
 
 def test_matches_containerd_runtime_v1(upstream) -> None:
-    from streamproto._gen import compare, our_descriptor
+    from scripts.cri_gen import compare, our_descriptor
 
     problems = compare(our_descriptor(), upstream)
     assert problems == [], "streamproto/cri/v1/api.proto disagrees with containerd's runtime.v1:\n" + "\n".join(problems)
@@ -102,7 +102,7 @@ def test_matches_containerd_runtime_v1(upstream) -> None:
 
 def test_every_declared_field_checked_against_upstream(upstream) -> None:
     """Spell out the per-field rule on its own (number, type, label, type name) as a cross-check."""
-    from streamproto._gen import _messages, our_descriptor
+    from scripts.cri_gen import _messages, our_descriptor
 
     up_msgs = _messages(upstream)
     checked = 0

@@ -2,8 +2,8 @@
 
 This is the one regeneration command::
 
-    python -m streamproto._gen            # rewrite streamproto/cri/v1/api_pb2{.py,.pyi,_grpc.py}
-    python -m streamproto._gen --check    # exit 1 if the committed modules are stale
+    python -m scripts.cri_gen            # rewrite streamproto/cri/v1/api_pb2{.py,.pyi,_grpc.py}
+    python -m scripts.cri_gen --check    # exit 1 if the committed modules are stale
 
 It runs ``grpc_tools.protoc -I streamproto/cri v1/api.proto`` (needs the ``grpcio-tools`` dev
 dependency), then makes the output importable as the package ``streamproto.cri.v1``:
@@ -20,7 +20,7 @@ The module also knows how to pull the upstream ``runtime.v1`` schema out of a co
 (Go programs embed every ``.proto`` as a gzipped ``FileDescriptorProto``) and compare our subset
 with it; ``tests/unit/cri/test_schema.py`` uses that, and so does::
 
-    python -m streamproto._gen --against /usr/bin/containerd
+    python -m scripts.cri_gen --against /usr/bin/containerd
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def compare(ours: FileDescriptorProto, upstream: FileDescriptorProto) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m streamproto._gen", description="Regenerate the CRI Python stubs.")
+    ap = argparse.ArgumentParser(prog="python -m scripts.cri_gen", description="Regenerate the CRI Python stubs.")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 if the committed generated files are stale")
     mode.add_argument(
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             print(
                 f"stale generated files in streamproto/cri/v1: {', '.join(stale)} (checked with {_tools_version()}); "
-                "run: python -m streamproto._gen",
+                "run: python -m scripts.cri_gen",
                 file=sys.stderr,
             )
             return 1
