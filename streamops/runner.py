@@ -3,19 +3,18 @@
 uvloop is an optional extra (``pip install 'kubeedge-stream[uvloop]'``): ``auto`` falls back to
 asyncio's own loop without it; asking for ``uvloop`` explicitly without it is a configuration error.
 
-The garbage collector is tuned first (``tune_gc``). CPython's collector stops the whole process
-while it walks every tracked object of the generation it collects. With 10,000 streams a
-cloudstream tracks 1.2 million objects and each full collection took 0.5-0.8 s (``python -m
-bench.fleet streams --nodes 1000``): every stream of every node stalled, and at the default
-young threshold (700 allocations) objects that live a second or two (a timer's future, a
-waiting read) were promoted so fast that full collections came every few seconds while tunnels
-ramped up. Collecting the young generation every 10,000 allocations lets such objects die
-young, and freezing what exists at start (modules, classes, config: never garbage) keeps it
-out of every later walk. The collector finds almost no cycles here (``collected=0`` on full
-collections). Measured (same run, interleaved): 10,000 nodes x streams opened in 28 s instead
-of 56 s, time to first byte p99 1.3 s instead of 3.3 s, no full collection over 20 ms in the
-steady state; one node's exec echo beside a bulk stream: p50 unchanged, p99 1.14x (the young
-walk); 50,000 cost that p99 1.31x for no fleet gain.
+The garbage collector is set up first (``tune_gc``): what exists at start (modules, classes,
+config: never garbage) is frozen out of every later walk. The young generation's threshold is
+a trade-off, measured both ways. CPython stops the whole process while it walks a generation;
+with 10,000 streams cloudstream tracks 1.2 million objects, and at CPython's threshold (700
+allocations) objects that live a second or two are promoted so fast that full collections of
+0.5-0.8 s came every few seconds while 1,000 nodes ramped up (``python -m bench.fleet streams
+--nodes 1000``: opened in 54-56 s, time to first byte p99 2.4-3.3 s). ``KES_GC_YOUNG=10000``
+removed those pauses (28-33 s, p99 1.3-1.6 s; exec echo beside bulk p99 1.14x) but kept more
+garbage in cycles alive between collections: the gauntlet's 10-minute soak saw cloudstream's
+RSS at 186-202 MB and still rising over its second half (+17.9 MB) against 123 MB and flat
+(+0.4 MB) at 700. So the default stays 700; a lab driving thousands of streams through one
+process, where pauses matter more than memory, sets ``KES_GC_YOUNG``.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from streamproto.tunnel.errors import ConfigError
 
 __all__ = ["GC_YOUNG", "run", "tune_gc"]
 
-GC_YOUNG = 10_000
-"""Allocations between young collections (CPython's default: 700). ``KES_GC_YOUNG`` overrides."""
+GC_YOUNG = 700
+"""Allocations between young collections (CPython's own default; see above). ``KES_GC_YOUNG`` overrides."""
 
 
 def tune_gc() -> None:
