@@ -29,7 +29,8 @@ lowers it again, never below FLOW_WINDOW, by keeping consumed bytes back). A
 stream grows only while somebody reads it, up to ``stream_window_max``, and all growth of a
 tunnel together stays within ``window_budget``: N stalled streams pin at most
 N x FLOW_WINDOW + window_budget. A closed stream gives its growth back. The budget is shared
-evenly: a stream grows to at most its share (budget / streams that have grown, itself counted),
+evenly: a stream grows to at most its share (budget / streams that have grown or were refused
+growth for want of budget, itself counted),
 and one above a newcomer's share shrinks back to it as it is read; first come no longer takes
 all (64 bulk streams had windows of 256 KiB beside 1 MiB: Jain 0.79).
 
