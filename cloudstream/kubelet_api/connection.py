@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from streamcerts import Identity, peer_identity
 from streamops.admin.labels import reason_label
 from streamproto.aio.ratelog import RateLimitedLog
+from streamproto.aio.sockets import tune_client_socket
 
 from .authz import NO_CERTIFICATE, authorize
 from .forward import relay_response, relay_upgrade
@@ -68,8 +69,10 @@ class Connection:
             self.peer = target.via
             self.dnat_ip = self.local_ip = None  # the socket's addresses are the egress front's, not the node's
         else:
-            self.dnat_ip = original_destination(writer.get_extra_info("socket"))
-            self.local_ip = local_address(writer.get_extra_info("socket"))
+            sock = writer.get_extra_info("socket")
+            self.dnat_ip = original_destination(sock)
+            self.local_ip = local_address(sock)
+            tune_client_socket(sock)
         self.identity: Identity | None = None
         self.limits = HeadLimits(
             max_head=self.config.max_request_head,

@@ -194,6 +194,7 @@ async def test_a_stalled_reader_costs_other_streams_nothing(lab_pki, no_leaks) -
     reads again every line arrives, in order."""
     import time as _time
 
+    from streamproto.aio.sockets import NOTSENT_LOWAT
     from streamproto.tunnel import FLOW_WINDOW
 
     from .k8s_ws import open_ws
@@ -224,6 +225,11 @@ async def test_a_stalled_reader_costs_other_streams_nothing(lab_pki, no_leaks) -
             # bounded by the stream's window (which may have grown with the measured BDP), not by a timeout
             window = session.mux.streams[stream.connect_id].recv_window
             assert stream.buffer.size <= window <= session.mux.stream_window_max
+            # and the cloud's kernel holds a short unsent queue for it (TCP_NOTSENT_LOWAT), not the
+            # megabytes Linux queues for a reader that stopped: a long link carries each such byte
+            client = stalled.writer.get_extra_info("sockname")[1]
+            queued = _send_queue(cloud.stream_port, client)
+            assert queued <= NOTSENT_LOWAT + 128 * 1024, f"{queued} bytes queued by the cloud for a reader that stopped"
             # the client reads again: the lines continue without a gap
             buf = b""
             async with asyncio.timeout(10):
@@ -236,3 +242,15 @@ async def test_a_stalled_reader_costs_other_streams_nothing(lab_pki, no_leaks) -
         finally:
             stalled.writer.transport.abort()
             await stalled_cm.__aexit__(None, None, None)
+
+
+def _send_queue(local_port: int, remote_port: int) -> int:
+    """Send-Q (bytes not yet acknowledged) of the loopback TCP socket local_port -> remote_port,
+    from /proc/net/tcp (its tx_queue: unsent plus in flight, and nothing flies into a closed window)."""
+    with open("/proc/net/tcp") as table:
+        for row in list(table)[1:]:
+            fields = row.split()
+            local, remote = fields[1].split(":")[1], fields[2].split(":")[1]
+            if (int(local, 16), int(remote, 16)) == (local_port, remote_port):
+                return int(fields[4].split(":")[0], 16)
+    raise AssertionError(f"no TCP socket 127.0.0.1:{local_port} -> :{remote_port}")
