@@ -17,7 +17,8 @@ in that order each time the transport drains. So the order in which bytes reach 
 (whose unsent queue ``TCP_NOTSENT_LOWAT`` keeps short) is decided here, not by who came first.
 
 Receive windows (flow): a ``BdpEstimator`` pings once per round trip while data flows and
-raises the mux's window target when the path carries more than the windows allow.
+sets the mux's window target (the path's bandwidth-delay product, shared by the streams that
+carry data) and grant step; a ``Pacer`` sizes our DATA messages to the rate grants come back.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from ..tunnel.bdp import BdpEstimator
+from ..tunnel.bdp import BdpEstimator, Pacer
 from ..tunnel.budget import Budget, ViolationCounter
 from ..tunnel.errors import TunnelClosed
 from ..tunnel.events import DataReceived, Event, MessageIgnored, ProtocolViolation, StreamRemoved, WindowUpdate
@@ -87,8 +88,10 @@ class TunnelConnection:
         self._queue: SendQueue[_Entry] = SendQueue(mux.max_payload)
         self._pump: asyncio.Task[None] | None = None
         self._bdp: BdpEstimator | None = None
+        self.pacer = Pacer(mux.max_payload)
+        """The largest DATA message now: ``max_payload``, less on a slow path (flow feature)."""
         if Feature.FLOW in mux.features:
-            self._bdp = BdpEstimator(FLOW_WINDOW, min(mux.stream_window_max, FLOW_WINDOW + mux.window_budget))
+            self._bdp = BdpEstimator(FLOW_WINDOW, FLOW_WINDOW + mux.window_budget)
         self._pong: asyncio.Future[float] | None = None
         self._slow = False
         """Messages wait in websockets' queue for the reader: the fast path must not overtake them."""
@@ -120,7 +123,7 @@ class TunnelConnection:
         stream.bytes_in += len(payload)
         self.messages_in += 1
         if self._bdp is not None:
-            self._probe(self._bdp, len(data))
+            self._probe(self._bdp, len(data), stream.connect_id)
         return True
 
     def _process_event(self, event: Frame) -> None:
@@ -138,7 +141,7 @@ class TunnelConnection:
                     stream.bytes_in += len(payload)
                     self.messages_in += 1
                     if self._bdp is not None:
-                        self._probe(self._bdp, len(data))
+                        self._probe(self._bdp, len(data), stream.connect_id)
                     return
         if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY or event.opcode is Opcode.CONT:
             self._slow = True
@@ -215,9 +218,10 @@ class TunnelConnection:
                 done.set_exception(TunnelClosed(self.closed_reason or "tunnel closed"))
 
     async def send_data(self, connect_id: int, payload: bytes | memoryview) -> None:
-        """DATA for one stream, split to the mux's payload limit, each piece sent when the
-        stream has credit for it (flow feature; always at once with a Go peer)."""
-        limit = self.mux.max_payload
+        """DATA for one stream, split to the pacer's piece (the mux's payload limit, or less on a
+        slow path), each piece sent when the stream has credit for it (flow feature; always at
+        once with a Go peer)."""
+        limit = self.pacer.piece
         view = memoryview(payload) if len(payload) > limit else payload
         for start in range(0, len(payload), limit):
             chunk = view[start : start + limit]
@@ -262,8 +266,8 @@ class TunnelConnection:
                 data = await ws.recv(decode=False)
                 self.messages_in += 1
                 mux.receive_message(data)
-                if bdp is not None:
-                    self._probe(bdp, len(data))
+                if bdp is not None:  # (the stream: a DATA message's one-byte ID, the common case)
+                    self._probe(bdp, len(data), data[0] if len(data) > 1 and data[1] == 3 and data[0] < 0x80 else -1)
                 for event in mux.events_received():
                     if isinstance(event, DataReceived):
                         await self.handle_event(event)
@@ -278,6 +282,7 @@ class TunnelConnection:
                         if self.debug and event.kind != MessageType.REMOVE_CONNECT:
                             self.log.debug("< ignored message %s for stream %d: %s", event.kind, event.connect_id, event.reason)
                     elif isinstance(event, WindowUpdate):
+                        self.pacer.granted(event.increment, time.monotonic())
                         self._wake(event.connect_id)
                         continue
                     elif isinstance(event, StreamRemoved):
@@ -301,17 +306,18 @@ class TunnelConnection:
             if self._pong is not None:
                 self._pong.cancel()
 
-    def _probe(self, bdp: BdpEstimator, length: int) -> None:
+    def _probe(self, bdp: BdpEstimator, length: int, stream: int) -> None:
         """One BDP sample per round trip: a WebSocket ping out, bytes counted until its pong
         is seen here, in the reader (so both ends of the sample are in message order)."""
         now = time.monotonic()
         pong = self._pong
         if pong is not None and pong.done():
             self._pong = None
-            target = bdp.acknowledged(now, self.mux.waiting()) if not pong.cancelled() and pong.exception() is None else None
-            if target is not None:
-                self.mux.window_target = target
-        if bdp.received(length, now):
+            if not pong.cancelled() and pong.exception() is None:
+                bdp.acknowledged(now, self.mux.waiting())
+            self.mux.window_target = bdp.stream_target
+            self.mux.grant_step = bdp.grant_step
+        if bdp.received(length, now, stream):
             ws = self.ws
             payload = b"bdp%d" % bdp.samples
             try:

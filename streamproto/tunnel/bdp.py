@@ -1,33 +1,47 @@
-"""Bandwidth-delay product estimation for receive windows (sans-I/O), after gRPC-Go's
-``internal/transport/bdp_estimator.go``.
+"""Receive windows sized to the path (sans-I/O): a bandwidth-delay product estimate that
+grows as gRPC-Go's ``internal/transport/bdp_estimator.go`` does, then follows the queue the
+window builds, as delay-based congestion control does; and the sender's message size.
 
 The receiver sends a WebSocket ping when data arrives and no probe is out, and counts the
 payload bytes that arrive until the pong: one sample of the bytes one round trip carries.
-When a sample reaches 2/3 of the current estimate and the bandwidth it implies is the
-highest seen, the window is too small to fill the path: the estimate becomes twice the
-sample. Estimates only grow, up to ``limit``.
 
-Departures from gRPC's rule. gRPC also wants the sample's bandwidth to be the highest seen;
-a steady window-limited stream on a satellite link never beat the burst of its first sample
-and stalled at the initial window (measured), so the gate below replaces that test: no growth while the estimate is already ``_GATE`` times the
-highest delivery rate seen (bytes over the whole time between two acks, at least
-``min_interval``, not over one probe, whose bytes may be a backlog read at memory speed)
-times the lowest round trip seen: a BBR-style BDP. Without it, on loopback the queue a window
-builds lengthens the probe, the window feeds its own growth (gRPC's runs to its cap), and
-every keystroke waits behind the bigger queue: measured here, exec echo beside a 370 MB/s
-`logs -f` went from 0.7-1.1 ms p50 (256 KiB) to 1.9-6.6 ms (grown) for no more throughput.
-The factor leaves room for a long link's bursts (a window's worth at line rate lengthens a
-probe as well).
-Nothing new goes on the wire: pings are
-WebSocket control frames every peer answers, and a bigger window is just a bigger WINDOW
-grant (credit is additive), so an older peer of ours simply gets more credit.
+**Start (gRPC's rule).** When a sample reaches 2/3 of the current estimate, the window is too
+small to fill the path: the estimate becomes twice the sample, up to ``limit``. gRPC also
+wants the sample's bandwidth to be the highest seen; a steady window-limited stream on a
+satellite link never beat the burst of its first sample and stalled at the initial window
+(measured), so a gate replaces that test: no growth while the estimate is already ``_GATE``
+times the highest delivery rate seen (bytes over the whole time between two acks) times the
+lowest round trip seen: a BBR-style BDP. Without it, on loopback the queue a window builds
+lengthens the probe and the window feeds its own growth.
+
+**Follow.** A window larger than the path does not go faster: what it adds waits at the
+bottleneck, in front of every keystroke of every stream of the tunnel (``wan-50ms-100mbit``:
+the window grew to its 1 MiB limit on a 625 KB path, exec echo beside a `logs -f` at RTT + 24
+ms). Once the last ``_EVIDENCE`` round trips all stay ``QUEUE`` above the lowest, the path is
+``full``: the estimate drops to ``fit`` (rate x (lowest RTT + QUEUE)), and from then on moves by
+the bytes the measured queue is off ``QUEUE / 2``; past the fit only by a 1.25x probe every
+``_REPROBE`` seconds (a path that got faster). After each change, probes already in flight are
+not evidence. The estimate is the tunnel's: each stream that carried data in the last round
+trip gets an equal part (``stream_target``), never below the protocol's initial window.
+
+**Grant size and message size.** A grant hands back about a millisecond of the delivery rate
+(``grant_step``, at least 4 KiB), and the sender cuts DATA to about a millisecond of the rate
+at which grants come (``Pacer``): the sends then follow the grants, as TCP's follow its acks;
+quarter-window grants and 60 KiB messages were bursts of up to 162 KB at the bottleneck.
+On loopback both stay what they were (64 KiB): a millisecond there is more.
+
+Nothing new goes on the wire: pings are WebSocket control frames every peer answers, a
+window is what the WINDOW grants add up to, and a message may be any size; an older peer
+of ours gets more, smaller grants. The model in ``tests/unit/proto/test_bdp_link.py``
+reproduces the bench's figures and checks the targets in a second.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-__all__ = ["BdpEstimator"]
+__all__ = ["BdpEstimator", "Pacer"]
 
 _BETA = 2 / 3
 """A sample this close to the estimate means the window, not the path, limited it."""
@@ -37,6 +51,49 @@ _ALPHA = 0.9
 """Weight of a new RTT sample in the moving average."""
 _GATE = 2.0
 """Growth stops once the estimate reaches this many times rate_max x rtt_min."""
+QUEUE = 0.003
+"""Seconds of queue a window may build at the path's bottleneck: what a keystroke sent beside
+a bulk stream waits there. When the last ``_EVIDENCE`` round trips all stay this much above the
+lowest seen, the window is larger than the path: it shrinks."""
+_EVIDENCE = 4
+"""Round trips a queue must show in (their minimum is the signal): one late pong is an event
+loop or a scheduler (1-5 ms measured here), a queue the window built stays."""
+_REPROBE = 10.0
+"""Once the path was seen full, the window grows past its fit only once per this many
+seconds (a 1.25x step, shrunk again at the next ack if the queue grows): a path that got
+faster is found again, at the price of one short queue per interval."""
+_REPROBE_RTTS = 50
+"""... and at most once per this many round trips (a probe costs about six of queue)."""
+_PROBE_UP = 1.25
+_WINDOWED = 10.0
+"""Seconds over which rate_max is kept (two buckets), as BBR's filter: a path that got slower
+is followed (and a queue resets it at once). A longer path: ``_track_rtt_min``."""
+_GRANT_TIME = 0.001
+"""A grant hands back at most this much time's worth of the delivery rate (and at least
+``_GRANT_MIN``): on a long link a quarter-window grant is one burst that queues at the
+bottleneck in front of the next keystroke (162 KB: 13 ms at 100 Mbit/s)."""
+_GRANT_MIN = 4096
+
+
+@dataclass(slots=True)
+class _Windowed:
+    """The min or max of samples over the last ``_WINDOWED`` to ``2 * _WINDOWED`` seconds."""
+
+    take: Callable[[float, float], float]
+    current: float = 0.0
+    previous: float = 0.0
+    until: float = -1.0
+
+    def add(self, value: float, now: float) -> float:
+        if now >= self.until:
+            self.previous, self.current, self.until = self.current, value, now + _WINDOWED
+        else:
+            self.current = self.take(self.current, value)
+        return self.take(self.current, self.previous) if self.previous else self.current
+
+    def reset(self, value: float) -> float:
+        self.current, self.previous = value, 0.0
+        return value
 
 
 @dataclass(slots=True)
@@ -51,9 +108,22 @@ class BdpEstimator:
     rtt: float = 0.0
     """Moving average of the probe round trips (seconds)."""
     rtt_min: float = 0.0
+    """Lowest probe round trip: the path's own delay (``_track_rtt_min``)."""
     bw_max: float = 0.0
     rate_max: float = 0.0
-    """Highest delivery rate between two acks (bytes/s)."""
+    """Highest delivery rate between two acks (bytes/s) over the last 10-20 s."""
+    full: bool = False
+    """The window has filled the path once (a queue was seen): it now follows ``fit``."""
+    _floor: int = 0
+    _hold_until: float = 0.0
+    _last_rate: float = 0.0
+    _reprobe_at: float = 0.0
+    _high_since: float = -1.0
+    _recent: list[float] = field(default_factory=list)
+    _streams: set[int] = field(default_factory=set)
+    active: int = 0
+    """Streams that carried data in the last sample."""
+    _rates: _Windowed = field(default_factory=lambda: _Windowed(max))
     _rate_bytes: int = 0
     _rate_since: float = -1.0
     sample: int = 0
@@ -63,15 +133,38 @@ class BdpEstimator:
     _next_at: float = 0.0
     samples: int = 0
 
-    def received(self, length: int, now: float) -> bool:
-        """``length`` payload bytes arrived. True when a probe should go out now."""
+    def __post_init__(self) -> None:
+        self._floor = self.estimate
+
+    @property
+    def fit(self) -> int:
+        """The window that fills the path and queues ``QUEUE`` seconds of it, plus the bytes a
+        receiver holds before it grants them: rate x (rtt_min + QUEUE) + grant step."""
+        return int(self.rate_max * (self.rtt_min + QUEUE)) + (self.grant_step or 0)
+
+    @property
+    def grant_step(self) -> int | None:
+        """Bytes a receiver should hand back at a time (None: until the rate is known)."""
+        return max(_GRANT_MIN, int(self.rate_max * _GRANT_TIME)) if self.rate_max else None
+
+    @property
+    def stream_target(self) -> int:
+        """The window for each stream: the estimate is the path's, shared by the streams that
+        carried data in the last round trip (two streams each given the path queue one path)."""
+        return max(self._floor, self.estimate // (self.active or 1))
+
+    def received(self, length: int, now: float, stream: int = -1) -> bool:
+        """``length`` payload bytes arrived (on ``stream``, if known). True when a probe
+        should go out now."""
+        if stream >= 0:
+            self._streams.add(stream)
         self._rate_bytes += length
         if self._rate_since < 0:
             self._rate_since = now
         if self.probing:
             self.sample += length
             return False
-        if self.estimate >= self.limit or now < self._next_at:
+        if now < self._next_at:
             return False
         self.probing = True
         self.sample = length
@@ -79,35 +172,123 @@ class BdpEstimator:
         return True
 
     def acknowledged(self, now: float, waiting: int = 0) -> int | None:
-        """The probe's pong arrived: returns the new estimate when it grew, else None.
+        """The probe's pong arrived: returns the new estimate when it changed, else None.
         ``waiting``: bytes received and not yet consumed; when that is a good part of the
         estimate, the consumer, not the window, limits the stream: no growth."""
         if not self.probing:
             return None
         self.probing = False
+        self.active = len(self._streams)
+        self._streams.clear()
         rtt = max(now - self._sent_at, 1e-6)
         self._next_at = now + self.min_interval
         self.samples += 1
         self.rtt = rtt if self.samples == 1 else self.rtt + (rtt - self.rtt) * _ALPHA
-        self.rtt_min = rtt if self.samples == 1 else min(self.rtt_min, rtt)
+        self._track_rtt_min(rtt, now)
         if now - self._rate_since >= self.min_interval:
-            self.rate_max = max(self.rate_max, self._rate_bytes / (now - self._rate_since))
+            self._last_rate = self._rate_bytes / (now - self._rate_since)
+            self.rate_max = self._rates.add(self._last_rate, now)
             self._rate_bytes, self._rate_since = 0, now
         bw = self.sample / max(self.rtt, 1e-6)
         if bw > self.bw_max:
             self.bw_max = bw
+        if self._sent_at < self._hold_until:
+            return None  # the probe left before the last change could show in the queue
+        recent = self._recent
+        recent.append(rtt)
+        if len(recent) > _EVIDENCE:
+            del recent[0]
+        queue = min(recent) - self.rtt_min if len(recent) == _EVIDENCE else None
+        if self.full:
+            return self._follow(rtt, queue, now, waiting)
+        fit = self.fit
+        if queue is not None and queue > QUEUE and self.estimate > fit:
+            # the window is larger than the path: what it adds waits at the bottleneck
+            self.full, self._reprobe_at = True, now + max(_REPROBE, _REPROBE_RTTS * self.rtt_min)
+            return self._change(max(self._floor, fit), rtt, now)
         if self.sample < _BETA * self.estimate:
             return None
-        if self.estimate >= _GATE * self.rate_max * self.rtt_min:
-            return None  # the window already covers the path: more would only queue
         if waiting > self.estimate // 2:
             return None  # data waits for its reader: a bigger window would only hold more of it
-        grown = min(int(_GAMMA * self.sample), self.limit)
-        if grown <= self.estimate:
+        if self.estimate >= _GATE * self.rate_max * self.rtt_min:
+            return None  # the window already covers the path: more would only queue
+        return self._set(min(int(_GAMMA * self.sample), self.limit))
+
+    def _track_rtt_min(self, rtt: float, now: float) -> None:
+        """The lowest round trip: the path's own delay. Not a sliding window: a window that holds
+        about ``QUEUE / 2`` of queue would see the minimum creep up by that much per window. If
+        every round trip for ``_WINDOWED`` seconds stays ``QUEUE`` above it while the window
+        sits at its floor (it cannot be the window's queue), the path got longer: start again."""
+        if self.samples == 1 or rtt < self.rtt_min:
+            self.rtt_min, self._high_since = rtt, -1.0
+        elif rtt - self.rtt_min > QUEUE and self.estimate <= self._floor:
+            if self._high_since < 0:
+                self._high_since = now
+            elif now - self._high_since > _WINDOWED:
+                self.rtt_min, self._high_since = rtt, -1.0
+        else:
+            self._high_since = -1.0
+
+    def _follow(self, rtt: float, queue: float | None, now: float, waiting: int) -> int | None:
+        """The path was seen full: steer the window so that about ``QUEUE / 2`` seconds wait at
+        the bottleneck, by the bytes the measured queue is off (an error in the rate moves the
+        step a little, not the window: at 600 ms a 1 % error in rate x RTT is 6 ms of queue)."""
+        if queue is None:
+            return None  # too few round trips since the last change to tell
+        step = int(self.rate_max * (QUEUE / 2 - queue))
+        if queue > QUEUE:
+            return self._change(max(self._floor, self.estimate + step), rtt, now)
+        if self.sample < _BETA * self.estimate or waiting > self.estimate // 2 or step <= 0:
+            return None  # not window-limited, or queued enough
+        grown = max(self.estimate + step, self.fit)  # back to the fit at once after an undershoot
+        if now >= self._reprobe_at:  # now and then past it: the path may have got faster
+            self._reprobe_at = now + max(_REPROBE, _REPROBE_RTTS * self.rtt_min)
+            grown = max(grown, int(self.estimate * _PROBE_UP))
+        return self._change(min(grown, self.limit), rtt, now)
+
+    def _change(self, estimate: int, rtt: float, now: float) -> int | None:
+        """Any change once the path was full: the queue takes a round trip (with the queue) to
+        show the new window, so what probes in flight meanwhile say is not evidence."""
+        self._hold_until = now + rtt
+        return self._set(estimate)
+
+    def _set(self, estimate: int) -> int | None:
+        if estimate == self.estimate:
             return None
-        self.estimate = grown
-        return grown
+        self.estimate = estimate
+        self._recent.clear()  # the evidence was about the old window
+        return estimate
 
     def abandon(self) -> None:
         """The probe will never be answered (tunnel closing)."""
         self.probing = False
+
+
+@dataclass(slots=True)
+class Pacer:
+    """Sender side: the largest DATA message, from the rate at which the peer grants credit
+    (its delivery rate: credit comes back as the bottleneck passes bytes). A message crosses a
+    bottleneck whole and is granted whole, so its size is the burst the next grant releases;
+    at about ``_GRANT_TIME`` of the rate, the sends follow the grants (ack clocking) instead of
+    60 KiB at a time (49 ms of a 10 Mbit/s link, queued in front of every keystroke). On a fast
+    path it stays at ``max_piece``."""
+
+    max_piece: int
+    piece: int = 0
+    interval: float = 0.1
+    _bytes: int = 0
+    _since: float = -1.0
+
+    def __post_init__(self) -> None:
+        self.piece = self.piece or self.max_piece
+
+    def granted(self, length: int, now: float) -> None:
+        if self._since < 0:
+            self._since = now
+            return  # the first grant starts the clock: what it carries was sent before
+        self._bytes += length
+        elapsed = now - self._since
+        if elapsed >= self.interval:
+            rate = self._bytes / elapsed
+            self.piece = min(self.max_piece, max(_GRANT_MIN, int(rate * _GRANT_TIME)))
+            self._bytes, self._since = 0, now

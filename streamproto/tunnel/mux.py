@@ -23,9 +23,12 @@ direction; ``data_header`` spends it, the receiver's ``consumed`` hands back WIN
 its consumer drains. A Go peer never negotiates it: its streams have unlimited credit.
 
 Adaptive windows (receiver side only, nothing new on the wire): ``window_target`` (set from
-the tunnel's BDP estimate, ``bdp.py``) raises a stream's receive window above ``FLOW_WINDOW``
-the next time its consumer takes bytes, by granting the difference in the usual WINDOW (and
-lowers it again, never below FLOW_WINDOW, by keeping consumed bytes back). A
+the tunnel's BDP estimate, ``bdp.py``) moves a stream's receive window above ``FLOW_WINDOW``
+as its consumer takes bytes, by granting the difference in the usual WINDOWs, at most as many
+bytes more as were consumed each time (a lump of growth is a burst that queues on a long link),
+and lowers it again, never below FLOW_WINDOW, by keeping consumed bytes back. Grants gather to
+a quarter window, or to ``grant_step`` when that is less (the estimator's: about a
+millisecond of the delivery rate, so that a long link is not fed in bursts). A
 stream grows only while somebody reads it, up to ``stream_window_max``, and all growth of a
 tunnel together stays within ``window_budget``: N stalled streams pin at most
 N x FLOW_WINDOW + window_budget. A closed stream gives its growth back. The budget is shared
@@ -133,6 +136,9 @@ class Mux:
     """Streams whose receive window is above FLOW_WINDOW; they and ``wanting`` split the budget."""
     wanting: int = 0
     """Streams with ``wants_growth``."""
+    grant_step: int | None = None
+    """Largest grant (the BDP estimator's, from the delivery rate): a quarter window at once is
+    a burst that queues on a long link. None: a quarter window."""
     _events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -323,8 +329,9 @@ class Mux:
         stream.unacked += length
         stream.consumed += length
         if stream.recv_window != self.window_target or self.growing + self.wanting > 1:
-            self._resize(stream)
-        if stream.unacked < stream.recv_window // 4:
+            self._resize(stream, length)
+        step = self.grant_step
+        if stream.unacked < (stream.recv_window // 4 if step is None else min(step, stream.recv_window // 4)):
             return None
         grant, stream.unacked = stream.unacked, 0
         return encode(cid, MessageType.WINDOW, encode_uvarint(grant))
@@ -333,13 +340,15 @@ class Mux:
         """Bytes received on all streams that their consumers have not taken yet."""
         return sum(s.bytes_in - s.consumed for s in self.streams.values() if s.state is StreamState.OPEN)
 
-    def _resize(self, stream: Stream) -> None:
+    def _resize(self, stream: Stream, length: int) -> None:
         was_grown = stream.recv_window > FLOW_WINDOW
         sharers = self.growing + self.wanting + (0 if was_grown or stream.wants_growth else 1)
         share = FLOW_WINDOW + self.window_budget // sharers
         want = max(min(self.window_target, self.stream_window_max, share), FLOW_WINDOW) - stream.recv_window
-        if want > 0:  # grow: grant the difference with the next WINDOW, as if consumed
-            delta = min(want, self.window_budget - self.window_extra)
+        if want > 0:  # grow: grant the difference with the next WINDOWs, as if consumed,
+            # at most what was just consumed: the sender's burst stays within twice its
+            # delivery rate (slow start), not a lump that queues at a long link's bottleneck
+            delta = min(want, self.window_budget - self.window_extra, length)
         else:  # shrink: keep back consumed bytes instead of granting them
             delta = max(want, -stream.unacked)
         if delta:

@@ -163,6 +163,9 @@ def test_a_newcomer_gets_its_share_as_the_grown_ones_are_read() -> None:
     cloud.window_target = 8 << 20
     a, _ = cloud.open_stream(MessageType.LOGS_CONNECT, ConnectRequest(0, "/containerLogs/a/b/c"))
     cloud.consumed(a, 1)
+    assert cloud.streams[a].recv_window == FLOW_WINDOW + 1  # growth comes as it is read: at most what was consumed
+    for _ in range(64):
+        cloud.consumed(a, 64 * 1024)
     assert cloud.streams[a].recv_window == FLOW_WINDOW + (4 << 20)  # alone: the whole budget
     b, _ = cloud.open_stream(MessageType.LOGS_CONNECT, ConnectRequest(0, "/containerLogs/a/b/c"))
     cloud.consumed(b, 1)  # nothing left yet: a holds it all

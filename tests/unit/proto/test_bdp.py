@@ -1,8 +1,11 @@
-"""BdpEstimator: gRPC-Go's rule (bdp_estimator.go), one sample per round trip."""
+"""BdpEstimator: gRPC-Go's growth rule (bdp_estimator.go), one sample per round trip, then a
+window that follows the path's queue; Pacer: message size from the grant rate."""
 
 from __future__ import annotations
 
-from streamproto.tunnel.bdp import BdpEstimator
+import pytest
+
+from streamproto.tunnel.bdp import QUEUE, BdpEstimator, Pacer
 
 
 def _round_trip(est: BdpEstimator, now: float, rtt: float, nbytes: int) -> tuple[float, int | None]:
@@ -17,7 +20,7 @@ def test_a_window_limited_path_doubles_the_estimate_up_to_the_limit() -> None:
     assert grown == 512 * 1024
     now, grown = _round_trip(est, now + 0.02, 0.05, 512 * 1024)
     assert grown == 1 << 20  # capped
-    assert not est.received(1000, now + 1)  # at the limit: no more probes
+    assert est.received(1000, now + 1)  # at the limit it still probes: a window too big must be seen
 
 
 def test_a_path_that_carries_less_than_the_window_keeps_it() -> None:
@@ -66,3 +69,60 @@ def test_data_waiting_for_its_consumer_stops_growth() -> None:
     assert est.received(1, 0.07)
     est.received(256 * 1024, 0.095)
     assert (est.acknowledged(0.12, waiting=0) or 0) >= 512 * 1024
+
+
+def _steady(est: BdpEstimator, now: float, rtt: float, rate: float, rounds: int) -> tuple[float, list[int | None]]:
+    """``rounds`` probes, one per round trip, on a path delivering ``rate`` bytes/s."""
+    changes = []
+    for _ in range(rounds):
+        assert est.received(1, now)
+        est.received(int(rate * rtt) - 1, now + rtt / 2)
+        now += rtt
+        changes.append(est.acknowledged(now))
+        now += 0.011
+    return now, changes
+
+
+def test_a_queue_in_front_of_the_window_shrinks_it_to_the_path_once_per_round_trip() -> None:
+    est = BdpEstimator(estimate=256 * 1024, limit=1 << 20)
+    now, _ = _steady(est, 0.0, 0.05, 5.2e6, 2)  # 256 KiB per 50 ms: window-limited, grows
+    est.estimate = 1 << 20  # (grown past the path)
+    assert not est.full
+    now, changes = _steady(est, now, 0.08, 12.5e6, 4)  # 30 ms of queue at 100 Mbit/s
+    assert changes[:3] == [None] * 3  # one late pong is not a queue: it must last four round trips
+    assert est.full and changes[3] is not None
+    assert est.estimate == est.fit  # rate x (rtt_min + QUEUE) + a grant: about the path's 625 KB
+    assert 0.85 * 12.5e6 * 0.05 < est.estimate < 12.5e6 * (0.05 + QUEUE) + 16 * 1024
+    shrunk = est.estimate
+    # the next probe left before the smaller window could show: it does not shrink it again
+    assert est.received(1, now) and est.acknowledged(now + 0.08) is None
+    assert est.estimate == shrunk
+
+
+def test_the_lowest_round_trip_does_not_creep_with_the_window_own_queue() -> None:
+    est = BdpEstimator(estimate=256 * 1024, limit=1 << 20)
+    now, _ = _steady(est, 0.0, 0.05, 5e6, 1)
+    now, _ = _steady(est, now, 0.0515, 5e6, 400)  # 1.5 ms of queue, for 25 s
+    assert est.rtt_min == pytest.approx(0.05)
+
+
+def test_a_longer_path_is_accepted_after_a_while_at_the_floor() -> None:
+    est = BdpEstimator(estimate=256 * 1024, limit=1 << 20)
+    now, _ = _steady(est, 0.0, 0.05, 5e6, 1)
+    now, _ = _steady(est, now, 0.2, 1.2e6, 80)  # the route changed: 200 ms, 16 s
+    assert est.rtt_min == pytest.approx(0.2)
+
+
+def test_the_pacer_sizes_messages_to_a_millisecond_of_the_grant_rate() -> None:
+    def piece(rate: float) -> int:
+        pacer = Pacer(64 * 1024)
+        now = 0.0
+        for _ in range(100):  # 0.5 s of grants every 5 ms
+            pacer.granted(int(rate * 0.005), now)
+            now += 0.005
+        return pacer.piece
+
+    assert piece(600e6) == 64 * 1024  # loopback: whole messages
+    assert abs(piece(12.5e6) - 12_500) < 200  # 100 Mbit/s
+    assert piece(1.25e6) == 4096  # 10 Mbit/s: the floor
+    assert Pacer(64 * 1024).piece == 64 * 1024  # before any grant
