@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -67,6 +68,9 @@ class CloudStream:
         self.status: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self.opened = time.monotonic()
         self._closed = False
+        self.direct: Callable[[memoryview], bool] | None = None
+        """Set while this stream's writer waits with nothing buffered: writes a payload straight
+        to the client (True) or declines (False: it goes through the buffer)."""
 
     @property
     def closed(self) -> bool:
@@ -86,6 +90,15 @@ class CloudStream:
         self.session.mux.data_header(self.connect_id, length)  # state check, credit and accounting
         # exec/attach/port-forward stdin: always the urgent class (see TunnelConnection.send)
         await self.session.send(frame.seal(self.connect_id, MessageType.DATA, length))
+
+    def send_frame_now(self, frame: FrameBuffer, length: int) -> bool:
+        """``send_frame`` from a protocol callback, if it needs no waiting (credit and room
+        now): True when sent. Raises as ``send_frame`` does when the tunnel is gone."""
+        session, cid = self.session, self.connect_id
+        if self._closed or session.mux.credit(cid) < length or not session.can_send_now():
+            return False
+        session.mux.data_header(cid, length)
+        return session.send_now(frame.seal(cid, MessageType.DATA, length))
 
     async def read(self) -> bytes | memoryview | None:
         """The next chunk from the edge, or None when the edge ended the stream."""
@@ -214,6 +227,10 @@ class EdgeSession(TunnelConnection):
         if stream is None:
             return False
         buffer = stream.buffer
+        direct = stream.direct
+        if direct is not None and not buffer.size and direct(payload):
+            self.grant_nowait(connect_id, len(payload))  # an echo with no task in between
+            return True
         if buffer.size + len(payload) > buffer.high:
             return False  # the reader task waits for the client (stall policy)
         if not stream.status.done():

@@ -263,6 +263,19 @@ async def _edge_to_client(
     conn: Connection, stream: CloudStream, counts: list[int], cut: CutStatus | SpdyCut | None, answer: _Answer
 ) -> None:
     writer = conn.writer
+    transport = writer.transport
+
+    def direct(payload: memoryview) -> bool:
+        """While this task waits with nothing buffered, the tunnel's callback writes an echo
+        straight to the client (no task wake-up per keystroke); not while the client is slow."""
+        if transport.get_write_buffer_size() or transport.is_closing():
+            return False
+        counts[0] += len(payload)
+        if cut is not None:
+            cut.feed(payload)
+        writer.write(payload)
+        return True
+
     chunk = await stream.read()
     if chunk is not None:
         answer.first(chunk)  # (once, outside the loop)
@@ -275,7 +288,11 @@ async def _edge_to_client(
             cut.feed(chunk)  # type: ignore[arg-type]
         writer.write(chunk)
         await writer.drain()
-        chunk = await stream.read()
+        stream.direct = direct
+        try:
+            chunk = await stream.read()
+        finally:
+            stream.direct = None
 
 
 async def _end_cut(conn: Connection, cut: CutStatus | SpdyCut, message: str) -> None:

@@ -61,9 +61,17 @@ class ToEdgeProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self.transport is not None
-        self.transport.pause_reading()  # the frame is ours until it has been sent
         if self.observe is not None and not self.observe(self.area[:nbytes]):
             self.observe = None
+        try:  # a keystroke with credit and an idle tunnel goes now, no task in between
+            sent = self._sending is None and self.stream.send_frame_now(self.frame, nbytes)
+        except Exception as exc:  # noqa: BLE001 - the stream is over either way
+            self._finish(exc)
+            return
+        if sent:
+            self.bytes += nbytes
+            return
+        self.transport.pause_reading()  # the frame is ours until it has been sent
         self._sending = asyncio.ensure_future(self._send(nbytes))
 
     async def _send(self, nbytes: int) -> None:
@@ -73,6 +81,7 @@ class ToEdgeProtocol(asyncio.BufferedProtocol):
             self._finish(exc)
             return
         self.bytes += nbytes
+        self._sending = None
         if not self.done.done() and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 

@@ -85,6 +85,8 @@ class TunnelConnection:
         self.warnings = warnings if warnings is not None else RateLimitedLog(logger)
         self.peer = peer
         self._credit_waiters: dict[int, asyncio.Event] = {}
+        self._grants: set[asyncio.Future[None]] = set()
+        """WINDOW sends ``grant_nowait`` had to leave to a task (the tunnel was busy)."""
         self._queue: SendQueue[_Entry] = SendQueue(mux.max_payload)
         self._pump: asyncio.Task[None] | None = None
         self._bdp: BdpEstimator | None = None
@@ -171,6 +173,18 @@ class TunnelConnection:
             entry[0] = None  # not written yet: never (a sealed frame's buffer is the caller's again)
             raise
 
+    def can_send_now(self) -> bool:
+        return self.closed_reason is None and not self._queue and not self.ws.paused
+
+    def send_now(self, message: bytes | memoryview) -> bool:
+        """``send`` without waiting: True when the message went to websockets now (nothing
+        queued, the transport under its limit), False when the caller must ``send``. Lets a
+        protocol callback relay a keystroke with no task in between."""
+        if self.closed_reason is not None or self._queue or self.ws.paused:
+            return False
+        self._write(message)
+        return True
+
     def is_bulk(self, connect_id: int) -> int | None:
         """``connect_id`` when its stream is logs/metrics (for ``send``'s ``bulk``)."""
         stream = self.mux.streams.get(connect_id)
@@ -250,6 +264,25 @@ class TunnelConnection:
                 await self.send(message)
             except TunnelClosed:
                 pass
+
+    def grant_nowait(self, connect_id: int, length: int) -> None:
+        """``grant`` from a protocol callback: the WINDOW goes now, or (tunnel busy) from a task."""
+        message = self.mux.consumed(connect_id, length)
+        if message is None or self.closed_reason is not None:
+            return
+        try:
+            if self.send_now(message):
+                return
+        except TunnelClosed:
+            return
+        task = asyncio.ensure_future(self.send(message))
+        self._grants.add(task)
+        task.add_done_callback(self._granted)
+
+    def _granted(self, task: asyncio.Future[None]) -> None:
+        self._grants.discard(task)
+        if not task.cancelled():
+            task.exception()  # a closed tunnel: nothing to grant to
 
     def _wake(self, connect_id: int) -> None:
         waiter = self._credit_waiters.get(connect_id)
