@@ -171,7 +171,8 @@ async def hold(
             session.closed_reason = "tunnel ended before it was served"
         if on_session is not None:
             on_session(None)
-    (logger.info if renewed else logger.warning)("x tunnel to %s ended: %s", where, session.closed_reason)
+    # a warning when the tunnel was lost; the edge's own close (stop, drain, renewal) is news, not trouble
+    (logger.info if renewed or closing else logger.warning)("x tunnel to %s ended: %s", where, session.closed_reason)
     return session, renewed
 
 

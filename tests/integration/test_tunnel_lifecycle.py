@@ -50,13 +50,16 @@ async def test_edge_waits_for_the_cloud_and_redials_with_backoff(lab_pki) -> Non
         await wait_node_ready(stream_port, apiserver_tls(lab_pki), "edge-2")
         # the cloud restarts: the edge comes back by itself
         await cloud.stop()
-        await edge.wait_for_line("tunnel to .* ended")
+        lost = await edge.wait_for_line("tunnel to .* ended")
+        assert " WARNING " in lost.string, lost.string  # lost: the operator should look
         cloud, stream_port, _ = await start_cloud_on(lab_pki, tunnel_port)
         await wait_node_ready(stream_port, apiserver_tls(lab_pki), "edge-2")
     finally:
         await edge.stop()
         if cloud is not None:
             await cloud.stop()
+    ended = [line for line in edge.lines if "tunnel to" in line and " ended: " in line]
+    assert " INFO " in ended[-1], ended[-1]  # the edge's own shutdown is news, not trouble
 
 
 async def test_edge_refuses_a_cloud_with_an_untrusted_certificate(lab_pki, tmp_path) -> None:
