@@ -265,15 +265,18 @@ async def _edge_to_client(
     writer = conn.writer
     transport = writer.transport
 
+    def deliver(data: bytes | memoryview) -> None:
+        counts[0] += len(data)
+        if cut is not None:
+            cut.feed(data)
+        writer.write(data)
+
     def direct(payload: memoryview) -> bool:
         """While this task waits with nothing buffered, the tunnel's callback writes an echo
         straight to the client (no task wake-up per keystroke); not while the client is slow."""
         if transport.get_write_buffer_size() or transport.is_closing():
             return False
-        counts[0] += len(payload)
-        if cut is not None:
-            cut.feed(payload)
-        writer.write(payload)
+        deliver(payload)
         return True
 
     chunk = await stream.read()
@@ -283,10 +286,7 @@ async def _edge_to_client(
         more = await stream.read_more()
         if more:
             chunk = b"".join([chunk, *more])
-        counts[0] += len(chunk)
-        if cut is not None:
-            cut.feed(chunk)  # type: ignore[arg-type]
-        writer.write(chunk)
+        deliver(chunk)
         await writer.drain()
         stream.direct = direct
         try:

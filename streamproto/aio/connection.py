@@ -174,13 +174,14 @@ class TunnelConnection:
             raise
 
     def can_send_now(self) -> bool:
+        """Nothing queued, the transport under its limit, the tunnel open: a write goes now."""
         return self.closed_reason is None and not self._queue and not self.ws.paused
 
     def send_now(self, message: bytes | memoryview) -> bool:
         """``send`` without waiting: True when the message went to websockets now (nothing
         queued, the transport under its limit), False when the caller must ``send``. Lets a
         protocol callback relay a keystroke with no task in between."""
-        if self.closed_reason is not None or self._queue or self.ws.paused:
+        if not self.can_send_now():
             return False
         self._write(message)
         return True

@@ -38,7 +38,6 @@ reproduces the bench's figures and checks the targets in a second.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["BdpEstimator", "Pacer"]
@@ -60,14 +59,14 @@ _EVIDENCE = 4
 loop or a scheduler (1-5 ms measured here), a queue the window built stays."""
 _REPROBE = 10.0
 """Once the path was seen full, the window grows past its fit only once per this many
-seconds (a 1.25x step, shrunk again at the next ack if the queue grows): a path that got
+seconds (a 1.25x step, shrunk again once the queue it builds shows): a path that got
 faster is found again, at the price of one short queue per interval."""
 _REPROBE_RTTS = 50
 """... and at most once per this many round trips (a probe costs about six of queue)."""
 _PROBE_UP = 1.25
 _WINDOWED = 10.0
 """Seconds over which rate_max is kept (two buckets), as BBR's filter: a path that got slower
-is followed (and a queue resets it at once). A longer path: ``_track_rtt_min``."""
+is followed. A longer path: ``_track_rtt_min``."""
 _GRANT_TIME = 0.001
 """A grant hands back at most this much time's worth of the delivery rate (and at least
 ``_GRANT_MIN``): on a long link a quarter-window grant is one burst that queues at the
@@ -76,10 +75,9 @@ _GRANT_MIN = 4096
 
 
 @dataclass(slots=True)
-class _Windowed:
-    """The min or max of samples over the last ``_WINDOWED`` to ``2 * _WINDOWED`` seconds."""
+class _WindowedMax:
+    """The highest sample over the last ``_WINDOWED`` to ``2 * _WINDOWED`` seconds."""
 
-    take: Callable[[float, float], float]
     current: float = 0.0
     previous: float = 0.0
     until: float = -1.0
@@ -88,12 +86,8 @@ class _Windowed:
         if now >= self.until:
             self.previous, self.current, self.until = self.current, value, now + _WINDOWED
         else:
-            self.current = self.take(self.current, value)
-        return self.take(self.current, self.previous) if self.previous else self.current
-
-    def reset(self, value: float) -> float:
-        self.current, self.previous = value, 0.0
-        return value
+            self.current = max(self.current, value)
+        return max(self.current, self.previous)
 
 
 @dataclass(slots=True)
@@ -116,14 +110,13 @@ class BdpEstimator:
     """The window has filled the path once (a queue was seen): it now follows ``fit``."""
     _floor: int = 0
     _hold_until: float = 0.0
-    _last_rate: float = 0.0
     _reprobe_at: float = 0.0
     _high_since: float = -1.0
     _recent: list[float] = field(default_factory=list)
     _streams: set[int] = field(default_factory=set)
     active: int = 0
     """Streams that carried data in the last sample."""
-    _rates: _Windowed = field(default_factory=lambda: _Windowed(max))
+    _rates: _WindowedMax = field(default_factory=_WindowedMax)
     _rate_bytes: int = 0
     _rate_since: float = -1.0
     sample: int = 0
@@ -186,8 +179,7 @@ class BdpEstimator:
         self.rtt = rtt if self.samples == 1 else self.rtt + (rtt - self.rtt) * _ALPHA
         self._track_rtt_min(rtt, now)
         if now - self._rate_since >= self.min_interval:
-            self._last_rate = self._rate_bytes / (now - self._rate_since)
-            self.rate_max = self._rates.add(self._last_rate, now)
+            self.rate_max = self._rates.add(self._rate_bytes / (now - self._rate_since), now)
             self._rate_bytes, self._rate_since = 0, now
         bw = self.sample / max(self.rtt, 1e-6)
         if bw > self.bw_max:
