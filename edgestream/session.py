@@ -89,6 +89,10 @@ class AgentSession(TunnelConnection):
         if stream is None:
             return False
         inbound = stream.inbound
+        direct = stream.direct
+        if direct is not None and not inbound.size and direct(payload):
+            self.grant_nowait(connect_id, len(payload))  # a keystroke with no task in between
+            return True
         if inbound.size + len(payload) > inbound.high:
             return False  # the reader task waits for the backend (stall policy)
         inbound.feed(payload)

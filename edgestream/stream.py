@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from streamproto.aio import StreamBuffer
 from streamproto.kube_status import error_response
-from streamproto.tunnel import ConnectRequest, FrameBuffer, MessageType, StreamClosed
+from streamproto.tunnel import ConnectRequest, FrameBuffer, MessageType, StreamClosed, TunnelClosed
 
 if TYPE_CHECKING:
     from .session import AgentSession
@@ -39,6 +40,9 @@ class EdgeStream:
         self.removed_by_peer = False
         self.bulk = None if kind in _UPGRADE_KINDS else connect_id
         """Scheduler class: logs/metrics DATA is bulk (byte-fair), the rest goes first."""
+        self.direct: Callable[[memoryview], bool] | None = None
+        """Set by a backend while its reader waits with nothing buffered: the tunnel's callback
+        hands it inbound bytes at once (True: taken), so a keystroke wakes no task."""
 
     def query(self) -> dict[str, list[str]]:
         from urllib.parse import parse_qs
@@ -84,6 +88,21 @@ class EdgeStream:
         if chunk:
             await self.session.grant(self.connect_id, len(chunk))
         return chunk
+
+    def send_now(self, data: bytes) -> bool:
+        """``send`` from a callback, if it needs no waiting (credit, an idle tunnel, a small
+        message): True when sent. Answered streams only (an upgrade's 101 went out)."""
+        session, cid = self.session, self.connect_id
+        length = len(data)
+        if (not self.answered or self.removed_by_peer or length > session.pacer.piece
+                or session.mux.credit(cid) < length or not session.can_send_now()):
+            return False
+        header = session.mux.data_header(cid, length)
+        self.bytes_out += length
+        try:
+            return session.send_now(header + data)
+        except TunnelClosed:  # (a callback must not raise; the stream ends the usual way)
+            return False
 
     def frame(self, capacity: int | None = None) -> FrameBuffer:
         """A reusable buffer to read payloads into in place (see ``send_frame``)."""

@@ -10,6 +10,25 @@ from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame
+from websockets.streams import StreamReader
+
+
+def parse_frames(data: bytes, *, mask: bool) -> tuple[list[Frame], bytes]:
+    """Every complete WebSocket frame in ``data``, parsed by websockets (the reference for our
+    own shortcuts), and the bytes after the last one."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    frames = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=mask)
+        try:
+            next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+        else:
+            break  # an incomplete frame: left over
+    return frames, bytes(reader.buffer)
 
 
 async def open_ws(

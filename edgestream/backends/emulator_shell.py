@@ -32,6 +32,9 @@ class ProcessIO:
     """False when the client sent no stdin (attach without -i runs until the client leaves)."""
     restart: Callable[[], None] | None = None
     """Restarts the container (``kill 1``): a new instance, the old one's logs become ``--previous``."""
+    cat_waiting: bool = False
+    """True while ``cat`` waits for stdin with all it read written to stdout: the channel may
+    then echo typed bytes itself, in order, without waking the process."""
     _pending: bytearray = field(default_factory=bytearray)
 
     async def readline(self) -> bytes | None:
@@ -129,7 +132,14 @@ async def _simple(argv: list[str], io: ProcessIO) -> int:
     elif name == "printf":
         await write(" ".join(args).replace("\\n", "\n").encode())
     elif name == "cat":
-        while (data := await io.read_stdin()) is not None:
+        while True:
+            io.cat_waiting = write is io.write_stdout
+            try:
+                data = await io.read_stdin()
+            finally:
+                io.cat_waiting = False
+            if data is None:
+                break
             await write(data)
     elif name == "sleep":
         await asyncio.sleep(float(args[0]) if args else 0)

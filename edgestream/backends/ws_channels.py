@@ -22,9 +22,12 @@ from urllib.parse import parse_qs
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from streamproto.aio import StreamBuffer
+from streamproto.aio.fastframes import simple_frames
+from streamproto.tunnel import TunnelError
 
 from ..stream import EdgeStream
 from . import kube_http
@@ -50,6 +53,10 @@ class WsChannel:
         self.protocol = protocol
         self.subprotocol = protocol.subprotocol or ""
         self._lock = asyncio.Lock()
+        self._later: set[asyncio.Task[None]] = set()
+        self._fast = True
+        self._tail = b""
+        """Our own frame parser (``simple_frames``) still reads: websockets' waits at a frame boundary."""
 
     async def flush(self) -> None:
         data = self.protocol.data_to_send()
@@ -61,23 +68,68 @@ class WsChannel:
         self.protocol.send_binary(bytes((channel,)) + payload)
         await self.flush()
 
+    def send_now(self, channel: int, payload: bytes | memoryview) -> bool:
+        """``send`` from a callback while no other send is under way: True when it went out.
+        The frame is built here (a server's frames are unmasked: head, channel byte, payload)."""
+        size = len(payload) + 1
+        if size >= 126 or self._lock.locked() or self.protocol.state is not State.OPEN:
+            return False
+        return self.stream.send_now(bytes((0x82, size, channel)) + payload)
+
+    def flush_nowait(self) -> None:
+        """``flush`` from a callback: pongs and close replies go now, or from a task."""
+        data = self.protocol.data_to_send()
+        if not data:
+            return
+        joined = b"".join(data)
+        if self._lock.locked() or not self.stream.send_now(joined):
+            task = asyncio.ensure_future(self._send_later(joined))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+
+    async def _send_later(self, data: bytes) -> None:
+        try:
+            async with self._lock:
+                await self.stream.send(data)
+        except TunnelError:
+            pass  # the stream or the tunnel is gone: nobody to answer
+
+    def receive(self, data: bytes | memoryview | None) -> tuple[list[bytes], bool]:
+        """Bytes from the client (None: its end) in; the binary/text messages they completed
+        out, and whether the WebSocket is over. Plain data frames are taken apart here until
+        the first other frame or a split one; from there on websockets parses everything."""
+        messages: list[bytes] = []
+        if data is None:
+            self.protocol.receive_eof()
+        else:
+            data = self._tail + data if self._tail else bytes(data)
+            self._tail = b""
+            if self._fast:
+                messages, pos, refused = simple_frames(data, True, self.protocol.max_message_size)
+                if not refused:  # all taken, or a frame not all here yet: kept for the next bytes
+                    self._tail = data[pos:]
+                    return messages, False
+                self._fast, data = False, data[pos:]
+            self.protocol.receive_data(data)
+        messages += [bytes(frame.data) for frame in self.protocol.events_received()
+                     if isinstance(frame, Frame) and frame.opcode in (Opcode.BINARY, Opcode.TEXT)]
+        over = data is None or self.protocol.close_expected() or self.protocol.state is State.CLOSED
+        return messages, over
+
     async def frames(self) -> "asyncio.AsyncIterator[bytes]":  # type: ignore[name-defined]
         """Binary/text messages from the client until it closes."""
         while True:
-            data = await self.stream.read()
-            if data is None:
-                self.protocol.receive_eof()
-            else:
-                self.protocol.receive_data(bytes(data))
-            for frame in self.protocol.events_received():
-                if isinstance(frame, Frame) and frame.opcode in (Opcode.BINARY, Opcode.TEXT):
-                    yield frame.data
+            messages, over = self.receive(await self.stream.read())
+            for message in messages:
+                yield message
             await self.flush()  # pongs, close replies
-            if data is None or self.protocol.close_expected() or self.protocol.state.name == "CLOSED":
+            if over:
                 return
 
     async def close(self, code: int = 1000) -> None:
-        if self.protocol.state.name == "OPEN":
+        for task in self._later:
+            task.cancel()
+        if self.protocol.state is State.OPEN:
             self.protocol.send_close(code)
             await self.flush()
 
@@ -156,14 +208,17 @@ async def serve_remotecommand(
     if not want_stdin:
         stdin.feed_eof()
 
-    async def pump_client() -> None:
-        async for message in channel.frames():
+    over = False
+
+    def handle(messages: list[bytes]) -> None:
+        for message in messages:
             if not message:
                 continue
             ch, payload = message[0], message[1:]
             if ch == STDIN and want_stdin:
-                if stdin.feed(payload):  # bounded: a process that reads no stdin holds the sender back
-                    await stdin.wait_drained()
+                # `cat` waiting with nothing unread: its echo goes out here, no task woken.
+                if not (io.cat_waiting and not stdin.size and channel.send_now(STDOUT, payload)):
+                    stdin.feed(payload)  # bounded: the pump waits below the high mark
             elif ch == RESIZE:
                 try:
                     size = json.loads(payload)
@@ -172,6 +227,34 @@ async def serve_remotecommand(
                     pass
             elif ch == CLOSE and payload[:1] == b"\x00":
                 stdin.feed_eof()  # v5: the client half-closed stdin
+
+    def direct(data: memoryview) -> bool:
+        """The tunnel's callback, while the pump waits with nothing unread: the pump's work, here."""
+        nonlocal over
+        if over or stdin.size + len(data) > stdin.high:
+            return False
+        messages, over = channel.receive(data)
+        handle(messages)
+        channel.flush_nowait()
+        if over:
+            stream.inbound.feed_eof()  # the pump ends as if the stream had
+        return True
+
+    async def pump_client() -> None:
+        nonlocal over
+        while not over:
+            stream.direct = direct
+            try:
+                data = await stream.read()
+            finally:
+                stream.direct = None
+            if over:
+                break
+            messages, over = channel.receive(data)
+            handle(messages)
+            await channel.flush()  # pongs, close replies
+            if stdin.size > stdin.high:  # a process that reads no stdin holds the sender back
+                await stdin.wait_drained()
         stdin.feed_eof()
 
     reader = asyncio.create_task(pump_client())

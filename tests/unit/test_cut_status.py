@@ -9,7 +9,7 @@ import random
 
 import pytest
 from websockets.frames import Close, Frame, Opcode
-from websockets.streams import StreamReader
+from testkit.k8s_ws import parse_frames
 
 from cloudstream.kubelet_api.cut_status import CutStatus
 
@@ -22,16 +22,7 @@ def server_frames(sizes: list[int]) -> bytes:
 
 
 def parse(data: bytes) -> list[Frame]:
-    reader = StreamReader()
-    reader.feed_data(data)
-    frames = []
-    while reader.buffer:
-        gen = Frame.parse(reader.read_exact, mask=False)
-        try:
-            next(gen)
-        except StopIteration as done:
-            frames.append(done.value)
-    return frames
+    return parse_frames(data, mask=False)[0]
 
 
 def feed_split(cut: CutStatus, data: bytes, rng: random.Random) -> None:

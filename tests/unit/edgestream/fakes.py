@@ -6,7 +6,7 @@ from edgestream.stream import _UPGRADE_KINDS, http_error_response
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 from streamproto.aio import StreamBuffer
@@ -43,6 +43,28 @@ class FakeStream:
         self.frames: list[int] = []
         self.started = time.monotonic()
         self._grew = asyncio.Event()
+        self.direct: Callable[[memoryview], bool] | None = None
+        self.now_ok = True
+        """Whether ``send_now`` finds the tunnel idle (else the backend must ``send``)."""
+        self.sent_now = 0
+        self.taken_direct = 0
+
+    def deliver(self, data: bytes) -> None:
+        """Bytes from the cloud, as ``AgentSession.data_nowait`` hands them: to the backend's
+        ``direct`` callback while it waits with nothing buffered, else into ``inbound``."""
+        if self.direct is not None and not self.inbound.size and self.direct(memoryview(data)):
+            self.taken_direct += 1
+            return
+        self.inbound.feed(data)
+
+    def send_now(self, data: bytes) -> bool:
+        if not self.now_ok:
+            return False
+        self.chunks.append(bytes(data))
+        self.frames.append(len(data))
+        self.sent_now += 1
+        self._grew.set()
+        return True
 
     def query(self) -> dict[str, list[str]]:
         return parse_qs(self.request.raw_query, keep_blank_values=True)
