@@ -17,12 +17,16 @@ lengthens the probe and the window feeds its own growth.
 **Follow.** A window larger than the path does not go faster: what it adds waits at the
 bottleneck, in front of every keystroke of every stream of the tunnel (``wan-50ms-100mbit``:
 the window grew to its 1 MiB limit on a 625 KB path, exec echo beside a `logs -f` at RTT + 24
-ms). Once the last ``_EVIDENCE`` round trips all stay ``QUEUE`` above the lowest, the path is
-``full``: the estimate drops to ``fit`` (rate x (lowest RTT + QUEUE)), and from then on moves by
+ms). Once the last ``_EVIDENCE`` round trips all stay ``QUEUE`` above the lowest (or, while
+starting, one round trip shows an overshoot no event loop explains), the path is ``full``: the
+window drains for two round trips at half the fit (the start's queue empties, so the lowest
+round trip becomes the path's own), then sits at ``fit`` (rate x (lowest RTT + QUEUE)), and moves by
 the bytes the measured queue is off ``QUEUE / 2``; past the fit only by a 1.25x probe every
 ``_REPROBE`` seconds (a path that got faster). After each change, probes already in flight are
 not evidence. The estimate is the tunnel's: each stream that carried data in the last round
-trip gets an equal part (``stream_target``), never below the protocol's initial window.
+trip gets an equal part (``stream_target``), never below the protocol's initial window; a stream
+that carried less than a quarter of an equal part (a shell beside a `logs -f`) is not counted
+(it was, and halved the `logs -f` on a long link for as long as a shell was open).
 
 **Grant size and message size.** A grant hands back about a millisecond of the delivery rate
 (``grant_step``, at least 4 KiB), and the sender cuts DATA to about a millisecond of the rate
@@ -50,7 +54,7 @@ _ALPHA = 0.9
 """Weight of a new RTT sample in the moving average."""
 _GATE = 2.0
 """Growth stops once the estimate reaches this many times rate_max x rtt_min."""
-QUEUE = 0.003
+QUEUE = 0.0025
 """Seconds of queue a window may build at the path's bottleneck: what a keystroke sent beside
 a bulk stream waits there. When the last ``_EVIDENCE`` round trips all stay this much above the
 lowest seen, the window is larger than the path: it shrinks."""
@@ -64,6 +68,15 @@ faster is found again, at the price of one short queue per interval."""
 _REPROBE_RTTS = 50
 """... and at most once per this many round trips (a probe costs about six of queue)."""
 _PROBE_UP = 1.25
+_STARTUP_QUEUE = 0.03
+"""While starting, one round trip this much (or a quarter of the lowest) above the lowest is
+evidence enough: the doubling overshoots (a satellite start queued 260 ms for 4 round trips,
+3.5 s, waiting for the usual evidence), and event loops are never this late."""
+_DRAIN = 0.5
+"""When the path is first seen full, the window drops to this share of the fit for two round
+trips: the queue the start built drains, and the lowest round trip (so the fit) becomes the
+path's own. Without it a 600 ms link measured 621 ms through its start-up queue, and a window
+fitted to that kept the 20 ms of queue in front of every keystroke (BBR's DRAIN)."""
 _WINDOWED = 10.0
 """Seconds over which rate_max is kept (two buckets), as BBR's filter: a path that got slower
 is followed. A longer path: ``_track_rtt_min``."""
@@ -71,7 +84,7 @@ _GRANT_TIME = 0.001
 """A grant hands back at most this much time's worth of the delivery rate (and at least
 ``_GRANT_MIN``): on a long link a quarter-window grant is one burst that queues at the
 bottleneck in front of the next keystroke (162 KB: 13 ms at 100 Mbit/s)."""
-_GRANT_MIN = 4096
+_GRANT_MIN = 1024
 
 
 @dataclass(slots=True)
@@ -112,10 +125,13 @@ class BdpEstimator:
     _hold_until: float = 0.0
     _reprobe_at: float = 0.0
     _high_since: float = -1.0
+    _drain_until: float = 0.0
     _recent: list[float] = field(default_factory=list)
-    _streams: set[int] = field(default_factory=set)
+    _streams: dict[int, int] = field(default_factory=dict)
+    """Bytes each stream carried in the sample under way."""
     active: int = 0
-    """Streams that carried data in the last sample."""
+    """Streams that carried a good part of the last sample: at least a quarter of an equal
+    share (a shell's keystrokes beside a `logs -f` do not halve its window)."""
     _rates: _WindowedMax = field(default_factory=_WindowedMax)
     _rate_bytes: int = 0
     _rate_since: float = -1.0
@@ -143,14 +159,16 @@ class BdpEstimator:
     @property
     def stream_target(self) -> int:
         """The window for each stream: the estimate is the path's, shared by the streams that
-        carried data in the last round trip (two streams each given the path queue one path)."""
+        carried a good part of the last round trip's data (two streams each given the path
+        queue one path; an interactive one beside a bulk one takes no half of it)."""
         return max(self._floor, self.estimate // (self.active or 1))
 
     def received(self, length: int, now: float, stream: int = -1) -> bool:
         """``length`` payload bytes arrived (on ``stream``, if known). True when a probe
         should go out now."""
         if stream >= 0:
-            self._streams.add(stream)
+            streams = self._streams
+            streams[stream] = streams.get(stream, 0) + length
         self._rate_bytes += length
         if self._rate_since < 0:
             self._rate_since = now
@@ -171,8 +189,13 @@ class BdpEstimator:
         if not self.probing:
             return None
         self.probing = False
-        self.active = len(self._streams)
-        self._streams.clear()
+        streams = self._streams
+        if streams:
+            enough = sum(streams.values()) / (4 * len(streams))
+            self.active = sum(1 for carried in streams.values() if carried >= enough)
+            streams.clear()
+        else:
+            self.active = 0
         rtt = max(now - self._sent_at, 1e-6)
         self._next_at = now + self.min_interval
         self.samples += 1
@@ -191,13 +214,21 @@ class BdpEstimator:
         if len(recent) > _EVIDENCE:
             del recent[0]
         queue = min(recent) - self.rtt_min if len(recent) == _EVIDENCE else None
+        if not self.full and rtt - self.rtt_min > max(_STARTUP_QUEUE, self.rtt_min / 4):
+            queue = rtt - self.rtt_min  # a start's overshoot: no event loop is this late
+        if self._drain_until:
+            if now < self._drain_until:
+                return None
+            self._drain_until = 0.0  # drained: the fit with the path's own round trip
+            return self._change(max(self._floor, self.fit), rtt, now)
         if self.full:
             return self._follow(rtt, queue, now, waiting)
         fit = self.fit
         if queue is not None and queue > QUEUE and self.estimate > fit:
             # the window is larger than the path: what it adds waits at the bottleneck
             self.full, self._reprobe_at = True, now + max(_REPROBE, _REPROBE_RTTS * self.rtt_min)
-            return self._change(max(self._floor, fit), rtt, now)
+            self._drain_until = now + 2 * rtt
+            return self._change(max(self._floor, int(fit * _DRAIN)), rtt, now)
         if self.sample < _BETA * self.estimate:
             return None
         if waiting > self.estimate // 2:

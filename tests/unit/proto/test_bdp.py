@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamproto.tunnel.bdp import QUEUE, BdpEstimator, Pacer
+from streamproto.tunnel.bdp import _DRAIN, QUEUE, BdpEstimator, Pacer
 
 
 def _round_trip(est: BdpEstimator, now: float, rtt: float, nbytes: int) -> tuple[float, int | None]:
@@ -88,15 +88,43 @@ def test_a_queue_in_front_of_the_window_shrinks_it_to_the_path_once_per_round_tr
     now, _ = _steady(est, 0.0, 0.05, 5.2e6, 2)  # 256 KiB per 50 ms: window-limited, grows
     est.estimate = 1 << 20  # (grown past the path)
     assert not est.full
-    now, changes = _steady(est, now, 0.08, 12.5e6, 4)  # 30 ms of queue at 100 Mbit/s
+    now, changes = _steady(est, now, 0.07, 12.5e6, 4)  # 20 ms of queue at 100 Mbit/s
     assert changes[:3] == [None] * 3  # one late pong is not a queue: it must last four round trips
     assert est.full and changes[3] is not None
-    assert est.estimate == est.fit  # rate x (rtt_min + QUEUE) + a grant: about the path's 625 KB
+    # first a drain (half the fit, two round trips) that empties the queue the start built ...
+    assert est.estimate == max(256 * 1024, int(est.fit * _DRAIN))
+    now, changes = _steady(est, now, 0.05, 12.5e6, 3)
+    assert changes[:2] == [None, None]
+    # ... then the fit: rate x (rtt_min + QUEUE) + a grant, about the path's 625 KB
+    assert changes[2] is not None and est.estimate == est.fit
     assert 0.85 * 12.5e6 * 0.05 < est.estimate < 12.5e6 * (0.05 + QUEUE) + 16 * 1024
-    shrunk = est.estimate
-    # the next probe left before the smaller window could show: it does not shrink it again
+    fitted = est.estimate
+    # the next probe left before the new window could show: it does not change it again
     assert est.received(1, now) and est.acknowledged(now + 0.08) is None
-    assert est.estimate == shrunk
+    assert est.estimate == fitted
+
+
+def test_a_start_that_overshoots_by_far_stops_at_the_first_round_trip_that_shows_it() -> None:
+    est = BdpEstimator(estimate=256 * 1024, limit=4 << 20)
+    now, _ = _steady(est, 0.0, 0.6, 1.2e6, 2)  # a satellite link, window-limited
+    est.estimate = 2 << 20  # a doubling past the path (750 KB)
+    now, changes = _steady(est, now, 0.85, 1.2e6, 1)  # 250 ms of queue: no event loop is that late
+    assert est.full and changes == [est.estimate] and est.estimate < 750_000
+    assert est.rtt_min == pytest.approx(0.6)
+
+
+def test_an_interactive_stream_beside_a_bulk_one_takes_no_share_of_the_window() -> None:
+    est = BdpEstimator(estimate=256 * 1024, limit=4 << 20)
+    est.estimate = 2 << 20  # (grown)
+    assert est.received(100, 0.0, stream=1)
+    est.received(600_000, 0.02, stream=1)  # a `logs -f`
+    est.received(3, 0.03, stream=2)  # a keystroke echoed
+    est.acknowledged(0.05)
+    assert est.active == 1 and est.stream_target == est.estimate
+    assert est.received(300_000, 0.1, stream=1)
+    est.received(250_000, 0.12, stream=3)  # two bulk streams: halves
+    est.acknowledged(0.15)
+    assert est.active == 2 and est.stream_target == est.estimate // 2
 
 
 def test_the_lowest_round_trip_does_not_creep_with_the_window_own_queue() -> None:
@@ -124,5 +152,6 @@ def test_the_pacer_sizes_messages_to_a_millisecond_of_the_grant_rate() -> None:
 
     assert piece(600e6) == 64 * 1024  # loopback: whole messages
     assert abs(piece(12.5e6) - 12_500) < 200  # 100 Mbit/s
-    assert piece(1.25e6) == 4096  # 10 Mbit/s: the floor
+    assert abs(piece(1.25e6) - 1250) < 20  # 10 Mbit/s: still a millisecond
+    assert piece(0.5e6) == 1024  # 4 Mbit/s: the floor
     assert Pacer(64 * 1024).piece == 64 * 1024  # before any grant
