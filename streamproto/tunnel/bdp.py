@@ -72,6 +72,11 @@ _STARTUP_QUEUE = 0.03
 """While starting, one round trip this much (or a quarter of the lowest) above the lowest is
 evidence enough: the doubling overshoots (a satellite start queued 260 ms for 4 round trips,
 3.5 s, waiting for the usual evidence), and event loops are never this late."""
+_UNDERSHOOT = 0.95
+"""Below this share of the fit the window goes back to the fit at once; above it, it moves only
+by the queue's error. The fit's rate is a maximum, a percent or two high (noise), and at 600 ms a
+percent of the rate is 6 ms of queue: jumping to it each time the queue looked short kept
+5-10 ms in front of every keystroke on the satellite link."""
 _DRAIN = 0.5
 """When the path is first seen full, the window drops to this share of the fit for two round
 trips: the queue the start built drains, and the lowest round trip (so the fit) becomes the
@@ -263,7 +268,9 @@ class BdpEstimator:
             return self._change(max(self._floor, self.estimate + step), rtt, now)
         if self.sample < _BETA * self.estimate or waiting > self.estimate // 2 or step <= 0:
             return None  # not window-limited, or queued enough
-        grown = max(self.estimate + step, self.fit)  # back to the fit at once after an undershoot
+        grown = self.estimate + step
+        if self.estimate < _UNDERSHOOT * self.fit:
+            grown = max(grown, self.fit)  # back to the fit at once after an undershoot
         if now >= self._reprobe_at:  # now and then past it: the path may have got faster
             self._reprobe_at = now + max(_REPROBE, _REPROBE_RTTS * self.rtt_min)
             grown = max(grown, int(self.estimate * _PROBE_UP))

@@ -155,3 +155,17 @@ def test_the_pacer_sizes_messages_to_a_millisecond_of_the_grant_rate() -> None:
     assert abs(piece(1.25e6) - 1250) < 20  # 10 Mbit/s: still a millisecond
     assert piece(0.5e6) == 1024  # 4 Mbit/s: the floor
     assert Pacer(64 * 1024).piece == 64 * 1024  # before any grant
+
+
+def test_a_window_near_the_fit_moves_by_the_queue_not_up_to_the_fit() -> None:
+    """The fit's rate is a maximum, a little high: a window just under it that sees a short
+    queue grows by steps; only one well under it (an undershoot) goes back at once."""
+    est = BdpEstimator(estimate=256 * 1024, limit=4 << 20)
+    now, _ = _steady(est, 0.0, 0.6, 1.2e6, 2)
+    est.full, est._reprobe_at = True, now + 100  # (no re-probe meanwhile)
+    est.estimate = near = int(0.98 * est.fit)
+    now, changes = _steady(est, now, 0.6, 1.2e6, 4)
+    assert near < est.estimate < est.fit and est.estimate - near <= 1.2e6 * QUEUE
+    est.estimate = int(0.7 * est.fit)
+    now, changes = _steady(est, now, 0.6, 1.2e6, 4)
+    assert est.estimate == est.fit
