@@ -47,10 +47,10 @@ def jain(values: list[float]) -> float:
 
 
 @asynccontextmanager
-async def bulk_beside(stack: Stack, layout: Layout) -> AsyncIterator[list[float]]:
-    """A full-speed bulk ``logs -f`` of the same node read by another process; yields the MB/s it
-    reported once a second (filled in while the body runs)."""
-    proc = await _reader(stack.port, layout.root, "--warmup", "0.5", "--seconds", "0")
+async def bulk_beside(stack: Stack, layout: Layout, warmup: float = 0.5) -> AsyncIterator[list[float]]:
+    """A full-speed bulk ``logs -f`` of the same node read by another process, ``warmup`` seconds
+    after it started; yields the MB/s it reported once a second (filled in while the body runs)."""
+    proc = await _reader(stack.port, layout.root, "--warmup", str(warmup), "--seconds", "0")
     rates: list[float] = []
     assert proc.stdout is not None
 
@@ -139,8 +139,9 @@ def percentiles(rtts: list[float]) -> tuple[float, float]:
 
 
 async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,
-                    idle: bool = True, raw_bytes: bool = False) -> dict[str, float]:
-    """Round trips idle and beside a full-speed bulk stream of the same node (ms, MB/s)."""
+                    idle: bool = True, raw_bytes: bool = False, bulk_warmup: float = 0.5) -> dict[str, float]:
+    """Round trips idle and beside a full-speed bulk stream of the same node (ms, MB/s); the
+    bulk stream runs ``bulk_warmup`` seconds before the first (on a long link: past its start)."""
     out: dict[str, float] = {}
     echo = await open_echo(stack, layout, raw_bytes)
     try:
@@ -148,7 +149,7 @@ async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bu
         if idle:
             out["idle_p50_ms"], out["idle_p99_ms"] = percentiles(await pings(echo, count))
         if beside_bulk:
-            async with bulk_beside(stack, layout) as rates:
+            async with bulk_beside(stack, layout, bulk_warmup) as rates:
                 loaded = await pings(echo, count)
             out["bulk_p50_ms"], out["bulk_p99_ms"] = percentiles(loaded)
             out["bulk_MBps"] = statistics.median(rates)

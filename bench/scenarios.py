@@ -124,11 +124,14 @@ def build_link(profile: str) -> Callable[[Context], list[Variant]]:
     def build(ctx: Context) -> list[Variant]:
         warmup = (6.0 if long else 3.0) / (2 if ctx.quick else 1)
         seconds = (6.0 if long else 4.0) / (2 if ctx.quick else 1)
-        pings = 8 if long else 40
+        pings = 16 if long else 40
+        # the keystrokes go beside a `logs -f` past its start (a window's growth is a few round
+        # trips of transient queue): six round trips, as its own throughput warm-up does
+        bulk_warmup = max(0.5, 12 * delay)
 
         async def ours_measure(stack: stacks.Stack) -> Metrics:
             out: Metrics = {"MBps": float((await throughput(stack, ctx.layout, warmup=warmup, seconds=seconds))["MBps"])}
-            echo = await exec_echo(stack, ctx.layout, count=pings, idle=False)
+            echo = await exec_echo(stack, ctx.layout, count=pings, idle=False, bulk_warmup=bulk_warmup)
             out["bulk_p50_ms"], out["bulk_p99_ms"] = echo["bulk_p50_ms"], echo["bulk_p99_ms"]
             out["bulk_MBps"] = echo["bulk_MBps"]  # the `logs -f` the keystrokes waited beside
             alone = await throughput(stack, ctx.layout, streams=2, warmup=warmup, seconds=seconds)
