@@ -152,8 +152,7 @@ def test_the_pacer_sizes_messages_to_a_millisecond_of_the_grant_rate() -> None:
 
     assert piece(600e6) == 64 * 1024  # loopback: whole messages
     assert abs(piece(12.5e6) - 12_500) < 200  # 100 Mbit/s
-    assert abs(piece(1.25e6) - 1250) < 20  # 10 Mbit/s: still a millisecond
-    assert piece(0.5e6) == 1024  # 4 Mbit/s: the floor
+    assert piece(1.25e6) == 4096  # 10 Mbit/s: the floor
     assert Pacer(64 * 1024).piece == 64 * 1024  # before any grant
 
 
@@ -169,3 +168,19 @@ def test_a_window_near_the_fit_moves_by_the_queue_not_up_to_the_fit() -> None:
     est.estimate = int(0.7 * est.fit)
     now, changes = _steady(est, now, 0.6, 1.2e6, 4)
     assert est.estimate == est.fit
+
+
+def test_on_a_short_path_late_pongs_are_no_queue_and_every_stream_shares() -> None:
+    """Loopback: a loaded machine's late pongs never make the path "full" (whose fit is
+    rate x 2.5 ms: megabytes in front of a keystroke at 650 MB/s), and a shell beside a
+    `logs -f` halves its window there (the floor already fills such a path)."""
+    est = BdpEstimator(estimate=256 * 1024, limit=1 << 20)
+    now, _ = _steady(est, 0.0, 0.0002, 650e6, 2)
+    now, changes = _steady(est, now, 0.035, 650e6, 6)  # pongs 35 ms late, six times running
+    assert not est.full and est.estimate <= 512 * 1024
+    est.estimate = 1 << 20
+    assert est.received(100, now, stream=1)
+    est.received(200_000, now + 0.0001, stream=1)
+    est.received(3, now + 0.0001, stream=2)
+    est.acknowledged(now + 0.0002)
+    assert est.active == 2 and est.stream_target == 512 * 1024
