@@ -95,9 +95,8 @@ class CloudStream:
         """``send_frame`` from a protocol callback, if it needs no waiting (credit and room
         now): True when sent. Raises as ``send_frame`` does when the tunnel is gone."""
         session, cid = self.session, self.connect_id
-        if self._closed or session.mux.credit(cid) < length or not session.can_send_now():
+        if self._closed or session.data_header_now(cid, length) is None:
             return False
-        session.mux.data_header(cid, length)
         return session.send_now(frame.seal(cid, MessageType.DATA, length))
 
     async def read(self) -> bytes | memoryview | None:
@@ -227,9 +226,7 @@ class EdgeSession(TunnelConnection):
         if stream is None:
             return False
         buffer = stream.buffer
-        direct = stream.direct
-        if direct is not None and not buffer.size and direct(payload):
-            self.grant_nowait(connect_id, len(payload))  # an echo with no task in between
+        if self.deliver_direct(stream.direct, buffer.size, connect_id, payload):
             return True
         if buffer.size + len(payload) > buffer.high:
             return False  # the reader task waits for the client (stall policy)

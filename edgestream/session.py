@@ -89,9 +89,7 @@ class AgentSession(TunnelConnection):
         if stream is None:
             return False
         inbound = stream.inbound
-        direct = stream.direct
-        if direct is not None and not inbound.size and direct(payload):
-            self.grant_nowait(connect_id, len(payload))  # a keystroke with no task in between
+        if self.deliver_direct(stream.direct, inbound.size, connect_id, payload):
             return True
         if inbound.size + len(payload) > inbound.high:
             return False  # the reader task waits for the backend (stall policy)

@@ -94,10 +94,11 @@ class EdgeStream:
         message): True when sent. Answered streams only (an upgrade's 101 went out)."""
         session, cid = self.session, self.connect_id
         length = len(data)
-        if (not self.answered or self.removed_by_peer or length > session.pacer.piece
-                or session.mux.credit(cid) < length or not session.can_send_now()):
+        if not self.answered or self.removed_by_peer or length > session.pacer.piece:
             return False
-        header = session.mux.data_header(cid, length)
+        header = session.data_header_now(cid, length)
+        if header is None:
+            return False
         self.bytes_out += length
         try:
             return session.send_now(header + data)

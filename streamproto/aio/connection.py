@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.connection import Connection
@@ -187,6 +188,22 @@ class TunnelConnection:
         if not self.can_send_now():
             return False
         self._write(message)
+        return True
+
+    def data_header_now(self, connect_id: int, length: int) -> bytes | None:
+        """The DATA header for ``length`` bytes of ``connect_id`` (their credit taken) when they
+        can go now: credit for them and a tunnel ``send_now`` takes; else None, nothing taken."""
+        if self.mux.credit(connect_id) < length or not self.can_send_now():
+            return None
+        return self.mux.data_header(connect_id, length)
+
+    def deliver_direct(self, direct: Callable[[memoryview], bool] | None, buffered: int, connect_id: int,
+                       payload: memoryview) -> bool:
+        """A stream whose reader waits with nothing ``buffered`` may take a payload in this
+        callback (its ``direct``); the grant follows at once. False: deliver it the usual way."""
+        if direct is None or buffered or not direct(payload):
+            return False
+        self.grant_nowait(connect_id, len(payload))  # a keystroke with no task in between
         return True
 
     def is_bulk(self, connect_id: int) -> int | None:

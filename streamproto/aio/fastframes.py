@@ -134,12 +134,11 @@ class TextFramer:
     ``getrandom(2)`` per frame: mask keys come 4 bytes at a time from a pool of ``os.urandom``
     (RFC 6455 10.3 asks for keys a peer cannot predict, not for a system call each)."""
 
-    __slots__ = ("_keys", "_at", "_mask_bit", "masked")
+    __slots__ = ("_keys", "_at", "_mask_bit")
 
     POOL = 4096
 
     def __init__(self, masked: bool) -> None:
-        self.masked = masked
         self._mask_bit = 0x80 if masked else 0
         self._keys = b""
         self._at = self.POOL
