@@ -71,6 +71,9 @@ class FleetNode:
     stop: StopEvent = field(default_factory=StopEvent)
     task: asyncio.Task[None] | None = None
     up: bool = False
+    away: bool = False
+    """Churned: leaving or waiting to come back (churn must not pick it again: two returns
+    were two tunnel loops for one node, each replacing the other's tunnel for good)."""
 
     def __post_init__(self) -> None:
         self.endpoints = NodeEndpoints(EmulatorBackend(self.config.emulator, phase_seed=self.name), self.config)
@@ -89,6 +92,8 @@ class FleetNode:
         self.up = session is not None
 
     def start(self) -> None:
+        if self.running:
+            return  # one tunnel loop per node: a second would replace the first's tunnel forever
         self.stop = StopEvent()  # closes the tunnel from a callback: no watcher task per node
         self.task = asyncio.create_task(self._run(), name=f"node-{self.name}")
 
@@ -179,7 +184,7 @@ class Fleet:
         try:
             while not stop.is_set():
                 await asyncio.sleep(rng.expovariate(self.profile.churn_rate))
-                candidates = [n for n in self.nodes if n.running and n.up]
+                candidates = [n for n in self.nodes if n.running and n.up and not n.away]
                 if not candidates:
                     continue
                 node = rng.choice(candidates)
@@ -192,12 +197,15 @@ class Fleet:
                 task.cancel()
 
     async def _away(self, node: FleetNode, stop: asyncio.Event) -> None:
-        await node.leave()
+        node.away = True
         try:
+            await node.leave()
             async with asyncio.timeout(self.profile.churn_down):
                 await stop.wait()
         except TimeoutError:
             node.start()
+        finally:
+            node.away = False
 
     async def _report(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
