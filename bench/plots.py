@@ -55,9 +55,9 @@ def plot_all(result: dict[str, Any], out: Path = RESULTS, prefix: str = "") -> d
             if column == "MBps" and "link" in scenario:
                 ax.axvline(scenario["link"]["rate_MBps"], color="#c0392b", linestyle="--", linewidth=1)
                 ax.set_title("MB/s (dashed: link rate)", fontsize=9)
-            elif column == "bulk_p50_ms" and "link" in scenario:
+            elif column in ("idle_p50_ms", "bulk_p50_ms") and "link" in scenario:
                 ax.axvline(2000 * scenario["link"]["one_way_delay_s"], color="#c0392b", linestyle="--", linewidth=1)
-                ax.set_title("beside bulk p50 ms (dashed: RTT)", fontsize=9)
+                ax.set_title(NAMES[column] + " ms (dashed: nominal RTT)", fontsize=9)
             if column.endswith("MBps") and max(meds) / max(min(m for m in meds if m > 0) if any(meds) else 1, 1e-9) > 30:
                 ax.set_xscale("log")
         fig.suptitle(scenario["title"].replace("`", ""), fontsize=9)
