@@ -29,7 +29,7 @@ from .compare import Worktree, ratios
 from .core import Context, Progress, machine, medians, run_variants
 from .scenarios import PROFILE_OF, SCENARIOS, link_profile
 
-ORDER = ["logs", "go-edge", "exec", "fairness", "wan", "satellite"]
+ORDER = ["logs", "go-edge", "exec", "exec-spdy", "fairness", "wan", "satellite"]
 QUICK = ["logs", "go-edge", "exec"]
 
 

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from streamcerts import Layout
+from streamproto.aio.spdy import SpdyStream, upgrade
 from testkit.k8s_ws import open_ws
 from testkit.processes import ROOT, apiserver_tls
 
@@ -111,9 +112,11 @@ class RawEcho(Echo):
         self.writer.transport.abort()
 
 
-async def open_echo(stack: Stack, layout: Layout, raw_bytes: bool = False) -> Echo:
-    """The k8s WebSocket exec client (ours, and the raw relay by default) or, with ``raw_bytes``,
-    bytes as they are (the raw relay only: no framing at all)."""
+async def open_echo(stack: Stack, layout: Layout, raw_bytes: bool = False, spdy: bool = False) -> Echo:
+    """The k8s WebSocket exec client (ours, and the raw relay by default), with ``spdy`` SPDY/3.1
+    (ours only), or with ``raw_bytes`` bytes as they are (the raw relay only: no framing at all)."""
+    if spdy:
+        return await SpdyEcho.open(stack, layout)
     tls = apiserver_tls(layout)
     if raw_bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", stack.port, ssl=tls, server_hostname="localhost")
@@ -122,6 +125,39 @@ async def open_echo(stack: Stack, layout: Layout, raw_bytes: bool = False) -> Ec
         assert b" 101 " in head.split(b"\r\n", 1)[0], head
         return RawEcho(reader, writer)
     return WsEcho(await open_ws(stack.port, EXEC_PATH, node=NODE, tls=tls))
+
+
+class SpdyEcho(Echo):
+    """``exec cat`` through 10003 over SPDY/3.1: what a kube-apiserver sends the kubelet for every
+    kubectl exec unless the node declares ``ExtendWebSocketsToKubelet`` (apiserver-observed.md)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, task: asyncio.Task[None], stdin: SpdyStream,
+                 stdout: SpdyStream) -> None:
+        self.writer, self.task, self.stdin, self.stdout = writer, task, stdin, stdout
+
+    @classmethod
+    async def open(cls, stack: Stack, layout: Layout) -> SpdyEcho:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port, ssl=apiserver_tls(layout),
+                                                       server_hostname="localhost")
+        answer = await upgrade(reader, writer, EXEC_PATH, host=NODE, protocols=["v5.channel.k8s.io"])
+        assert answer.status == 101 and answer.conn is not None, (answer.status, answer.body[:200])
+        conn = answer.conn
+        task = asyncio.create_task(conn.run())
+        streams: dict[str, SpdyStream] = {}
+        for kind in ("error", "stdin", "stdout"):  # client-go's order, each after the last one's reply
+            streams[kind] = await conn.open_stream([("streamtype", kind)])
+            await asyncio.wait_for(streams[kind].wait_reply(), 20)
+        return cls(writer, task, streams["stdin"], streams["stdout"])
+
+    async def ping(self, byte: bytes) -> None:
+        await self.stdin.write(byte)
+        if not await self.stdout.read():
+            raise ConnectionError("exec over SPDY: stdout ended")
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.writer.transport.abort()
 
 
 async def pings(echo: Echo, count: int) -> list[float]:
@@ -139,11 +175,12 @@ def percentiles(rtts: list[float]) -> tuple[float, float]:
 
 
 async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,
-                    idle: bool = True, raw_bytes: bool = False, bulk_warmup: float = 0.5) -> dict[str, float]:
+                    idle: bool = True, raw_bytes: bool = False, spdy: bool = False,
+                    bulk_warmup: float = 0.5) -> dict[str, float]:
     """Round trips idle and beside a full-speed bulk stream of the same node (ms, MB/s); the
     bulk stream runs ``bulk_warmup`` seconds before the first (on a long link: past its start)."""
     out: dict[str, float] = {}
-    echo = await open_echo(stack, layout, raw_bytes)
+    echo = await open_echo(stack, layout, raw_bytes, spdy)
     try:
         await pings(echo, max(5, count // 15))  # warm up
         if idle:

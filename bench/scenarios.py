@@ -107,6 +107,16 @@ def build_exec(ctx: Context) -> list[Variant]:
     return variants
 
 
+def build_exec_spdy(ctx: Context) -> list[Variant]:
+    """The same, over SPDY/3.1 as a kube-apiserver sends it (no baseline speaks SPDY)."""
+    count = 100 if ctx.quick else 300
+
+    async def measure(stack: stacks.Stack) -> Metrics:
+        return await exec_echo(stack, ctx.layout, count=count, spdy=True)
+
+    return ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure)
+
+
 # -- 64 bulk streams ---------------------------------------------------------------------------
 
 def build_fairness(ctx: Context) -> list[Variant]:
@@ -189,6 +199,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         Check(f"idle p50 / {RAW} idle p50", ratio(("ours", "idle_p50_ms"), (RAW, "idle_p50_ms")), "<=", 1.2),
         Check("p50 beside bulk", metric("ours", "bulk_p50_ms"), "<=", 0.5, "ms"),
     ), ("idle_p50_ms", "idle_p99_ms", "bulk_p50_ms", "bulk_p99_ms", "bulk_MBps")),
+    Scenario("exec-spdy", "exec echo over SPDY/3.1, as a kube-apiserver sends it to a kubelet", build_exec_spdy, (),
+             ("idle_p50_ms", "idle_p99_ms", "bulk_p50_ms", "bulk_p99_ms", "bulk_MBps")),
     Scenario("fairness", "64 bulk `logs -f` of one node", build_fairness, (
         Check("Jain's fairness index", metric("ours", "jain"), ">=", 0.95, ""),
     ), ("jain", "MBps", "min_stream_MBps", "max_stream_MBps")),
