@@ -89,6 +89,12 @@ class EdgeStream:
             await self.session.grant(self.connect_id, len(chunk))
         return chunk
 
+    def can_send_now(self, length: int) -> bool:
+        """Whether ``send_now`` of ``length`` bytes would send them (nothing taken)."""
+        session = self.session
+        return (self.answered and not self.removed_by_peer and length <= session.pacer.piece
+                and session.mux.credit(self.connect_id) >= length and session.can_send_now())
+
     def send_now(self, data: bytes) -> bool:
         """``send`` from a callback, if it needs no waiting (credit, an idle tunnel, a small
         message): True when sent. Answered streams only (an upgrade's 101 went out)."""

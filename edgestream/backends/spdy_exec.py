@@ -20,7 +20,7 @@ from typing import Any
 from dataclasses import dataclass
 
 from streamproto.aio.spdy import SpdyConnection, SpdyStream
-from streamproto.spdy import Role
+from streamproto.spdy import Role, Session
 from streamproto.tunnel.errors import StreamClosed, TunnelError
 
 from ..stream import EdgeStream
@@ -109,7 +109,14 @@ async def serve_spdy_remotecommand(stream: EdgeStream, run: Callable[[ProcessIO]
     protocol = await negotiate_spdy(stream, REMOTECOMMAND_PROTOCOLS)
     if protocol is None:
         return
-    conn = SpdyConnection(Role.SERVER, stream.read, stream.send)
+    async def read() -> bytes | memoryview | None:
+        stream.direct = conn.receive_now  # a keystroke is parsed in the tunnel's callback
+        try:
+            return await stream.read()
+        finally:
+            stream.direct = None
+
+    conn = SpdyConnection(Role.SERVER, read, stream.send, write_now=(stream.can_send_now, stream.send_now))
     reader = asyncio.create_task(conn.run(), name=f"spdy-{stream.connect_id}")
     try:
         await _session(conn, protocol, opts, run, hostname)
@@ -155,6 +162,21 @@ async def _session(conn: SpdyConnection, protocol: str, opts: ExecOptions, run: 
         return None if stdin is None else await stdin.read()
 
     io = ProcessIO(write_out, write_err, read_in, tty=opts.tty, hostname=hostname, stdin=opts.stdin)
+    if stdin is not None and stdout is not None:
+        stdin_id, stdout_id = stdin.id, stdout.id
+
+        def echo_now(data: bytes) -> bool:
+            """`cat` waiting with nothing unread: its echo goes out here, no task woken."""
+            if not io.cat_waiting or stdin.inbound.size or conn.session.send_window(stdout_id) < len(data):
+                return False
+
+            def apply(session: Session) -> None:
+                session.consumed(stdin_id, len(data))
+                session.send_data(stdout_id, data)
+
+            return conn.command_now(apply, len(data) + 40)  # DATA header, WINDOW_UPDATEs: 8 + 2 x 16
+
+        stdin.direct = echo_now
     async with asyncio.TaskGroup() as tg:
         sizes = tg.create_task(_resize_events(streams["resize"], io)) if "resize" in streams else None
         process = tg.create_task(run(io))

@@ -70,6 +70,9 @@ class SpdyStream:
         self.reset_status: int | None = None
         self.discard = False
         """Drop what arrives (a stream whose bytes nobody wants must not hold the others back)."""
+        self.direct: Callable[[bytes], bool] | None = None
+        """Takes bytes that ``receive_now`` hands over, in the transport's callback (True: taken,
+        e.g. echoed; else they are buffered for ``read``)."""
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -134,10 +137,17 @@ class SpdyStream:
 class SpdyConnection:
     def __init__(self, role: Role, read: Callable[[], Awaitable[bytes | memoryview | None]],
                  write: Callable[[bytes], Awaitable[None]], config: SessionConfig | None = None,
-                 buffer: int = 256 * 1024, accept_queue: int = 64) -> None:
+                 buffer: int = 256 * 1024, accept_queue: int = 64,
+                 write_now: tuple[Callable[[int], bool], Callable[[bytes], bool]] | None = None) -> None:
+        """``write_now``: (can the transport take this many bytes without waiting, take them),
+        for ``command_now``."""
         self.session = Session(role, config or SessionConfig())
         self.streams: dict[int, SpdyStream] = {}
         self._read, self._write = read, write
+        self._write_now = write_now
+        self._unsent = b""
+        """Bytes a ``command_now`` made but could not write (never expected): the next command's first."""
+        self._flusher: asyncio.Task[None] | None = None
         self._buffer = buffer
         self._lock = asyncio.Lock()
         self._window = asyncio.Event()
@@ -151,8 +161,60 @@ class SpdyConnection:
         async with self._lock:
             apply(self.session)
             data = self.session.data_to_send()
+            if self._unsent:
+                data, self._unsent = self._unsent + data, b""
             if data:
                 await self._write(data)
+
+    def command_now(self, apply: Callable[[Session], object], length: int) -> bool:
+        """``_command`` from a callback, when it needs no waiting: no other command's bytes in
+        flight (frames leave in the order they were made) and the transport takes ``length``
+        bytes (what ``apply`` makes, at most) now. False: nothing applied."""
+        if self._write_now is None or self._lock.locked() or self._unsent or self.session.closed:
+            return False
+        can, write = self._write_now
+        if not can(length):
+            return False
+        apply(self.session)
+        data = self.session.data_to_send()
+        if data and not write(data):  # checked above; should it still refuse, order is kept
+            self._unsent = data
+            self._flusher = asyncio.get_running_loop().create_task(self.flush())
+        return True
+
+    def receive_now(self, data: bytes | memoryview) -> bool:
+        """From the transport's callback while ``run`` waits for bytes: take ``data`` if it is
+        whole DATA frames (no FIN) for open streams with room, and hand each piece to its stream
+        (``direct``, else its buffer) with no task woken: a keystroke of an exec. False: nothing
+        taken (control frames, a partial frame...): ``run`` reads it as usual."""
+        session = self.session
+        if session.closed or not session.at_frame_boundary or session.config.enforce_receive_window:
+            return False
+        view = memoryview(data).cast("B")
+        pos, end = 0, len(view)
+        sizes: dict[int, int] = {}
+        while pos < end:
+            if end - pos < 8:
+                return False
+            sid, rest = int.from_bytes(view[pos : pos + 4], "big"), int.from_bytes(view[pos + 4 : pos + 8], "big")
+            length = rest & 0xFFFFFF
+            if sid & 0x80000000 or rest >> 24 or not length or pos + 8 + length > end:
+                return False  # a control frame, a flag (FIN), an empty or a partial frame
+            sizes[sid] = sizes.get(sid, 0) + length
+            pos += 8 + length
+        for sid, size in sizes.items():
+            stream, state = self.streams.get(sid), session.streams.get(sid)
+            if (stream is None or stream.discard or state is None or state.remote_closed
+                    or stream.inbound.size + size > stream.inbound.high):
+                return False
+        session.receive_data(view)
+        for event in session.events_received():
+            if not isinstance(event, DataReceived):
+                continue  # none: whole DATA frames without flags, for open streams, make only data
+            stream = self.streams[event.stream_id]
+            if stream.direct is None or stream.inbound.size or not stream.direct(event.data):
+                stream.inbound.feed(event.data)
+        return True
 
     async def flush(self) -> None:
         await self._command(lambda s: None)

@@ -172,6 +172,11 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
+    @property
+    def at_frame_boundary(self) -> bool:
+        """No frame half-read: the next byte fed starts a frame."""
+        return self._data is None and self._ctl is None and not self._skip and not self._buf
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes from the peer; never raises for anything the peer sent."""
         view = memoryview(data).cast("B")

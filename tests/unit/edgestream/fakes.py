@@ -57,6 +57,9 @@ class FakeStream:
             return
         self.inbound.feed(data)
 
+    def can_send_now(self, length: int) -> bool:
+        return self.now_ok
+
     def send_now(self, data: bytes) -> bool:
         if not self.now_ok:
             return False
