@@ -27,6 +27,7 @@ from streamcerts import Layout, client_context, init_lab  # noqa: E402
 
 NODE = "edge-lab-1"
 READY = re.compile(rb"kubelet API on \S+:(\d+), tunnel on \S+:(\d+)")
+TUNNEL_UP = re.compile(rb"tunnel up: node (\S+)")
 
 
 async def start(argv: list[str], name: str) -> asyncio.subprocess.Process:
@@ -36,11 +37,14 @@ async def start(argv: list[str], name: str) -> asyncio.subprocess.Process:
     )
 
 
-async def relay_output(proc: asyncio.subprocess.Process, prefix: str, ready: asyncio.Future | None) -> None:
+async def relay_output(proc: asyncio.subprocess.Process, prefix: str, ready: asyncio.Future | None,
+                       up: asyncio.Future | None = None) -> None:
     assert proc.stdout is not None
     async for line in proc.stdout:
         if ready is not None and not ready.done() and (m := READY.search(line)):
             ready.set_result((int(m.group(1)), int(m.group(2))))
+        if up is not None and not up.done() and TUNNEL_UP.search(line):
+            up.set_result(None)
         sys.stderr.write(f"  [{prefix}] {line.decode(errors='replace')}")
 
 
@@ -97,7 +101,8 @@ async def main() -> int:
         ["cloudstream", "--pki-dir", str(layout.root), "--stream-address", "127.0.0.1", "--stream-port", "0",
          "--tunnel-address", "127.0.0.1", "--tunnel-port", "0"], "cloudstream")
     ready: asyncio.Future = asyncio.get_running_loop().create_future()
-    tasks = [asyncio.create_task(relay_output(cloud, "cloudstream", ready))]
+    up: asyncio.Future = asyncio.get_running_loop().create_future()
+    tasks = [asyncio.create_task(relay_output(cloud, "cloudstream", ready, up))]
     edge = None
     try:
         stream_port, tunnel_port = await asyncio.wait_for(ready, 30)
@@ -106,6 +111,11 @@ async def main() -> int:
              "--node-ip", "127.0.0.1", "--backend", "emulator", "--emulate", "default/demo/app",
              "--emulate-log-rate", "5"], "edgestream")
         tasks.append(asyncio.create_task(relay_output(edge, "edgestream", None)))
+        try:  # the first request after the node's tunnel is up (before it, cloudstream answers 503)
+            await asyncio.wait_for(up, 30)
+        except TimeoutError:
+            print("the edge never connected (see edgestream's lines above)")
+            return 1
         return await follow_logs(layout, stream_port, None if args.forever else args.seconds)
     finally:
         for proc in (edge, cloud):
