@@ -6,7 +6,7 @@
     python -m bench report                          # README's performance section from latest.json
     python -m bench list
 
-Scenarios: logs, go-edge, exec, fairness, wan, satellite (see bench/README.md). The older
+Scenarios: logs, go-edge, exec, exec-spdy, fairness, wan, satellite (see bench/README.md). The older
 single-purpose scripts still run alone: ``python -m bench.chain``, ``bench.exec_echo``, ...
 """
 
