@@ -139,7 +139,8 @@ class SpdyEcho(Echo):
     async def open(cls, stack: Stack, layout: Layout) -> SpdyEcho:
         reader, writer = await asyncio.open_connection("127.0.0.1", stack.port, ssl=apiserver_tls(layout),
                                                        server_hostname="localhost")
-        answer = await upgrade(reader, writer, EXEC_PATH, host=NODE, protocols=["v5.channel.k8s.io"])
+        answer = await upgrade(reader, writer, EXEC_PATH, host=NODE, protocols=[  # client-go's offer
+            "v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"])
         assert answer.status == 101 and answer.conn is not None, (answer.status, answer.body[:200])
         conn = answer.conn
         task = asyncio.create_task(conn.run())

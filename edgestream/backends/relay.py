@@ -3,7 +3,12 @@ CRI backend (containerd's streaming server) and the kubelet backend (edged on 12
 
 The request head is rebuilt from the connect payload (method, target, the API server's headers
 minus hop-by-hop and credentials); the answer - ``101`` and the upgraded protocol, or a refusal -
-travels back as raw bytes, read straight into the tunnel frame (``sock_recv_into``).
+travels back as raw bytes, read straight into the tunnel frame.
+
+The backend's socket is a protocol (``_Splice``), not a task per read: a keystroke's echo is sent
+from the read callback when the tunnel takes it now, and a keystroke from the cloud is written from
+the tunnel's callback while nothing waits before it. Everything else (a 101, a log, bulk) goes
+through two pump tasks, with backpressure both ways, as before.
 """
 
 from __future__ import annotations
@@ -89,38 +94,123 @@ async def connect(host: str, port: int, timeout: float, what: str) -> socket.soc
     return sock
 
 
+SEND_NOW = 4096
+"""Reads up to this size go out from the read callback when the tunnel takes them now (a copy:
+small); larger ones, and any the tunnel cannot take now, through the pump (no copy)."""
+
+
 async def relay_plain(stream: EdgeStream, sock: socket.socket, head: bytes) -> None:
     """Send ``head``, then splice until either side ends. Closes ``sock``."""
     loop = asyncio.get_running_loop()
+    transport: asyncio.Transport | None = None
     try:
         await loop.sock_sendall(sock, head)
-        down = asyncio.create_task(_down(loop, sock, stream), name=f"relay-down-{stream.connect_id}")
-        up = asyncio.create_task(_up(loop, sock, stream), name=f"relay-up-{stream.connect_id}")
+        splice = _Splice(stream)
+        transport, _ = await loop.create_connection(lambda: splice, sock=sock)
+        down = asyncio.create_task(splice.pump_down(), name=f"relay-down-{stream.connect_id}")
+        up = asyncio.create_task(splice.pump_up(), name=f"relay-up-{stream.connect_id}")
         await first_of(down, up)
     except ConnectionError:
         pass
     finally:
-        sock.close()
+        if transport is not None:
+            transport.abort()  # as a closed socket: what the backend has not taken is dropped
+        else:
+            sock.close()
 
 
-async def _down(loop: asyncio.AbstractEventLoop, sock: socket.socket, stream: EdgeStream) -> None:
-    frame = stream.frame(RELAY_READ)
-    area = frame.writable()
-    while True:
-        n = await loop.sock_recv_into(sock, area)
-        if not n:
-            return
-        await stream.send_frame(frame, n)  # returns once the bytes were copied out
+class _Splice(asyncio.BufferedProtocol):
+    """The backend's socket, spliced to ``stream``: reads land in the tunnel frame itself."""
 
+    def __init__(self, stream: EdgeStream) -> None:
+        self.stream = stream
+        self.frame = stream.frame(RELAY_READ)
+        self.area = self.frame.writable()
+        self.transport: asyncio.Transport | None = None
+        self.pending = 0
+        """Bytes read into the frame that ``pump_down`` must send (reading is paused meanwhile)."""
+        self.ended = False
+        self.error: Exception | None = None
+        self.wake = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
 
-async def _up(loop: asyncio.AbstractEventLoop, sock: socket.socket, stream: EdgeStream) -> None:
-    while True:
-        chunk = await stream.read()
-        if chunk is None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_WR)
-            return
-        await loop.sock_sendall(sock, chunk)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop: no subclass of Transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.area
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if nbytes <= SEND_NOW and self.stream.can_send_now(nbytes) and self.stream.send_now(bytes(self.area[:nbytes])):
+            return  # an echo, a prompt: gone with no task woken
+        self.pending = nbytes
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.wake.set()
+
+    def eof_received(self) -> bool:
+        self._end(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+        self.writable.set()
+
+    def _end(self, exc: Exception | None) -> None:
+        if not self.ended:
+            self.ended, self.error = True, exc
+            self.wake.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    async def pump_down(self) -> None:
+        """backend -> cloud: what the read callback could not send, then the end."""
+        stream = self.stream
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.pending:
+                length, self.pending = self.pending, 0
+                await stream.send_frame(self.frame, length)  # returns once the bytes were copied out
+                if not self.ended and self.transport is not None:
+                    self.transport.resume_reading()
+            elif self.ended:
+                if self.error is not None:
+                    raise ConnectionError(f"the backend's connection failed: {self.error}")
+                return
+
+    def direct(self, data: memoryview) -> bool:
+        """A keystroke from the tunnel's callback, while ``pump_up`` waits with nothing unread."""
+        transport = self.transport
+        if transport is None or self.ended or not self.writable.is_set() or transport.is_closing():
+            return False
+        transport.write(bytes(data))
+        return True
+
+    async def pump_up(self) -> None:
+        """cloud -> backend, until the cloud's side ends (then a half-close)."""
+        stream, transport = self.stream, self.transport
+        assert transport is not None
+        while True:
+            stream.direct = self.direct
+            try:
+                chunk = await stream.read()
+            finally:
+                stream.direct = None
+            if chunk is None:
+                if transport.can_write_eof() and not transport.is_closing():
+                    with contextlib.suppress(OSError, RuntimeError):
+                        transport.write_eof()
+                return
+            if self.ended:
+                raise ConnectionError("the backend closed its connection")
+            transport.write(bytes(chunk))
+            await self.writable.wait()
 
 
 async def first_of(down: asyncio.Task[None], up: asyncio.Task[None]) -> None:
