@@ -11,13 +11,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from streamcerts import Layout
 from streamproto.aio.spdy import SpdyStream, upgrade
 from testkit.k8s_ws import open_ws
 from testkit.processes import ROOT, apiserver_tls
 
-from .stacks import NODE, Stack
+from .stacks import NODE, Containerd, Stack
 
 BULK_PATH = "/containerLogs/default/bulk/app?follow=true"
 EXEC_PATH = "/exec/default/shell/sh?command=cat&input=1&output=1"
@@ -139,7 +140,12 @@ class SpdyEcho(Echo):
     async def open(cls, stack: Stack, layout: Layout) -> SpdyEcho:
         reader, writer = await asyncio.open_connection("127.0.0.1", stack.port, ssl=apiserver_tls(layout),
                                                        server_hostname="localhost")
-        answer = await upgrade(reader, writer, EXEC_PATH, host=NODE, protocols=[  # client-go's offer
+        return await cls.upgrade(reader, writer, EXEC_PATH, NODE)
+
+    @classmethod
+    async def upgrade(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                      host: str) -> SpdyEcho:
+        answer = await upgrade(reader, writer, path, host=host, protocols=[  # client-go's offer
             "v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"])
         assert answer.status == 101 and answer.conn is not None, (answer.status, answer.body[:200])
         conn = answer.conn
@@ -159,6 +165,21 @@ class SpdyEcho(Echo):
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         self.writer.transport.abort()
+
+
+async def containerd_echo(ctd: Containerd, count: int) -> dict[str, float]:
+    """``exec cat`` straight to containerd's streaming server (the URL its CRI Exec hands a
+    kubelet), with the same SPDY client: what the chain's own hops are measured against."""
+    assert ctd.stack is not None
+    url = urlsplit(await asyncio.to_thread(ctd.stack.exec_url, ctd.container, ["cat"], stdin=True, stderr=False))
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    echo = await SpdyEcho.upgrade(reader, writer, url.path, url.netloc)
+    try:
+        await pings(echo, max(5, count // 15))
+        p50, p99 = percentiles(await pings(echo, count))
+    finally:
+        await echo.close()
+    return {"idle_p50_ms": p50, "idle_p99_ms": p99}
 
 
 async def pings(echo: Echo, count: int) -> list[float]:

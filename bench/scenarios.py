@@ -12,10 +12,11 @@ from typing import Any
 
 from . import stacks
 from .core import Check, Context, Metrics, Variant
-from .measure import exec_echo, jain, throughput
+from .measure import containerd_echo, exec_echo, jain, throughput
 
 RAW = "raw TLS relay"
 KE = "KubeEdge-style"
+CTD = "containerd alone"
 
 LINK_FALLBACK = {"wan-50ms-100mbit": (0.025, 12.5e6), "satellite-600ms-10mbit": (0.300, 1.25e6)}
 
@@ -117,6 +118,24 @@ def build_exec_spdy(ctx: Context) -> list[Variant]:
     return ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure)
 
 
+def build_exec_cri(ctx: Context) -> list[Variant]:
+    """exec over SPDY into a real busybox container: through the chain (CRI backend), and straight
+    to containerd's streaming server with the same client (needs root: starts containerd)."""
+    count = 100 if ctx.quick else 300
+    ctd = stacks.Containerd()
+
+    async def measure(stack: stacks.Stack) -> Metrics:
+        return await exec_echo(stack, ctx.layout, count=count, spdy=True, beside_bulk=False)
+
+    async def alone(shared: stacks.Containerd) -> Metrics:
+        return await containerd_echo(shared, count)
+
+    variants = ours_variants(ctx, lambda root: stacks.ours_cri(ctx.layout, ctd, root), measure)
+    if ctx.baselines:
+        variants.append(Variant(CTD, ctd.use, alone))
+    return variants
+
+
 # -- 64 bulk streams ---------------------------------------------------------------------------
 
 def build_fairness(ctx: Context) -> list[Variant]:
@@ -201,6 +220,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     ), ("idle_p50_ms", "idle_p99_ms", "bulk_p50_ms", "bulk_p99_ms", "bulk_MBps")),
     Scenario("exec-spdy", "exec echo over SPDY/3.1, as a kube-apiserver sends it to a kubelet", build_exec_spdy, (),
              ("idle_p50_ms", "idle_p99_ms", "bulk_p50_ms", "bulk_p99_ms", "bulk_MBps")),
+    Scenario("exec-cri", "exec echo over SPDY into a real container (containerd, CRI backend)", build_exec_cri, (),
+             ("idle_p50_ms", "idle_p99_ms")),
     Scenario("fairness", "64 bulk `logs -f` of one node", build_fairness, (
         Check("Jain's fairness index", metric("ours", "jain"), ">=", 0.95, ""),
     ), ("jain", "MBps", "min_stream_MBps", "max_stream_MBps")),

@@ -7,13 +7,21 @@ link ``profile`` the edge side is reached through ``python -m testkit.link`` in 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamcerts import Layout
+from testkit.cri import RealStack
 from testkit.processes import READY, ROOT, Process, start_cloud, start_edge
 
 NODE = "bench-node"
@@ -90,3 +98,74 @@ async def kubeedge(layout: Layout, profile: str | None = None, *, cloud: str = "
             "--node", NODE, "--feed", feed]))
         await server.wait_for_line(f"tunnel up: node {NODE}")
         yield Stack(f"{cloud}+{feed}", port, [server, edge])
+
+
+class Containerd:
+    """One real containerd (``tests/realstack/setup.sh``, root) shared by a scenario's variants,
+    with a running busybox container ``default/shell/sh``; started by the first user, stopped
+    by the last."""
+
+    SETUP = ROOT / "tests" / "realstack" / "setup.sh"
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.lock = asyncio.Lock()
+        self.rs: Path | None = None
+        self.stack: RealStack | None = None
+        self.container = ""
+        self.pod = ""
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ, RS=str(self.rs), PYTHON=sys.executable)
+
+    def _up(self) -> None:
+        self.rs = Path(tempfile.mkdtemp(prefix="kes-bench-rs-"))
+        done = subprocess.run(["bash", str(self.SETUP), "up"], env=self._env(), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"containerd did not start (tests/realstack/setup.sh up): {done.stderr[-300:]}")
+        self.stack = RealStack.from_rs(self.rs)
+        self.pod = self.stack.run_pod("shell", "default")
+        self.container = self.stack.run_container(self.pod, "sh", ["sleep", "3600"])
+        self.stack.wait_running(self.container)
+
+    def _down(self) -> None:
+        if self.stack is not None:
+            with contextlib.suppress(Exception):
+                self.stack.remove_pod(self.pod)
+            self.stack.close()
+            self.stack = None
+        subprocess.run(["bash", str(self.SETUP), "down"], env=self._env(), capture_output=True)
+        shutil.rmtree(self.rs or "", ignore_errors=True)
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[Containerd]:
+        async with self.lock:
+            if not self.users:
+                if os.geteuid() != 0:
+                    raise RuntimeError("a real containerd needs root")
+                try:
+                    await asyncio.to_thread(self._up)
+                except BaseException:
+                    await asyncio.to_thread(self._down)
+                    raise
+            self.users += 1
+        try:
+            yield self
+        finally:
+            async with self.lock:
+                self.users -= 1
+                if not self.users:
+                    await asyncio.to_thread(self._down)
+
+
+@asynccontextmanager
+async def ours_cri(layout: Layout, ctd: Containerd, root: Path = ROOT) -> AsyncIterator[Stack]:
+    """cloudstream + edgestream with the CRI backend on the shared containerd."""
+    async with ctd.use(), AsyncExitStack() as stack:
+        assert ctd.stack is not None
+        cloud, stream_port, tunnel_port = await start_cloud(layout, root=root)
+        await _started(stack, cloud)
+        edge = await _started(stack, await start_edge(layout, NODE, tunnel_port, "--backend", "cri",
+                                                      "--cri-endpoint", ctd.stack.endpoint, root=root))
+        await cloud.wait_for_line(f"tunnel up: node {NODE}")
+        yield Stack("ours", stream_port, [cloud, edge])

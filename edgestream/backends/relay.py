@@ -86,6 +86,8 @@ async def connect(host: str, port: int, timeout: float, what: str) -> socket.soc
         raise Unreachable(f"cannot reach {what} at {host}:{port}: {exc}") from None
     try:
         sock.setblocking(False)
+        if family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # keystrokes, not segments
         async with asyncio.timeout(timeout):
             await loop.sock_connect(sock, address)
     except (TimeoutError, OSError) as exc:
