@@ -46,7 +46,7 @@ async def idle_connection_cost(pid: int, port: int, tls: ssl.SSLContext, count: 
 
 async def one_run(layout, loop: str, seconds: float, connections: int) -> dict:  # type: ignore[no-untyped-def]
     async with stacks.ours(layout, cloud_args=("--loop", loop), edge_args=("--loop", loop)) as stack:
-        mbps = float((await throughput(stack, layout, seconds=seconds))["MBps"])  # type: ignore[arg-type]
+        mbps = (await throughput(stack, layout, seconds=seconds)).MBps
         tls = client_context(layout.stream_ca, layout.apiserver_client_cert, layout.apiserver_client_key)
         tls.check_hostname = False
         per_conn = await idle_connection_cost(stack.processes[0].proc.pid, stack.port, tls, connections)

@@ -179,7 +179,8 @@ async def start_fleet(layout: Layout, tunnel_port: int, nodes: int, *extra: str)
 # ---------------------------------------------------------------------------------------------- idle
 
 
-async def idle_once(layout: Layout, root: Path, nodes: int, label: str, trace: str | None = None) -> dict[str, float]:
+async def idle_once(layout: Layout, root: Path, nodes: int, label: str,
+                    trace: str | None = None) -> dict[str, float | None]:
     cloud, port, tunnel_port = await start_cloud(layout, root, nodes, trace=trace)
     fleet = None
     try:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,15 +31,28 @@ async def _reader(port: int, pki: Path, *args: str) -> asyncio.subprocess.Proces
         "--path", BULK_PATH, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """What ``bench.reader`` counted: body bytes per stream over ``seconds``, and their sum's rate."""
+
+    bytes: list[int]
+    seconds: float
+    MBps: float
+
+    def per_stream_MBps(self) -> list[float]:
+        return [b / self.seconds / 1e6 for b in self.bytes]
+
+
 async def throughput(stack: Stack, layout: Layout, *, streams: int = 1, stall: int = 0, warmup: float = 1.0,
-                     seconds: float = 3.0) -> dict[str, object]:
+                     seconds: float = 3.0) -> Throughput:
     """Body bytes per stream over ``seconds`` after ``warmup`` (``stall`` more streams never read)."""
     proc = await _reader(stack.port, layout.root, "--streams", str(streams), "--stall", str(stall),
                          "--warmup", str(warmup), "--seconds", str(seconds))
     out, _ = await asyncio.wait_for(proc.communicate(), warmup + seconds + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.reader failed ({proc.returncode}) on {stack.kind}")
-    return json.loads(out)
+    r = json.loads(out)
+    return Throughput([int(b) for b in r["bytes"]], float(r["seconds"]), float(r["MBps"]))
 
 
 def jain(values: list[float]) -> float:

@@ -6,6 +6,7 @@ interleaves them."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,15 +59,14 @@ def metric(v: str, k: str) -> Callable[[dict[str, Metrics]], float]:
 
 
 def ours_variants(ctx: Context, setup: Callable[..., Any], measure: Callable[[Any], Any]) -> list[Variant]:
-    return [Variant(label, lambda root=root: setup(root), measure) for label, root in ctx.trees]
+    return [Variant(label, functools.partial(setup, root), measure) for label, root in ctx.trees]
 
 
 # -- one logs -f -------------------------------------------------------------------------------
 
 def _tp(ctx: Context, warmup: float, seconds: float) -> Callable[[stacks.Stack], Any]:
     async def measure(stack: stacks.Stack) -> Metrics:
-        r = await throughput(stack, ctx.layout, warmup=warmup, seconds=seconds)
-        return {"MBps": float(r["MBps"])}  # type: ignore[arg-type]
+        return {"MBps": (await throughput(stack, ctx.layout, warmup=warmup, seconds=seconds)).MBps}
     return measure
 
 
@@ -141,8 +141,8 @@ def build_exec_cri(ctx: Context) -> list[Variant]:
 def build_fairness(ctx: Context) -> list[Variant]:
     async def measure(stack: stacks.Stack) -> Metrics:
         r = await throughput(stack, ctx.layout, streams=64, warmup=2.0, seconds=3.0 if ctx.quick else 4.0)
-        per = [b / float(r["seconds"]) / 1e6 for b in r["bytes"]]  # type: ignore[union-attr, arg-type]
-        return {"jain": jain(per), "MBps": float(r["MBps"]), "min_stream_MBps": min(per),  # type: ignore[arg-type]
+        per = r.per_stream_MBps()
+        return {"jain": jain(per), "MBps": r.MBps, "min_stream_MBps": min(per),
                 "max_stream_MBps": max(per)}
 
     return ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure)
@@ -163,15 +163,15 @@ def build_link(profile: str) -> Callable[[Context], list[Variant]]:
         bulk_warmup = max(0.5, 12 * delay)
 
         async def ours_measure(stack: stacks.Stack) -> Metrics:
-            out: Metrics = {"MBps": float((await throughput(stack, ctx.layout, warmup=warmup, seconds=seconds))["MBps"])}
+            out: Metrics = {"MBps": (await throughput(stack, ctx.layout, warmup=warmup, seconds=seconds)).MBps}
             echo = await exec_echo(stack, ctx.layout, count=pings, bulk_warmup=bulk_warmup)
             out["idle_p50_ms"] = echo["idle_p50_ms"]
             out["bulk_p50_ms"], out["bulk_p99_ms"] = echo["bulk_p50_ms"], echo["bulk_p99_ms"]
             out["bulk_MBps"] = echo["bulk_MBps"]  # the `logs -f` the keystrokes waited beside
             alone = await throughput(stack, ctx.layout, streams=2, warmup=warmup, seconds=seconds)
             stalled = await throughput(stack, ctx.layout, streams=2, stall=1, warmup=warmup, seconds=seconds)
-            out["others_MBps"] = float(alone["MBps"])  # type: ignore[arg-type]
-            out["others_stalled_MBps"] = float(stalled["MBps"])  # type: ignore[arg-type]
+            out["others_MBps"] = alone.MBps
+            out["others_stalled_MBps"] = stalled.MBps
             return out
 
         variants = ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root, profile), ours_measure)

@@ -20,6 +20,7 @@ import resource
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from streamcerts import client_context, init_lab
 
@@ -114,23 +115,24 @@ else:
 """
 
 
-async def one(loop_kind: str, app: str, conns: int, layout, node: str) -> dict[str, float]:
+async def one(loop_kind: str, app: str, conns: int, layout, node: str) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SERVER, loop_kind, app, str(layout.server_cert), str(layout.server_key),
         str(layout.ca_cert), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         env=dict(os.environ, ROOT=str(root)))
-    assert proc.stdout is not None and proc.stdin is not None
-    port = int((await proc.stdout.readline()).split()[1])
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdout is not None and stdin is not None
+    port = int((await stdout.readline()).split()[1])
 
     async def rss() -> tuple[int, int, int, int]:
-        proc.stdin.write(b"?\n")
-        _, kb, tasks, malloc, mmaps = (await proc.stdout.readline()).split()
+        stdin.write(b"?\n")
+        _, kb, tasks, malloc, mmaps = (await stdout.readline()).split()
         return int(kb), int(tasks), int(malloc), int(mmaps)
 
     tls = client_context(layout.ca_cert, layout.edge_cert(node), layout.edge_key(node))
     tls.check_hostname = False
-    held = []
+    held: list[Any] = []  # stream writers or WebSocket connections: each has a transport
 
     async def dial() -> None:
         if app in ("bare", "plain"):
@@ -156,7 +158,7 @@ async def one(loop_kind: str, app: str, conns: int, layout, node: str) -> dict[s
     after, tasks, malloc, mmaps = await rss()
     for h in held:
         h.transport.abort()
-    proc.stdin.close()
+    stdin.close()
     await proc.wait()
     return {"loop": loop_kind, "app": app, "conns": conns,
             "kb_per_conn": round((after - base) / conns, 1), "tasks_per_conn": round((tasks - base_tasks) / conns, 2),

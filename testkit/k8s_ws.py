@@ -12,6 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame
 from websockets.streams import StreamReader
+from websockets.typing import Subprotocol
 
 
 def parse_frames(data: bytes, *, mask: bool) -> tuple[list[Frame], bytes]:
@@ -41,7 +42,7 @@ async def open_ws(
         port=port,
         ssl=tls,
         server_hostname="localhost",
-        subprotocols=protocols or ["v5.channel.k8s.io", "v4.channel.k8s.io"],  # type: ignore[list-item]
+        subprotocols=[Subprotocol(p) for p in protocols or ["v5.channel.k8s.io", "v4.channel.k8s.io"]],
         open_timeout=10,
         max_size=None,
         compression=None,

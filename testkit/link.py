@@ -46,6 +46,7 @@ import contextlib
 import socket
 import struct
 import sys
+from typing import cast
 
 from testkit.link_profiles import PROFILES, DirectionStats, LinkProfile, LinkStats
 
@@ -87,7 +88,7 @@ def _rst(transport: asyncio.BaseTransport | None) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-    transport.abort()
+    cast(asyncio.Transport, transport).abort()
 
 
 class _Pipe:
@@ -254,10 +255,11 @@ class _Side(asyncio.BufferedProtocol):
             self.conn.link._paused.discard(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport, self.made = transport, True  # type: ignore[assignment]  (uvloop's is no subclass)
-        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        stream = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is no subclass)
+        self.transport, self.made = stream, True
+        stream.set_write_buffer_limits(high=WRITE_HIGH)
         if self.reasons:
-            transport.pause_reading()
+            stream.pause_reading()
             self.conn.link._watch(self)
         self.conn.side_made(self)
 

@@ -10,13 +10,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from streamcerts._x509 import ip_sans, name
+from streamcerts._x509 import PrivateKey, ip_sans, name
 
 __all__ = ["issue_edge_cert"]
 
 
 def issue_edge_cert(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str, ips: tuple[str, ...] = (),
+    ca_cert: x509.Certificate, ca_key: PrivateKey, cn: str, ips: tuple[str, ...] = (),
     lifetime: float = 120.0, start: dt.datetime | None = None, organizations: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A client certificate for node ``cn`` valid from ``start`` (now) for ``lifetime`` seconds."""
