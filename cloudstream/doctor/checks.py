@@ -8,7 +8,6 @@ request through the whole chain.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import socket
@@ -408,14 +407,3 @@ class CloudDoctor:
         }
         return Check(name, FAIL, f"{what}: {got.status} {' '.join(body.split())[:200]}",
                      fixes.get(got.status, "see cloudstream's log for this request"))
-
-
-async def run_bounded(doctor: CloudDoctor) -> list[Check]:
-    """All checks within a total bound: each network step has ``timeout``; the whole run at most
-    about 20 of them."""
-    try:
-        async with asyncio.timeout(doctor.timeout * 20 + 5):
-            return await doctor.run()
-    except TimeoutError:
-        return [Check("doctor", FAIL, f"the checks took longer than {doctor.timeout * 20 + 5:g} s in total",
-                      "rerun with --timeout smaller, or look at which check hangs with --json")]

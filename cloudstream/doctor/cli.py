@@ -5,8 +5,6 @@ checks, prints them, exits 0 (nothing failed) or 1 (a FAIL); 2 on a usage or con
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -14,12 +12,13 @@ from typing import TextIO
 
 from streamcerts.verify import KUBEEDGE_ROOT
 from streamops.cli import Parser
-from streamops.doctor.report import exit_code, render_human, render_json
-from streamops.kubeedge_config import load_yaml
-from streamproto.tunnel.errors import ConfigError
+from streamops.doctor.runner import load_config, run_and_print
 
 from ..config import CloudConfig, add_arguments
-from .checks import CloudDoctor, run_bounded
+from .checks import CloudDoctor
+
+STEPS = 20
+"""The whole run takes at most about this many ``--timeout``s."""
 
 __all__ = ["build_parser", "main"]
 
@@ -74,16 +73,10 @@ def _cloud_flags(argv: list[str]) -> str:
 
 def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     ns = build_parser().parse_args(argv)
-    logging.getLogger("cloudstream.config").setLevel(logging.ERROR)  # doctor reports that itself
-    try:
-        config = CloudConfig.from_args(ns)
-        yaml = load_yaml(Path(ns.config)) if ns.config else {}
-    except ConfigError as exc:
-        print(f"cloudstream doctor: {exc}", file=sys.stderr)
+    loaded = load_config("cloudstream", ns, CloudConfig.from_args)
+    if loaded is None:
         return 2
-    if ns.timeout <= 0:
-        print("cloudstream doctor: --timeout must be positive", file=sys.stderr)
-        return 2
+    config, yaml = loaded
     doctor = CloudDoctor(
         config=config, yaml_path=Path(ns.config) if ns.config else None, yaml=yaml,
         pki_root=Path(ns.pki_dir) if ns.pki_dir else KUBEEDGE_ROOT, timeout=ns.timeout,
@@ -92,6 +85,4 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
         apiserver_key=Path(ns.apiserver_key) if ns.apiserver_key else None,
         kubelet_port=ns.kubelet_port or 10250, cloud_flags=_cloud_flags(argv),
     )
-    checks = asyncio.run(run_bounded(doctor))
-    out.write(render_json("cloudstream", checks) if ns.json else render_human("cloudstream", checks))
-    return exit_code(checks)
+    return run_and_print("cloudstream", doctor, STEPS, ns.json, out)

@@ -244,13 +244,3 @@ class EdgeDoctor:
                          "is edgestream running (systemctl status edgestream) with this --admin-port?")
         return Check("tunnel", FAIL, f"edgestream's /readyz at {host}:{port}: {got.status} {text}",
                      "the lines above say why; edgestream's log names the last failed dial")
-
-
-async def run_bounded(doctor: EdgeDoctor) -> list[Check]:
-    limit = doctor.timeout * 12 + 5
-    try:
-        async with asyncio.timeout(limit):
-            return await doctor.run()
-    except TimeoutError:
-        return [Check("doctor", FAIL, f"the checks took longer than {limit:g} s in total",
-                      "rerun with a smaller --timeout, or --json to see which check hangs")]

@@ -5,20 +5,19 @@ them, exits 0 (nothing failed) or 1 (a FAIL); 2 on a usage or config error."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from streamcerts.verify import KUBEEDGE_ROOT
 from streamops.cli import Parser
-from streamops.doctor.report import exit_code, render_human, render_json
-from streamops.kubeedge_config import load_yaml
-from streamproto.tunnel.errors import ConfigError
+from streamops.doctor.runner import load_config, run_and_print
 
 from ..config import EdgeConfig, add_arguments
-from .checks import EdgeDoctor, run_bounded
+from .checks import EdgeDoctor
+
+STEPS = 12
+"""The whole run takes at most about this many ``--timeout``s."""
 
 __all__ = ["build_parser", "main"]
 
@@ -39,18 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     ns = build_parser().parse_args(argv)
-    logging.getLogger("edgestream.config").setLevel(logging.ERROR)  # doctor reports that itself
-    try:
-        config = EdgeConfig.from_args(ns)
-        yaml = load_yaml(Path(ns.config)) if ns.config else {}
-    except ConfigError as exc:
-        print(f"edgestream doctor: {exc}", file=sys.stderr)
+    loaded = load_config("edgestream", ns, EdgeConfig.from_args)
+    if loaded is None:
         return 2
-    if ns.timeout <= 0:
-        print("edgestream doctor: --timeout must be positive", file=sys.stderr)
-        return 2
+    config, yaml = loaded
     doctor = EdgeDoctor(config=config, yaml_path=Path(ns.config) if ns.config else None, yaml=yaml,
                         pki_root=Path(ns.pki_dir) if ns.pki_dir else KUBEEDGE_ROOT, timeout=ns.timeout)
-    checks = asyncio.run(run_bounded(doctor))
-    out.write(render_json("edgestream", checks) if ns.json else render_human("edgestream", checks))
-    return exit_code(checks)
+    return run_and_print("edgestream", doctor, STEPS, ns.json, out)
