@@ -7,13 +7,11 @@ import logging
 import sys
 
 from streamops.admin.jsonlog import add_log_format_argument, setup_logging
-from streamops.runner import run
+from streamops.runner import raise_nofile_limit, serve_main
 from streamops.cli import ENV_EPILOG, Parser
-from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from . import app
 from .config import CloudConfig, add_arguments
-from .listener import raise_nofile_limit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,23 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return iptables_main(args[1:])
     ns = build_parser().parse_args(args)
     setup_logging(ns.log_level, ns.log_format)
-    soft, hard = raise_nofile_limit(ns.max_open_files)
+    soft, hard = raise_nofile_limit(ns.max_open_files, "cloudstream")
     logging.getLogger("cloudstream").info("open-file limit %d (hard %d)", soft, hard)
-    # websockets' DEBUG lines show frame payloads, which can carry request headers: never.
-    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
-    try:
-        config = CloudConfig.from_args(ns)
-    except ConfigError as exc:
-        print(f"cloudstream: {exc}", file=sys.stderr)
-        return 2
-    try:
-        run(app.serve(config), ns.loop)
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, TunnelError) as exc:
-        logging.getLogger("cloudstream").error("fatal: %s", exc)
-        return 1
-    return 0
+    return serve_main("cloudstream", ns, CloudConfig.from_args, app.serve)
 
 
 

@@ -44,7 +44,7 @@ from .config import CloudConfig
 from .descriptors import POOL, RESERVE, DescriptorPool
 from .tls_alert import ALERT, Alert, AlertingContext, describe
 
-__all__ = ["Limits", "Listener", "Slot", "raise_nofile_limit"]
+__all__ = ["Limits", "Listener", "Slot"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +60,6 @@ _TRIM_AFTER = 64
 """TLS connections closed since the last trim before the heap is trimmed again."""
 _TRIM_DELAY = 1.0
 
-
-def raise_nofile_limit(wanted: int | None = None) -> tuple[int, int]:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit (systemd's default soft limit is
-    1,024), or set it to ``wanted``. Returns (soft, hard) as they are afterwards."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if wanted is None else wanted
-    if hard != resource.RLIM_INFINITY:
-        target = min(target, hard)
-    if target != soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
-            logger.warning("! cannot set the open-file limit to %d (hard limit %d): %s", target, hard, exc)
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

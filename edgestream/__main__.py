@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import resource
 import sys
 
 from streamops.admin.jsonlog import add_log_format_argument, setup_logging
-from streamops.runner import run
+from streamops.runner import raise_nofile_limit, serve_main
 from streamops.cli import ENV_EPILOG, Parser
-from streamproto.tunnel.errors import ConfigError, TunnelError
 
 from . import app
 from .config import EdgeConfig, add_arguments
@@ -39,33 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return doctor(args[1:])
     ns = build_parser().parse_args(args)
     setup_logging(ns.log_level, ns.log_format)
-    _raise_nofile_limit()
-    # websockets' DEBUG lines show frame payloads, which can carry request headers: never.
-    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
-    try:
-        config = EdgeConfig.from_args(ns)
-    except ConfigError as exc:
-        print(f"edgestream: {exc}", file=sys.stderr)
-        return 2
-    try:
-        run(app.serve(config), ns.loop)
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, TunnelError) as exc:
-        logging.getLogger("edgestream").error("fatal: %s", exc)
-        return 1
-    return 0
-
-
-def _raise_nofile_limit() -> None:
-    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is 1,024): every
-    stream holds a backend socket."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            logging.getLogger("edgestream").warning("! cannot raise the open-file limit %d to %d: %s", soft, hard, exc)
+    raise_nofile_limit(tool="edgestream")
+    return serve_main("edgestream", ns, EdgeConfig.from_args, app.serve)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from streamcerts import init_lab
 from streamcerts.errors import CertificateError
 from streamops.admin import AdminConfig, add_admin_arguments, add_log_format_argument, setup_logging
-from streamops.runner import run
+from streamops.runner import raise_nofile_limit, run
 from streamops.cli import ENV_EPILOG, Parser
 from streamproto.tunnel.errors import ConfigError, TunnelError
 
@@ -267,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("edgestream.session", "edgestream.tunnel_client", "edgestream.node_endpoints", "edgestream.backends"):
         logging.getLogger(name).setLevel(ns.node_log_level)
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    from .__main__ import _raise_nofile_limit
-
-    _raise_nofile_limit()
+    raise_nofile_limit(tool="edgestream")
     try:
         profile = FleetProfile.from_args(ns)
         admin = AdminConfig.from_args(ns)

@@ -19,15 +19,21 @@ process, where pauses matter more than memory, sets ``KES_GC_YOUNG``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
+import logging
 import os
-from collections.abc import Coroutine
-from typing import Any
+import resource
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-from streamproto.tunnel.errors import ConfigError
+from streamproto.tunnel.errors import ConfigError, TunnelError
 
-__all__ = ["GC_YOUNG", "run", "tune_gc"]
+__all__ = ["GC_YOUNG", "raise_nofile_limit", "run", "serve_main", "tune_gc"]
+
+C = TypeVar("C")
 
 GC_YOUNG = 700
 """Allocations between young collections (CPython's own default; see above). ``KES_GC_YOUNG`` overrides."""
@@ -56,3 +62,40 @@ def run(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
             uvloop.run(coro)
             return
     asyncio.run(coro)
+
+
+def raise_nofile_limit(wanted: int | None = None, tool: str = "kubeedge-stream") -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (systemd's default soft limit is
+    1,024: every stream holds sockets), or set it to ``wanted``. Returns (soft, hard) afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if wanted is None else wanted
+    if hard != resource.RLIM_INFINITY:
+        target = min(target, hard)
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger(tool).warning("! cannot set the open-file limit to %d (hard limit %d): %s",
+                                            target, hard, exc)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def serve_main(tool: str, ns: argparse.Namespace, parse: Callable[[argparse.Namespace], C],
+               serve: Callable[[C], Coroutine[Any, Any, None]]) -> int:
+    """What ``cloudstream`` and ``edgestream`` do once logging is set up: read the config (exit 2
+    naming the problem), serve until stopped (130 on Ctrl-C), 1 on a fatal error."""
+    # websockets' DEBUG lines show frame payloads, which can carry request headers: never.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
+    try:
+        config = parse(ns)
+    except ConfigError as exc:
+        print(f"{tool}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(serve(config), ns.loop)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, TunnelError) as exc:
+        logging.getLogger(tool).error("fatal: %s", exc)
+        return 1
+    return 0
