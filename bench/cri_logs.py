@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +26,8 @@ from streamcerts import client_context, init_lab
 from testkit.processes import start_cloud, start_edge
 from testkit.cri import RealStack
 
-ROOT = Path(__file__).resolve().parent.parent
-SETUP = ROOT / "tests/realstack/setup.sh"
+from .stacks import Containerd
+
 
 
 async def fetch_all(port: int, layout, path: str) -> tuple[int, float]:  # type: ignore[no-untyped-def]
@@ -126,18 +124,14 @@ async def measure(stack: RealStack, megabytes: int, runs: int = 3) -> dict[str, 
 
 
 async def run(megabytes: int, runs: int) -> int:
-    rs = Path(tempfile.mkdtemp(prefix="kes-bench-rs-"))
-    env = dict(os.environ, RS=str(rs), PYTHON=sys.executable)
-    up = subprocess.run(["bash", str(SETUP), "up"], env=env, capture_output=True, text=True)
-    if up.returncode != 0:
-        print(up.stdout, up.stderr)
-        return 1
-    stack = RealStack.from_rs(rs)
+    ctd = Containerd()
     try:
-        result = await measure(stack, megabytes, runs)
-    finally:
-        stack.close()
-        subprocess.run(["bash", str(SETUP), "down"], env=env, capture_output=True)
+        async with ctd.use():
+            assert ctd.stack is not None
+            result = await measure(ctd.stack, megabytes, runs)
+    except RuntimeError as exc:  # no root, or containerd would not start
+        print(exc)
+        return 1
     print(f"{runs} containers, each writing {megabytes} MB of 100-byte lines:")
     print(f"  containerd writing the container's output (first to last line, its own timestamps): "
           f"{spread(result['containerd_write_MBps'])}")

@@ -93,18 +93,16 @@ class EdgeStream:
         """Whether ``send_now`` of ``length`` bytes would send them (nothing taken)."""
         session = self.session
         return (self.answered and not self.removed_by_peer and length <= session.pacer.piece
-                and session.mux.credit(self.connect_id) >= length and session.can_send_now())
+                and session.can_send_data_now(self.connect_id, length))
 
     def send_now(self, data: bytes) -> bool:
         """``send`` from a callback, if it needs no waiting (credit, an idle tunnel, a small
         message): True when sent. Answered streams only (an upgrade's 101 went out)."""
-        session, cid = self.session, self.connect_id
         length = len(data)
-        if not self.answered or self.removed_by_peer or length > session.pacer.piece:
+        if not self.can_send_now(length):
             return False
-        header = session.data_header_now(cid, length)
-        if header is None:
-            return False
+        session = self.session
+        header = session.mux.data_header(self.connect_id, length)
         self.bytes_out += length
         try:
             return session.send_now(header + data)

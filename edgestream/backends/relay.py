@@ -144,7 +144,7 @@ class _Splice(asyncio.BufferedProtocol):
         return self.area
 
     def buffer_updated(self, nbytes: int) -> None:
-        if nbytes <= SEND_NOW and self.stream.can_send_now(nbytes) and self.stream.send_now(bytes(self.area[:nbytes])):
+        if nbytes <= SEND_NOW and self.stream.send_now(bytes(self.area[:nbytes])):
             return  # an echo, a prompt: gone with no task woken
         self.pending = nbytes
         assert self.transport is not None
@@ -173,9 +173,7 @@ class _Splice(asyncio.BufferedProtocol):
     async def pump_down(self) -> None:
         """backend -> cloud: what the read callback could not send, then the end."""
         stream = self.stream
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
+        while True:  # the pending bytes first, then the end (both may have come before one wake)
             if self.pending:
                 length, self.pending = self.pending, 0
                 await stream.send_frame(self.frame, length)  # returns once the bytes were copied out
@@ -185,6 +183,9 @@ class _Splice(asyncio.BufferedProtocol):
                 if self.error is not None:
                     raise ConnectionError(f"the backend's connection failed: {self.error}")
                 return
+            else:
+                await self.wake.wait()
+                self.wake.clear()
 
     def direct(self, data: memoryview) -> bool:
         """A keystroke from the tunnel's callback, while ``pump_up`` waits with nothing unread."""

@@ -167,7 +167,7 @@ async def _session(conn: SpdyConnection, protocol: str, opts: ExecOptions, run: 
 
         def echo_now(data: bytes) -> bool:
             """`cat` waiting with nothing unread: its echo goes out here, no task woken."""
-            if not io.cat_waiting or stdin.inbound.size or conn.session.send_window(stdout_id) < len(data):
+            if not io.cat_waiting or conn.session.send_window(stdout_id) < len(data):  # (nothing unread: receive_now)
                 return False
 
             def apply(session: Session) -> None:

@@ -190,12 +190,14 @@ class TunnelConnection:
         self._write(message)
         return True
 
+    def can_send_data_now(self, connect_id: int, length: int) -> bool:
+        """Credit for ``length`` bytes of ``connect_id``, and a tunnel ``send_now`` takes them."""
+        return self.mux.credit(connect_id) >= length and self.can_send_now()
+
     def data_header_now(self, connect_id: int, length: int) -> bytes | None:
         """The DATA header for ``length`` bytes of ``connect_id`` (their credit taken) when they
-        can go now: credit for them and a tunnel ``send_now`` takes; else None, nothing taken."""
-        if self.mux.credit(connect_id) < length or not self.can_send_now():
-            return None
-        return self.mux.data_header(connect_id, length)
+        can go now (``can_send_data_now``); else None, nothing taken."""
+        return self.mux.data_header(connect_id, length) if self.can_send_data_now(connect_id, length) else None
 
     def deliver_direct(self, direct: Callable[[memoryview], bool] | None, buffered: int, connect_id: int,
                        payload: memoryview) -> bool:

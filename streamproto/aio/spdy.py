@@ -145,9 +145,6 @@ class SpdyConnection:
         self.streams: dict[int, SpdyStream] = {}
         self._read, self._write = read, write
         self._write_now = write_now
-        self._unsent = b""
-        """Bytes a ``command_now`` made but could not write (never expected): the next command's first."""
-        self._flusher: asyncio.Task[None] | None = None
         self._buffer = buffer
         self._lock = asyncio.Lock()
         self._window = asyncio.Event()
@@ -161,8 +158,6 @@ class SpdyConnection:
         async with self._lock:
             apply(self.session)
             data = self.session.data_to_send()
-            if self._unsent:
-                data, self._unsent = self._unsent + data, b""
             if data:
                 await self._write(data)
 
@@ -170,16 +165,15 @@ class SpdyConnection:
         """``_command`` from a callback, when it needs no waiting: no other command's bytes in
         flight (frames leave in the order they were made) and the transport takes ``length``
         bytes (what ``apply`` makes, at most) now. False: nothing applied."""
-        if self._write_now is None or self._lock.locked() or self._unsent or self.session.closed:
+        if self._write_now is None or self._lock.locked() or self.session.closed:
             return False
         can, write = self._write_now
         if not can(length):
             return False
         apply(self.session)
         data = self.session.data_to_send()
-        if data and not write(data):  # checked above; should it still refuse, order is kept
-            self._unsent = data
-            self._flusher = asyncio.get_running_loop().create_task(self.flush())
+        if data:
+            write(data)  # taken, as checked; False only if the transport is closing (the session ends too)
         return True
 
     def receive_now(self, data: bytes | memoryview) -> bool:

@@ -205,8 +205,11 @@ class BdpEstimator:
         self.samples += 1
         self.rtt = rtt if self.samples == 1 else self.rtt + (rtt - self.rtt) * _ALPHA
         self._track_rtt_min(rtt, now)
+        # loopback, a LAN: the start's gate keeps the window near its floor, and a few late pongs
+        # (a loaded machine) are no bottleneck's queue: the path is never taken for full there
+        long_path = self.rtt_min > _SHORT_PATH
         streams = self._streams
-        if streams and self.rtt_min > _SHORT_PATH:
+        if streams and long_path:
             enough = sum(streams.values()) / (4 * len(streams))
             self.active = sum(1 for carried in streams.values() if carried >= enough)
         else:  # a short path: every stream counts (a smaller window, less in front of a keystroke)
@@ -225,9 +228,6 @@ class BdpEstimator:
         if len(recent) > _EVIDENCE:
             del recent[0]
         queue = min(recent) - self.rtt_min if len(recent) == _EVIDENCE else None
-        # loopback, a LAN: the start's gate keeps the window near its floor, and a few late pongs
-        # (a loaded machine) are no bottleneck's queue: the path is never taken for full there
-        long_path = self.rtt_min > _SHORT_PATH
         if long_path and not self.full and rtt - self.rtt_min > max(_STARTUP_QUEUE, self.rtt_min / 4):
             queue = rtt - self.rtt_min  # a start's overshoot: no event loop is this late
         if self._drain_until:
