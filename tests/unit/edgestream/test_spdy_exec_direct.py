@@ -17,7 +17,10 @@ from streamproto.tunnel import MessageType
 
 from .fakes import FakeStream
 
-HEADERS = (("Upgrade", "SPDY/3.1"), ("Connection", "Upgrade"), ("X-Stream-Protocol-Version", "v5.channel.k8s.io"))
+# what a kube-apiserver (StreamTranslator) sends the kubelet: apiserver-observed.md, "Translated"
+HEADERS = (("User-Agent", "Go-http-client/1.1"), ("Content-Length", "0"), ("Connection", "Upgrade"),
+           ("Upgrade", "SPDY/3.1"), *(("X-Stream-Protocol-Version", p) for p in (
+               "v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -29,12 +32,15 @@ async def test_every_keystroke_echoed_once_in_order_on_either_path(seed: int) ->
     opts = ExecOptions(stdin=True, stdout=True, stderr=False, tty=False)
     task = asyncio.create_task(serve_spdy_remotecommand(stream, lambda io: run_command(["cat"], io), "sh", opts))  # type: ignore[arg-type]
     await stream.wait_for(b"\r\n\r\n")
+    assert b"X-Stream-Protocol-Version: v5.channel.k8s.io" in stream.body
     client = Session(Role.CLIENT)
-    ids = {kind: client.open_stream([("streamtype", kind)]) for kind in ("error", "stdin", "stdout")}
-    stream.deliver(client.data_to_send())
-    async with asyncio.timeout(5):
-        while stream.body.split(b"\r\n\r\n", 1)[1].count(b"\x80\x03\x00\x02") < 3:  # 3 SYN_REPLYs
-            await asyncio.sleep(0.001)
+    ids = {}
+    for n, kind in enumerate(("error", "stdin", "stdout"), 1):  # client-go's order, each after the last's reply
+        ids[kind] = client.open_stream([("streamtype", kind)])
+        stream.deliver(client.data_to_send())
+        async with asyncio.timeout(5):
+            while stream.body.split(b"\r\n\r\n", 1)[1].count(b"\x80\x03\x00\x02") < n:  # SYN_REPLYs
+                await asyncio.sleep(0.001)
     await asyncio.sleep(0.01)  # the command starts
     typed = []
     for i in range(400):
@@ -56,13 +62,15 @@ async def test_every_keystroke_echoed_once_in_order_on_either_path(seed: int) ->
     async with asyncio.timeout(10):
         while b"Success" not in stream.body:
             await asyncio.sleep(0.005)
+        client.receive_data(stream.body.split(b"\r\n\r\n", 1)[1])  # the client reads it all, then leaves
+        events = client.events_received()
+        for sid in ids.values():  # as client-go ends: RST_STREAM (CANCEL) each stream, then GOAWAY
+            client.reset(sid)
         client.goaway()
         stream.deliver(client.data_to_send())
         stream.inbound.feed_eof()
         await task
 
-    client.receive_data(stream.body.split(b"\r\n\r\n", 1)[1])
-    events = client.events_received()
     echoed = b"".join(e.data for e in events if isinstance(e, DataReceived) and e.stream_id == ids["stdout"])
     status = b"".join(e.data for e in events if isinstance(e, DataReceived) and e.stream_id == ids["error"])
     assert echoed == b"".join(typed)
