@@ -78,6 +78,19 @@ class EmulatedContainer:
             text = text + " " + "x" * (self.line_size - len(text) - 2)
         return (text + "\n").encode()
 
+    def lines(self, i: int, end: int, max_bytes: int) -> tuple[bytes, int]:
+        """Lines ``i`` … up to ``end`` (exclusive) as ``line`` writes them, about ``max_bytes``
+        (at least one line), and the next line's number. Lines of one digit count differ only in
+        their number, so a run of them is one C-level join: a full-speed ``logs -f`` spends its
+        edge's CPU on the tunnel, not on formatting (a quarter of a core at 600 MB/s, line by line)."""
+        head = f"{self.namespace}/{self.pod}/{self.name} line "
+        digits = len(str(i))
+        width = len(head) + digits
+        tail = " " + "x" * (self.line_size - width - 2) + "\n" if self.line_size > width + 1 else "\n"
+        count = min(end - i, 10**digits - i, max(1, max_bytes // (width + len(tail))))
+        text = head + (tail + head).join(map(str, range(i, i + count))) + tail
+        return text.encode(), i + count
+
     def written(self, now: float) -> int:
         """How many lines exist at wall-clock ``now``."""
         if self.rate <= 0:
@@ -158,12 +171,13 @@ class EmulatorBackend(BaseBackend):
             if options.follow and ctr.rate > 0:
                 end = ctr.written(time.time())
             while i < end and size < _CHUNK:
-                line = ctr.line(i)
                 if options.timestamps:
-                    line = _rfc3339nano(ctr.time_of(i)) + line
+                    line = _rfc3339nano(ctr.time_of(i)) + ctr.line(i)
+                    i += 1
+                else:
+                    line, i = ctr.lines(i, end, _CHUNK - size)
                 parts.append(line)
                 size += len(line)
-                i += 1
             if parts:
                 data = b"".join(parts)
                 parts.clear()
