@@ -376,7 +376,8 @@ class TunnelConnection:
         if pong is not None and pong.done():
             self._pong = None
             if not pong.cancelled() and pong.exception() is None:
-                bdp.acknowledged(now, self.mux.waiting())
+                # (a stalled stream's full window says nothing of the others': only those of the sample)
+                bdp.acknowledged(now, self.mux.waiting(bdp.carrying))
             self.mux.window_target = bdp.stream_target
             self.mux.grant_step = bdp.grant_step
         if bdp.received(length, now, stream):

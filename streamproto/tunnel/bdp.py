@@ -21,7 +21,8 @@ ms). Once the last ``_EVIDENCE`` round trips all stay ``QUEUE`` above the lowest
 starting, one round trip shows an overshoot no event loop explains), the path is ``full``: the
 window drains for two round trips at half the fit (the start's queue empties, so the lowest
 round trip becomes the path's own), then sits at ``fit`` (rate x (lowest RTT + QUEUE)), and moves by
-the bytes the measured queue is off ``QUEUE / 2``; past the fit only by a 1.25x probe every
+the bytes the measured queue is off ``QUEUE / 2``, never below the path's own product (``lowest``:
+under it the queue a probe sees is jitter, not the window's); past the fit only by a 1.25x probe every
 ``_REPROBE`` seconds (a path that got faster). After each change, probes already in flight are
 not evidence. The estimate is the tunnel's: each stream that carried data in the last round
 trip gets an equal part (``stream_target``), never below the protocol's initial window; a stream
@@ -42,6 +43,7 @@ reproduces the bench's figures and checks the targets in a second.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["BdpEstimator", "Pacer"]
@@ -163,6 +165,16 @@ class BdpEstimator:
         return int(self.rate_max * (self.rtt_min + QUEUE)) + (self.grant_step or 0)
 
     @property
+    def lowest(self) -> int:
+        """The least window once the queue steers it: the path's bandwidth-delay product (rate x
+        lowest round trip), or the floor. A window below it builds no queue of its own, so the
+        queue the probes still show is the path's jitter (a link's pacing, a radio, a loaded
+        event loop), not a reason to shrink: with 3-4 ms of it on ``wan-50ms-100mbit`` the window
+        walked down to the floor, two streams at 0.8 of the link (and 0.55 in the model with 30 ms).
+        A path that got slower lowers ``rate_max`` within ``_WINDOWED`` to twice that."""
+        return max(self._floor, int(self.rate_max * self.rtt_min))
+
+    @property
     def grant_step(self) -> int | None:
         """Bytes a receiver should hand back at a time (None: until the rate is known)."""
         return max(_GRANT_MIN, int(self.rate_max * _GRANT_TIME)) if self.rate_max else None
@@ -173,6 +185,11 @@ class BdpEstimator:
         carried a good part of the last round trip's data (two streams each given the path
         queue one path; an interactive one beside a bulk one takes no half of it)."""
         return max(self._floor, self.estimate // (self.active or 1))
+
+    @property
+    def carrying(self) -> Iterable[int]:
+        """The streams that carried data in the sample under way (``received`` with a stream)."""
+        return self._streams.keys()
 
     def received(self, length: int, now: float, stream: int = -1) -> bool:
         """``length`` payload bytes arrived (on ``stream``, if known). True when a probe
@@ -195,8 +212,10 @@ class BdpEstimator:
 
     def acknowledged(self, now: float, waiting: int = 0) -> int | None:
         """The probe's pong arrived: returns the new estimate when it changed, else None.
-        ``waiting``: bytes received and not yet consumed; when that is a good part of the
-        estimate, the consumer, not the window, limits the stream: no growth."""
+        ``waiting``: bytes received and not yet consumed on the streams that carried the sample
+        (``carrying``); when that is a good part of the estimate, their consumers, not the window,
+        limit them: no growth. (A stream nobody reads holds its whole window and carries nothing:
+        counted, it kept two readers beside it at 0.8 of a long link, for good.)"""
         if not self.probing:
             return None
         self.probing = False
@@ -258,7 +277,7 @@ class BdpEstimator:
         sits at its floor (it cannot be the window's queue), the path got longer: start again."""
         if self.samples == 1 or rtt < self.rtt_min:
             self.rtt_min, self._high_since = rtt, -1.0
-        elif rtt - self.rtt_min > QUEUE and self.estimate <= self._floor:
+        elif rtt - self.rtt_min > QUEUE and self.estimate <= self.lowest:
             if self._high_since < 0:
                 self._high_since = now
             elif now - self._high_since > _WINDOWED:
@@ -274,7 +293,7 @@ class BdpEstimator:
             return None  # too few round trips since the last change to tell
         step = int(self.rate_max * (QUEUE / 2 - queue))
         if queue > QUEUE:
-            return self._change(max(self._floor, self.estimate + step), rtt, now)
+            return self._change(max(self.lowest, self.estimate + step), rtt, now)
         if self.sample < _BETA * self.estimate or waiting > self.estimate // 2 or step <= 0:
             return None  # not window-limited, or queued enough
         grown = self.estimate + step

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .connect import ConnectRequest
@@ -336,9 +336,12 @@ class Mux:
         grant, stream.unacked = stream.unacked, 0
         return encode(cid, MessageType.WINDOW, encode_uvarint(grant))
 
-    def waiting(self) -> int:
-        """Bytes received on all streams that their consumers have not taken yet."""
-        return sum(s.bytes_in - s.consumed for s in self.streams.values() if s.state is StreamState.OPEN)
+    def waiting(self, among: Iterable[int] | None = None) -> int:
+        """Bytes received that their consumers have not taken yet: on every open stream, or on
+        those of ``among``."""
+        streams = self.streams
+        chosen = streams.values() if among is None else (streams[c] for c in among if c in streams)
+        return sum(s.bytes_in - s.consumed for s in chosen if s.state is StreamState.OPEN)
 
     def _resize(self, stream: Stream, length: int) -> None:
         was_grown = stream.recv_window > FLOW_WINDOW

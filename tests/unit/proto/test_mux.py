@@ -160,6 +160,23 @@ def test_flow_credit_and_grants() -> None:
     assert edge.credit(cid) == before + 1000 + FLOW_WINDOW // 4
 
 
+def test_waiting_counts_unread_bytes_of_all_streams_or_of_those_named() -> None:
+    cloud, edge = pair(frozenset({Feature.FLOW}))
+    cids = []
+    for _ in range(3):
+        cid, message = cloud.open_stream(MessageType.LOGS_CONNECT, request())
+        edge.receive_message(message)
+        cids.append(cid)
+    edge.events_received()
+    for cid, size in zip(cids, (1000, 20_000, 300), strict=True):
+        cloud.receive_message(edge.data_header(cid, size) + bytes(size))
+    cloud.events_received()
+    cloud.consumed(cids[0], 400)
+    assert cloud.waiting() == 600 + 20_000 + 300
+    assert cloud.waiting([cids[0], cids[2]]) == 600 + 300  # e.g. a stalled stream left out
+    assert cloud.waiting([]) == 0 and cloud.waiting([12345]) == 0  # unknown ids count nothing
+
+
 def test_without_flow_credit_is_unlimited_and_window_messages_are_ignored() -> None:
     cloud, edge = pair()
     cid, message = cloud.open_stream(MessageType.LOGS_CONNECT, request())
