@@ -40,7 +40,7 @@ class FastFrames:
         self.masked = protocol.side is SERVER  # a client masks, a server does not (RFC 6455 5.1)
         self.max_size = protocol.max_message_size
         self.ws_data_received = ws.data_received
-        self._tail = b""
+        self._tail: bytes | memoryview = b""
         self.frames = 0
         """Frames taken by the fast path (for tests and measurements)."""
         self.active = self.resume_possible()
@@ -65,14 +65,27 @@ class FastFrames:
         if not self.active:
             self.ws_data_received(data)
             return
-        if self._tail:
-            data = self._tail + data
-            self._tail = b""
-        elif type(data) is not bytes:
+        if type(data) is not bytes:
             data = bytes(data)
+        tail = self._tail
+        start = 0
+        if tail:
+            self._tail = b""
+            end = _frame_end(tail)
+            if end is None or end - len(tail) > len(data):  # (its header split, or the frame still incomplete)
+                data = b"".join((tail, data))
+            else:  # only the frame that straddled the reads is copied, not the whole read behind it
+                start = end - len(tail)
+                self._scan(b"".join((tail, memoryview(data)[:start])), 0)
+                if not self.active:
+                    self.ws_data_received(data[start:])
+                    return
+        self._scan(data, start)
+
+    def _scan(self, data: bytes, pos: int) -> None:
+        """Deliver the frames of ``data`` from ``pos``; keep a partial one for the next read."""
         view = memoryview(data)
         n = len(data)
-        pos = 0
         masked, max_size, deliver = self.masked, self.max_size, self.deliver
         taken = 0
         while n - pos >= 2:  # bounded: every turn consumes one whole frame or leaves
@@ -114,7 +127,7 @@ class FastFrames:
             pos = end
         self.frames += taken
         if pos < n:
-            self._tail = data[pos:]
+            self._tail = view[pos:]  # (a view: the read stays alive until the frame completes, uncopied)
 
     def _give_up(self, data: bytes, pos: int, taken: int) -> None:
         self.frames += taken
@@ -126,6 +139,24 @@ class FastFrames:
     def maybe_resume(self) -> None:
         if not self.active and self.resume_possible():
             self.active = True
+
+
+def _frame_end(head: bytes | memoryview) -> int | None:
+    """The size of the WebSocket frame ``head`` starts with, once its header is all there."""
+    n = len(head)
+    if n < 2:
+        return None
+    length = head[1] & 0x7F
+    size = 2 + (4 if head[1] & 0x80 else 0)
+    if length == 126:
+        if n < 4:
+            return None
+        length, size = (head[2] << 8) | head[3], size + 2
+    elif length == 127:
+        if n < 10:
+            return None
+        length, size = int.from_bytes(head[2:10], "big"), size + 8
+    return size + length
 
 
 class TextFramer:
