@@ -29,6 +29,11 @@ class Variant:
     name: str
     setup: Callable[[], AbstractAsyncContextManager[Any]]
     measure: Callable[[Any], Awaitable[Metrics]]
+    echo: Callable[[Any], Awaitable[Any]] | None = None
+    """Opens an interactive session (``ping(byte)``, ``close()``) on what ``setup`` gave: the
+    idle round trips of every variant that has one are measured together (``paired_idle``)."""
+    echoes: int = 300
+    """Idle round trips per variant and round (``echo``)."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,45 @@ def summarize(samples: list[Metrics]) -> dict[str, dict[str, float]]:
     return out
 
 
+async def paired_idle(sessions: dict[str, Any], count: int) -> dict[str, Metrics]:
+    """Idle round trips (``idle_p50_ms``, ``idle_p99_ms``) of every session at once, one ping each
+    in turn, the order rotating: these machines change pace for 0.1-1 s at a time (a raw relay's
+    idle echo reads 0.11 or 0.17 ms by the round, on any code), and pings taken apart in time
+    compare the machine's moments, not the variants (one `bench all` read ours/raw 0.93x, the
+    next 1.57x, from the same trees)."""
+    names = list(sessions)
+    rtts: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(max(5, count // 15) + count):  # bounded; the first ones warm up
+        for n in names[i % len(names):] + names[:i % len(names)]:
+            began = time.perf_counter()
+            await sessions[n].ping(bytes([65 + i % 26]))
+            if i >= max(5, count // 15):
+                rtts[n].append((time.perf_counter() - began) * 1000)
+    out = {}
+    for n, values in rtts.items():
+        q = statistics.quantiles(values, n=100) if len(values) > 1 else values * 99
+        out[n] = {"idle_p50_ms": statistics.median(values), "idle_p99_ms": q[98]}
+    return out
+
+
+async def _paired_round(live: list[Variant], handles: dict[str, Any]) -> dict[str, Metrics]:
+    paired = [v for v in live if v.echo is not None]
+    if not paired:
+        return {}
+    sessions: dict[str, Any] = {}
+    try:
+        for v in paired:
+            assert v.echo is not None
+            sessions[v.name] = await v.echo(handles[v.name])
+        return await paired_idle(sessions, max(v.echoes for v in paired))
+    finally:
+        for session in sessions.values():
+            await session.close()
+
+
 async def run_variants(name: str, variants: list[Variant], ctx: Context) -> dict[str, Any]:
-    """Start every variant, then ``ctx.rounds`` rounds; round r measures them in an order rotated by r."""
+    """Start every variant, then ``ctx.rounds`` rounds; round r measures them in an order rotated
+    by r, after the idle round trips of those with an ``echo``, taken together (``paired_idle``)."""
     samples: dict[str, list[Metrics]] = {v.name: [] for v in variants}
     errors: dict[str, str] = {}
     async with AsyncExitStack() as stack:
@@ -124,11 +166,16 @@ async def run_variants(name: str, variants: list[Variant], ctx: Context) -> dict
         live = [v for v in variants if v.name in handles]
         for r in range(ctx.rounds):
             order = live[r % len(live):] + live[:r % len(live)] if live else []
+            try:
+                idle = await _paired_round(order, handles)
+            except Exception as exc:
+                idle = {}
+                errors.setdefault("idle", f"round {r + 1}: {type(exc).__name__}: {exc}"[:500])
             for v in order:
                 if ctx.progress:
                     ctx.progress.show(f"{name}: {v.name} (round {r + 1}/{ctx.rounds})")
                 try:
-                    samples[v.name].append(await v.measure(handles[v.name]))
+                    samples[v.name].append({**idle.get(v.name, {}), **await v.measure(handles[v.name])})
                 except Exception as exc:
                     errors.setdefault(v.name, f"round {r + 1}: {type(exc).__name__}: {exc}"[:500])
                 if ctx.progress:

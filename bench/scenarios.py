@@ -13,7 +13,7 @@ from typing import Any
 
 from . import stacks
 from .core import Check, Context, Metrics, Variant
-from .measure import containerd_echo, exec_echo, jain, throughput
+from .measure import containerd_echo, exec_echo, jain, open_echo, throughput
 
 RAW = "raw TLS relay"
 KE = "KubeEdge-style"
@@ -58,8 +58,9 @@ def metric(v: str, k: str) -> Callable[[dict[str, Metrics]], float]:
     return lambda m: m[v][k]
 
 
-def ours_variants(ctx: Context, setup: Callable[..., Any], measure: Callable[[Any], Any]) -> list[Variant]:
-    return [Variant(label, functools.partial(setup, root), measure) for label, root in ctx.trees]
+def ours_variants(ctx: Context, setup: Callable[..., Any], measure: Callable[[Any], Any],
+                  echo: Callable[[Any], Any] | None = None, echoes: int = 300) -> list[Variant]:
+    return [Variant(label, functools.partial(setup, root), measure, echo, echoes) for label, root in ctx.trees]
 
 
 # -- one logs -f -------------------------------------------------------------------------------
@@ -93,18 +94,27 @@ def build_go_edge(ctx: Context) -> list[Variant]:
 # -- exec echo ---------------------------------------------------------------------------------
 
 def build_exec(ctx: Context) -> list[Variant]:
+    """Idle round trips of all variants taken together, pings alternating (``core.paired_idle``);
+    beside a bulk stream, each variant in turn (its own bulk stream)."""
     count = 100 if ctx.quick else 300
 
     async def measure(stack: stacks.Stack) -> Metrics:
-        return await exec_echo(stack, ctx.layout, count=count)
+        return await exec_echo(stack, ctx.layout, count=count, idle=False)
 
     async def measure_bytes(stack: stacks.Stack) -> Metrics:
-        return await exec_echo(stack, ctx.layout, count=count, raw_bytes=True)
+        return await exec_echo(stack, ctx.layout, count=count, idle=False, raw_bytes=True)
 
-    variants = ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure)
+    def echo(stack: stacks.Stack) -> Any:
+        return open_echo(stack, ctx.layout)
+
+    def echo_bytes(stack: stacks.Stack) -> Any:
+        return open_echo(stack, ctx.layout, raw_bytes=True)
+
+    variants = ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure, echo, count)
     if ctx.baselines:  # the same WebSocket client through the raw relay; and bytes alone, no client framing
-        variants += [Variant(RAW, lambda: stacks.raw_relay(ctx.layout), measure),
-                     Variant(f"{RAW}, bytes only", lambda: stacks.raw_relay(ctx.layout), measure_bytes)]
+        variants += [Variant(RAW, lambda: stacks.raw_relay(ctx.layout), measure, echo, count),
+                     Variant(f"{RAW}, bytes only", lambda: stacks.raw_relay(ctx.layout), measure_bytes, echo_bytes,
+                             count)]
     return variants
 
 
@@ -113,9 +123,12 @@ def build_exec_spdy(ctx: Context) -> list[Variant]:
     count = 100 if ctx.quick else 300
 
     async def measure(stack: stacks.Stack) -> Metrics:
-        return await exec_echo(stack, ctx.layout, count=count, spdy=True)
+        return await exec_echo(stack, ctx.layout, count=count, idle=False, spdy=True)
 
-    return ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure)
+    def echo(stack: stacks.Stack) -> Any:
+        return open_echo(stack, ctx.layout, spdy=True)
+
+    return ours_variants(ctx, lambda root: stacks.ours(ctx.layout, root), measure, echo, count)
 
 
 def build_exec_cri(ctx: Context) -> list[Variant]:

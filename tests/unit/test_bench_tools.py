@@ -1,15 +1,19 @@
 """The bench suite's own arithmetic: the reader's body count (against h11's encoder), Jain's
-index, the summary of rounds, README's generated region, the progress bar."""
+index, the summary of rounds, README's generated region, the progress bar, idle round trips
+taken together."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
+import time
+from contextlib import asynccontextmanager
 
 import h11
 import pytest
 
-from bench.core import Progress, summarize
+from bench.core import Context, Progress, Variant, run_variants, summarize
 from bench.measure import jain
 from bench.reader import Body
 from bench.report import BEGIN, END, rewrite
@@ -83,3 +87,47 @@ def test_raw_relay_accepts_a_websocket_as_websockets_computes_it() -> None:
                        "Sec-WebSocket-Protocol: v4.channel.k8s.io, v5.channel.k8s.io".encode())
     assert f"Sec-WebSocket-Accept: {accept_key(key)}\r\n".encode() in answer
     assert b"Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n" in answer
+
+
+class _Session:
+    """A fake interactive session on a machine that changes pace: every ping takes the
+    machine's current pace times the variant's own cost."""
+
+    def __init__(self, name: str, cost: float, log: list[str], closed: list[str]) -> None:
+        self.name, self.cost, self.log, self.closed = name, cost, log, closed
+
+    async def ping(self, byte: bytes) -> None:
+        self.log.append(self.name)
+        slow = 1.0 if int(time.monotonic() * 20) % 2 else 3.0  # the machine's pace flips every 50 ms
+        await asyncio.sleep(0.0001 * self.cost * slow)
+
+    async def close(self) -> None:
+        self.closed.append(self.name)
+
+
+async def test_idle_round_trips_are_taken_together_pings_alternating() -> None:
+    log: list[str] = []
+    closed: list[str] = []
+
+    @asynccontextmanager
+    async def setup():  # type: ignore[no-untyped-def]
+        yield None
+
+    async def measure(handle: object) -> dict[str, float]:
+        return {"bulk_p50_ms": 1.0}
+
+    def variant(name: str, cost: float) -> Variant:
+        async def echo(handle: object) -> _Session:
+            return _Session(name, cost, log, closed)
+        return Variant(name, setup, measure, echo, echoes=40)
+
+    result = await run_variants("exec", [variant("a", 1.0), variant("b", 1.0), Variant("c", setup, measure)],
+                                Context(layout=None, rounds=2))  # type: ignore[arg-type]
+    samples = {name: v["samples"] for name, v in result["variants"].items()}
+    assert all("idle_p50_ms" in s and s["bulk_p50_ms"] == 1.0 for s in samples["a"] + samples["b"])
+    assert all("idle_p50_ms" not in s for s in samples["c"])  # no echo: not paired
+    assert sorted(closed) == ["a", "a", "b", "b"]
+    assert all(log[i] != log[i + 1] or i % 2 == 1 for i in range(len(log) - 1))  # a, b, then b, a: in turn
+    assert log.count("a") == log.count("b")
+    for sa, sb in zip(samples["a"], samples["b"], strict=True):  # the same moments: the same pace
+        assert 0.6 < sa["idle_p50_ms"] / sb["idle_p50_ms"] < 1.6
