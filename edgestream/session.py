@@ -60,7 +60,7 @@ class AgentSession(TunnelConnection):
         self.idle = asyncio.Event()
         self.idle.set()
         self.removes_repeated = 0
-        """REMOVE_CONNECTs for streams already closed (a Go cloud repeats them until it sees ours)."""
+        """REMOVE_CONNECTs for streams already closed (closes that crossed ours; a Go cloud repeats them until it sees ours)."""
         self.on_renewal_answer: Callable[[int, RenewalAnswer], None] | None = None
         """Set by the certificate renewal (``cert_renewal``) while it waits for an answer."""
 
@@ -74,8 +74,8 @@ class AgentSession(TunnelConnection):
             if self._tasks:
                 await asyncio.wait(list(self._tasks.values()), timeout=self.config.drain_timeout)
             if self.removes_repeated:
-                self.log.info("x ignored %d repeated REMOVE_CONNECTs for closed streams (a Go cloudcore "
-                              "re-sends them until our answer arrives)", self.removes_repeated)
+                self.log.info("x ignored %d REMOVE_CONNECTs for streams already closed (both sides ended a "
+                              "stream at once, or a Go cloudcore re-sent them until ours arrived)", self.removes_repeated)
 
     async def _send_quietly(self, message: bytes) -> None:
         if self.closed_reason is None:
