@@ -89,6 +89,16 @@ async def follow_logs(layout: Layout, port: int, seconds: float | None) -> int:
     return 0
 
 
+def try_it(layout: Layout, port: int, forever: bool) -> str:
+    """What a user can send the lab themselves: the API server's request, as curl."""
+    curl = (f"curl --cert {layout.apiserver_client_cert} --key {layout.apiserver_client_key} "
+            f"--cacert {layout.stream_ca} -H 'Host: {NODE}' 'https://127.0.0.1:{port}")
+    when = "while it runs" if forever else "with LAB_ARGS=--forever, which keeps the lab up"
+    return (f"\nTry it {when} (cloudstream's kubelet API is on port {port} here, 10003 in a deployment):\n"
+            f"  {curl}/containerLogs/default/demo/app?tailLines=3'\n"
+            f"  {curl}/stats/summary'      # also /metrics/resource, /healthz")
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default=str(ROOT / ".lab"), help="where the lab keeps its PKI")
@@ -116,6 +126,7 @@ async def main() -> int:
         except TimeoutError:
             print("the edge never connected (see edgestream's lines above)")
             return 1
+        print(try_it(layout, stream_port, args.forever), flush=True)
         return await follow_logs(layout, stream_port, None if args.forever else args.seconds)
     finally:
         for proc in (edge, cloud):
