@@ -213,6 +213,17 @@ class TunnelConnection:
         stream = self.mux.streams.get(connect_id)
         return connect_id if stream is not None and stream.kind in _BULK_KINDS else None
 
+    def _write_data(self, header: bytes, payload: bytes | memoryview) -> bool:
+        """``send``'s fast path for a DATA header and its payload, framed without joining them
+        first (a `logs -f` is mostly this: one copy of every byte fewer). False: nothing done."""
+        framer, ws = self._framer, self.ws
+        if (framer is None or self._queue or ws.paused or self.closed_reason is not None
+                or ws.protocol.state is not State.OPEN or ws.protocol.expect_continuation_frame):
+            return False
+        ws.transport.write(framer.frame(header, payload))
+        self.messages_out += 1
+        return True
+
     def _write(self, message: bytes | memoryview) -> None:
         ws = self.ws
         protocol = ws.protocol
@@ -270,7 +281,8 @@ class TunnelConnection:
             chunk = view[start : start + limit]
             await self.wait_credit(connect_id, len(chunk))
             header = self.mux.data_header(connect_id, len(chunk))
-            await self.send(header + chunk, self.is_bulk(connect_id))  # one copy: header and payload must be contiguous
+            if not self._write_data(header, chunk):  # (else one copy: header and payload must be contiguous)
+                await self.send(header + chunk, self.is_bulk(connect_id))
 
     async def wait_credit(self, connect_id: int, length: int) -> None:
         """Wait until the peer granted room for ``length`` bytes. Returns at once when the

@@ -41,6 +41,21 @@ def test_text_framer_writes_what_websockets_reads(masked: bool, sizes: list[int]
         assert bool(wire[1] & 0x80) == masked
 
 
+@settings(max_examples=80, deadline=None)
+@given(masked=st.booleans(), head=st.binary(max_size=9), sizes=st.lists(SIZES, min_size=1, max_size=3),
+       seed=st.integers(0, 255))
+def test_text_framer_frames_a_header_and_a_body_as_one_message(masked: bool, head: bytes, sizes: list[int],
+                                                                seed: int) -> None:
+    """``frame(header, body)`` (no join first) is the frame of ``header + body``, whatever the
+    header's length does to the mask's cycle."""
+    framer = TextFramer(masked)
+    for size in sizes:
+        body = bytes((seed + 3 * i) % 256 for i in range(size))
+        wire = framer.frame(head, memoryview(body))
+        frame, rest = _parse(wire, masked)
+        assert (frame.opcode, frame.fin, frame.data, rest) == (Opcode.TEXT, True, head + body, b"")
+
+
 def test_text_framer_takes_keys_from_a_pool_that_refills() -> None:
     framer = TextFramer(True)
     keys = [framer.frame(b"x")[2:6] for _ in range(3 * TextFramer.POOL // 4)]
