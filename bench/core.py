@@ -113,6 +113,12 @@ def summarize(samples: list[Metrics]) -> dict[str, dict[str, float]]:
     return out
 
 
+def percentiles(rtts: list[float]) -> tuple[float, float]:
+    """p50 and p99 of round trips."""
+    q = statistics.quantiles(rtts, n=100) if len(rtts) > 1 else [rtts[0]] * 99
+    return statistics.median(rtts), q[98]
+
+
 async def paired_idle(sessions: dict[str, Any], count: int) -> dict[str, Metrics]:
     """Idle round trips (``idle_p50_ms``, ``idle_p99_ms``) of every session at once, one ping each
     in turn, the order rotating: these machines change pace for 0.1-1 s at a time (a raw relay's
@@ -129,8 +135,8 @@ async def paired_idle(sessions: dict[str, Any], count: int) -> dict[str, Metrics
                 rtts[n].append((time.perf_counter() - began) * 1000)
     out = {}
     for n, values in rtts.items():
-        q = statistics.quantiles(values, n=100) if len(values) > 1 else values * 99
-        out[n] = {"idle_p50_ms": statistics.median(values), "idle_p99_ms": q[98]}
+        p50, p99 = percentiles(values)
+        out[n] = {"idle_p50_ms": p50, "idle_p99_ms": p99}
     return out
 
 

@@ -19,6 +19,7 @@ from streamproto.aio.spdy import SpdyStream, upgrade
 from testkit.k8s_ws import open_ws
 from testkit.processes import ROOT, apiserver_tls
 
+from .core import percentiles
 from .stacks import NODE, Containerd, Stack
 
 BULK_PATH = "/containerLogs/default/bulk/app?follow=true"
@@ -203,11 +204,6 @@ async def pings(echo: Echo, count: int) -> list[float]:
         await echo.ping(bytes([65 + i % 26]))
         rtts.append((time.perf_counter() - began) * 1000)
     return rtts
-
-
-def percentiles(rtts: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(rtts, n=100) if len(rtts) > 1 else [rtts[0]] * 99
-    return statistics.median(rtts), q[98]
 
 
 async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,

@@ -213,23 +213,30 @@ class TunnelConnection:
         stream = self.mux.streams.get(connect_id)
         return connect_id if stream is not None and stream.kind in _BULK_KINDS else None
 
+    def _plain_framer(self) -> TextFramer | None:
+        """Our framer, when a message may be framed by it now (what send_text + send_data do,
+        for less): an open connection, no fragmented message under way."""
+        framer, protocol = self._framer, self.ws.protocol
+        if framer is not None and protocol.state is State.OPEN and not protocol.expect_continuation_frame:
+            return framer
+        return None
+
     def _write_data(self, header: bytes, payload: bytes | memoryview) -> bool:
         """``send``'s fast path for a DATA header and its payload, framed without joining them
         first (a `logs -f` is mostly this: one copy of every byte fewer). False: nothing done."""
-        framer, ws = self._framer, self.ws
-        if (framer is None or self._queue or ws.paused or self.closed_reason is not None
-                or ws.protocol.state is not State.OPEN or ws.protocol.expect_continuation_frame):
+        framer = self._plain_framer() if self.can_send_now() else None
+        if framer is None:
             return False
-        ws.transport.write(framer.frame(header, payload))
+        self.ws.transport.write(framer.frame(header, payload))
         self.messages_out += 1
         return True
 
     def _write(self, message: bytes | memoryview) -> None:
         ws = self.ws
         protocol = ws.protocol
-        framer = self._framer
-        if framer is not None and protocol.state is State.OPEN and not protocol.expect_continuation_frame:
-            ws.transport.write(framer.frame(message))  # what send_text + send_data do, for less
+        framer = self._plain_framer()
+        if framer is not None:
+            ws.transport.write(framer.frame(message))
             self.messages_out += 1
             return
         try:
