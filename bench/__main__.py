@@ -6,7 +6,8 @@
     python -m bench report                          # README's performance section from latest.json
     python -m bench list
 
-Scenarios: logs, go-edge, exec, exec-spdy, exec-cri, fairness, wan, satellite (see bench/README.md). The older
+Scenarios: logs, go-edge, exec, exec-spdy, exec-cri, fairness, wan, satellite (see bench/README.md); exec-placement
+(not in ``all``). The older
 single-purpose scripts still run alone: ``python -m bench.chain``, ``bench.exec_echo``, ...
 """
 

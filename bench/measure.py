@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -63,12 +64,20 @@ def jain(values: list[float]) -> float:
     return total * total / (len(values) * squares) if squares else 0.0
 
 
+class Rates(list[float]):
+    """The MB/s a bulk reader reports once a second, and its process id."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+
+
 @asynccontextmanager
-async def bulk_beside(stack: Stack, layout: Layout, warmup: float = 0.5) -> AsyncIterator[list[float]]:
+async def bulk_beside(stack: Stack, layout: Layout, warmup: float = 0.5) -> AsyncIterator[Rates]:
     """A full-speed bulk ``logs -f`` of the same node read by another process, ``warmup`` seconds
     after it started; yields the MB/s it reported once a second (filled in while the body runs)."""
     proc = await _reader(stack.port, layout.root, "--warmup", str(warmup), "--seconds", "0")
-    rates: list[float] = []
+    rates = Rates(proc.pid)
     assert proc.stdout is not None
 
     async def collect() -> None:
@@ -204,6 +213,54 @@ async def pings(echo: Echo, count: int) -> list[float]:
         await echo.ping(bytes([65 + i % 26]))
         rtts.append((time.perf_counter() - began) * 1000)
     return rtts
+
+
+PLACEMENTS: dict[str, tuple[int, int, int, int] | None] = {
+    # the CPU of (cloudstream, edgestream, the bulk reader, the keystroke client), on 2 cores
+    "scheduler's choice": None,
+    "cloud apart from the reader": (0, 1, 1, 0),
+    "cloud beside the reader": (0, 1, 0, 1),
+    "cloud beside the edge": (0, 0, 1, 1),
+}
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` on ``cpus`` (a thread that just ended is skipped)."""
+    try:
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass
+
+
+async def echo_placed(stack: Stack, layout: Layout, cpus: tuple[int, int, int, int] | None, *,
+                      count: int = 300) -> dict[str, float]:
+    """Round trips beside a full-speed bulk stream with the four busy processes pinned to
+    ``cpus`` (``PLACEMENTS``; None: where the scheduler puts them). On a 2-core machine the
+    keystroke waits for the cloud to get a CPU: which process shares its core decides how long."""
+    everywhere = os.sched_getaffinity(0)
+    if cpus is not None and not set(cpus) <= everywhere:
+        raise RuntimeError(f"placement needs CPUs {sorted(set(cpus))}; this process may use {sorted(everywhere)}")
+    echo = await open_echo(stack, layout)
+    cloud_edge = [p.proc.pid for p in stack.processes][:2]
+    try:
+        await pings(echo, max(5, count // 15))
+        async with bulk_beside(stack, layout) as rates:
+            if cpus is not None:
+                for pid, cpu in zip([*cloud_edge, rates.pid, os.getpid()], cpus, strict=True):
+                    _pin(pid, {cpu})
+                await asyncio.sleep(0.2)  # (the reader's next report comes from where it now runs)
+            loaded = await pings(echo, count)
+    finally:
+        for pid in [*cloud_edge, os.getpid()]:
+            _pin(pid, everywhere)
+        await echo.close()
+    p50, p99 = percentiles(loaded)
+    return {"bulk_p50_ms": p50, "bulk_p99_ms": p99, "bulk_MBps": statistics.median(rates)}
 
 
 async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,

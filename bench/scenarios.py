@@ -13,7 +13,7 @@ from typing import Any
 
 from . import stacks
 from .core import Check, Context, Metrics, Variant
-from .measure import containerd_echo, exec_echo, jain, open_echo, throughput
+from .measure import PLACEMENTS, containerd_echo, echo_placed, exec_echo, jain, open_echo, throughput
 
 RAW = "raw TLS relay"
 KE = "KubeEdge-style"
@@ -115,6 +115,20 @@ def build_exec(ctx: Context) -> list[Variant]:
         variants += [Variant(RAW, lambda: stacks.raw_relay(ctx.layout), measure, echo, count),
                      Variant(f"{RAW}, bytes only", lambda: stacks.raw_relay(ctx.layout), measure_bytes, echo_bytes,
                              count)]
+    return variants
+
+
+def build_exec_placement(ctx: Context) -> list[Variant]:
+    """Keystrokes beside a bulk stream with cloudstream, edgestream, the bulk reader and the
+    client pinned two by two to CPUs 0 and 1, each way they can pair, and unpinned (ours only)."""
+    count = 100 if ctx.quick else 300
+    variants = []
+    for label, root in ctx.trees:
+        for where, cpus in PLACEMENTS.items():
+            async def measure(stack: stacks.Stack, cpus: tuple[int, int, int, int] | None = cpus) -> Metrics:
+                return await echo_placed(stack, ctx.layout, cpus, count=count)
+
+            variants.append(Variant(f"{label}, {where}", functools.partial(stacks.ours, ctx.layout, root), measure))
     return variants
 
 
@@ -231,6 +245,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         Check(f"idle p50 / {RAW} idle p50", ratio(("ours", "idle_p50_ms"), (RAW, "idle_p50_ms")), "<=", 1.2),
         Check("p50 beside bulk", metric("ours", "bulk_p50_ms"), "<=", 0.5, "ms"),
     ), ("idle_p50_ms", "idle_p99_ms", "bulk_p50_ms", "bulk_p99_ms", "bulk_MBps")),
+    Scenario("exec-placement", "exec echo beside bulk, the four busy processes pinned to 2 CPUs each way",
+             build_exec_placement, (), ("bulk_p50_ms", "bulk_p99_ms", "bulk_MBps")),
     Scenario("exec-spdy", "exec echo over SPDY/3.1, as a kube-apiserver sends it to a kubelet", build_exec_spdy, (),
              ("idle_p50_ms", "idle_p99_ms", "bulk_p50_ms", "bulk_p99_ms", "bulk_MBps")),
     Scenario("exec-cri", "exec echo over SPDY into a real container (containerd, CRI backend)", build_exec_cri, (),

@@ -131,3 +131,35 @@ async def test_idle_round_trips_are_taken_together_pings_alternating() -> None:
     assert log.count("a") == log.count("b")
     for sa, sb in zip(samples["a"], samples["b"], strict=True):  # the same moments: the same pace
         assert 0.6 < sa["idle_p50_ms"] / sb["idle_p50_ms"] < 1.6
+
+
+def test_pin_moves_every_thread_of_a_process_and_back() -> None:
+    """``exec-placement`` pins real processes (all their threads) and puts them back."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.measure import PLACEMENTS, _pin
+
+    everywhere = os.sched_getaffinity(0)
+    one = {min(everywhere)}
+    child = subprocess.Popen([sys.executable, "-c", "import threading, time\n"
+                              "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+                              "print(flush=True); time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"\n"  # (both threads started)
+        threads = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
+        assert len(threads) == 2
+        _pin(child.pid, one)
+        assert all(os.sched_getaffinity(t) == one for t in threads)
+        _pin(child.pid, everywhere)
+        assert all(os.sched_getaffinity(t) == everywhere for t in threads)
+    finally:
+        child.kill()
+        child.wait()
+    _pin(child.pid, one)  # a process that ended is skipped, not an error
+    pinned = [p for p in PLACEMENTS.values() if p is not None]
+    # every pinned placement puts two of the four busy processes on each CPU, and the cloud
+    # (first) beside a different one each time
+    assert all(sorted(p) == [0, 0, 1, 1] for p in pinned)
+    assert len({p.index(p[0], 1) for p in pinned}) == 3
