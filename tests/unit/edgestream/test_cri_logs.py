@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from edgestream.backends.cri_logs import (
+from edgestream.backends.cri_log_lines import (
     CriLine,
     find_tail_start,
     format_timestamp,
     parse_cri_line,
     parse_timestamp_ns,
-    stream_log_file,
 )
+from edgestream.backends.cri_logs import stream_log_file
 from edgestream.logs_options import LogOptions
 from streamproto.tunnel import NotFound
 from tests.unit.edgestream.fakes import FakeStream
