@@ -92,15 +92,19 @@ def format_timestamp(ts: bytes | bytearray | memoryview) -> bytes:
         return raw  # already fixed-width UTC: the common case
     if len(raw) < 19:
         return raw
-    j = 19
-    if raw[19:20] == b".":
-        j = 20
-        while j < len(raw) and 48 <= raw[j] <= 57:
-            j += 1
-        frac = raw[20:j]
-    else:
-        frac = b""
+    frac, j = _fraction(raw)
     return raw[:19] + b"." + (frac + b"000000000")[:9] + raw[j:]
+
+
+def _fraction(raw: bytes) -> tuple[bytes, int]:
+    """The fraction digits of an RFC 3339 timestamp (after its 19 characters of date and time),
+    and where its offset starts."""
+    if raw[19:20] != b".":
+        return b"", 19
+    j = 20
+    while j < len(raw) and 48 <= raw[j] <= 57:
+        j += 1
+    return raw[20:j], j
 
 
 _SECONDS_CACHE: dict[bytes, int] = {}
@@ -111,14 +115,8 @@ def parse_timestamp_ns(ts: bytes | bytearray | memoryview) -> int | None:
     raw = bytes(ts)
     if len(raw) < 20:
         return None
-    j = 19
-    frac = 0
-    if raw[19:20] == b".":
-        j = 20
-        while j < len(raw) and 48 <= raw[j] <= 57:
-            j += 1
-        digits = raw[20:j]
-        frac = int((digits + b"000000000")[:9]) if digits else 0
+    digits, j = _fraction(raw)
+    frac = int((digits + b"000000000")[:9]) if digits else 0
     key = raw[:19] + raw[j:]
     seconds = _SECONDS_CACHE.get(key)
     if seconds is None:
