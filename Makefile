@@ -27,7 +27,7 @@ lab: $(VENV)/.installed
 test: $(VENV)/.installed lint typecheck
 	KES_INSTALL=1 $(PY) -m pytest $(TEST_ARGS)
 
-# every scenario with its baselines, interleaved (about 11 min); BENCH_ARGS=--quick for a 1-min subset
+# every scenario with its baselines, interleaved (about 13 min); BENCH_ARGS=--quick for a 1-min subset
 bench: $(VENV)/.installed
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]' $(QUIET)
 	$(PY) -m bench all $(BENCH_ARGS)

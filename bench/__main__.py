@@ -6,8 +6,8 @@
     python -m bench report                          # README's performance section from latest.json
     python -m bench list
 
-Scenarios: logs, go-edge, exec, exec-spdy, exec-cri, fairness, wan, satellite (see bench/README.md); exec-placement
-(not in ``all``). The older
+Scenarios: logs, go-edge, exec, exec-placement, exec-spdy, exec-cri, fairness, wan, satellite (see bench/README.md).
+The older
 single-purpose scripts still run alone: ``python -m bench.chain``, ``bench.exec_echo``, ...
 """
 
@@ -30,7 +30,7 @@ from .compare import Worktree, ratios
 from .core import Context, Progress, machine, medians, run_variants
 from .scenarios import PROFILE_OF, SCENARIOS, link_profile
 
-ORDER = ["logs", "go-edge", "exec", "exec-spdy", "exec-cri", "fairness", "wan", "satellite"]
+ORDER = ["logs", "go-edge", "exec", "exec-placement", "exec-spdy", "exec-cri", "fairness", "wan", "satellite"]
 QUICK = ["logs", "go-edge", "exec"]
 
 
