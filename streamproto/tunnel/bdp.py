@@ -92,6 +92,12 @@ fitted to that kept the 20 ms of queue in front of every keystroke (BBR's DRAIN)
 _WINDOWED = 10.0
 """Seconds over which rate_max is kept (two buckets), as BBR's filter: a path that got slower
 is followed. A longer path: ``_track_rtt_min``."""
+_PATH_QUIET = 60.0
+"""Seconds (and at least ``_PATH_QUIET_RTTS`` round trips) without a new path check after one
+found the path unchanged: a window held at its least by a rate read high keeps its few ms of
+queue, and each check costs three round trips at half the fit (on a 600 ms link, 7 % of every
+10 s if repeated at ``_WINDOWED``). A route that got longer meanwhile costs some throughput, no queue."""
+_PATH_QUIET_RTTS = 100
 _GRANT_TIME = 0.001
 """A grant hands back at most this much time's worth of the delivery rate (and at least
 ``_GRANT_MIN``): on a long link a quarter-window grant is one burst that queues at the
@@ -138,6 +144,12 @@ class BdpEstimator:
     _reprobe_at: float = 0.0
     _high_since: float = -1.0
     _drain_until: float = 0.0
+    _path_check: bool = False
+    """Draining to tell a longer path from a queue of the window's own (``_track_rtt_min``)."""
+    _path_from: float = 0.0
+    _path_low: float = 0.0
+    _path_quiet_until: float = 0.0
+    """After a drain that found the path as it was, no new check before this (``_PATH_QUIET``)."""
     _recent: list[float] = field(default_factory=list)
     _streams: dict[int, int] = field(default_factory=dict)
     """Bytes each stream carried in the sample under way."""
@@ -223,7 +235,7 @@ class BdpEstimator:
         self._next_at = now + self.min_interval
         self.samples += 1
         self.rtt = rtt if self.samples == 1 else self.rtt + (rtt - self.rtt) * _ALPHA
-        self._track_rtt_min(rtt, now)
+        check_path = self._track_rtt_min(rtt, now)
         # loopback, a LAN: the start's gate keeps the window near its floor, and a few late pongs
         # (a loaded machine) are no bottleneck's queue: the path is never taken for full there
         long_path = self.rtt_min > _SHORT_PATH
@@ -240,6 +252,10 @@ class BdpEstimator:
         bw = self.sample / max(self.rtt, 1e-6)
         if bw > self.bw_max:
             self.bw_max = bw
+        if check_path:  # half the fit for three round trips: a queue of the window's own drains
+            self._path_check, self._path_from, self._path_low = True, now + rtt, float("inf")
+            self._drain_until = now + 3 * rtt
+            return self._change(max(self._floor, int(self.fit * _DRAIN)), rtt, now)
         if self._sent_at < self._hold_until:
             return None  # the probe left before the last change could show in the queue
         recent = self._recent
@@ -253,6 +269,12 @@ class BdpEstimator:
             if now < self._drain_until:
                 return None
             self._drain_until = 0.0  # drained: the fit with the path's own round trip
+            if self._path_check:
+                self._path_check = False
+                if self._path_low - self.rtt_min > QUEUE:  # drained, still late: the path is longer
+                    self.rtt_min = self._path_low
+                else:
+                    self._path_quiet_until = now + max(_PATH_QUIET, _PATH_QUIET_RTTS * self.rtt_min)
             return self._change(max(self._floor, self.fit), rtt, now)
         if self.full:
             return self._follow(rtt, queue, now, waiting)
@@ -270,20 +292,30 @@ class BdpEstimator:
             return None  # the window already covers the path: more would only queue
         return self._set(min(int(_GAMMA * self.sample), self.limit))
 
-    def _track_rtt_min(self, rtt: float, now: float) -> None:
+    def _track_rtt_min(self, rtt: float, now: float) -> bool:
         """The lowest round trip: the path's own delay. Not a sliding window: a window that holds
-        about ``QUEUE / 2`` of queue would see the minimum creep up by that much per window. If
-        every round trip for ``_WINDOWED`` seconds stays ``QUEUE`` above it while the window
-        sits at its floor (it cannot be the window's queue), the path got longer: start again."""
+        about ``QUEUE / 2`` of queue would see the minimum creep up by that much per window.
+        True when the path may have got longer: every round trip for ``_WINDOWED`` seconds stayed
+        ``QUEUE`` above the lowest while the window sat at its least. That is no proof, for the
+        least is built from ``rate_max``, a maximum: read 8 % high on a paced link it holds 4 ms of
+        queue of its own, and taking that for the path moved the lowest up by it every 10 s (a
+        model: 51.5 -> 120 ms in two minutes; the bench: a keystroke at RTT + 32 ms). So the
+        window drains first, and the path is what the round trips say once the queue is gone
+        (BBR's PROBE_RTT)."""
         if self.samples == 1 or rtt < self.rtt_min:
             self.rtt_min, self._high_since = rtt, -1.0
+        elif self._path_check:
+            if self._sent_at >= self._path_from:  # (left once the smaller window showed)
+                self._path_low = min(self._path_low, rtt)
         elif rtt - self.rtt_min > QUEUE and self.estimate <= self.lowest:
             if self._high_since < 0:
                 self._high_since = now
-            elif now - self._high_since > _WINDOWED:
-                self.rtt_min, self._high_since = rtt, -1.0
+            elif now - self._high_since > _WINDOWED and now >= self._path_quiet_until:
+                self._high_since = -1.0
+                return True
         else:
             self._high_since = -1.0
+        return False
 
     def _follow(self, rtt: float, queue: float | None, now: float, waiting: int) -> int | None:
         """The path was seen full: steer the window so that about ``QUEUE / 2`` seconds wait at

@@ -141,6 +141,43 @@ def test_a_longer_path_is_accepted_after_a_while_at_the_floor() -> None:
     assert est.rtt_min == pytest.approx(0.2)
 
 
+def _fluid_link(est: BdpEstimator, seconds: float, path: float, rate: float, rate_read: float = 1.0,
+                longer_at: float = -1.0, longer_by: float = 0.0) -> float:
+    """A bottleneck as fluid: the window's excess over rate x path waits there. Every third
+    round trip's bytes read ``rate_read`` times what the link carried (a paced link's bursts:
+    ``rate_max`` is a maximum). Returns the queue (s) at the end."""
+    now, queue = 0.0, 0.0
+    for i in range(100_000):  # bounded: the clock passes ``seconds`` long before
+        if now > seconds:
+            break
+        delay = path + (longer_by if 0 <= longer_at <= now else 0.0)
+        queue = max(0.0, est.estimate - rate * delay) / rate
+        rtt = delay + queue
+        assert est.received(16384, now, 1)
+        carried = min(est.estimate, rate * rtt) * (rate_read if i % 3 == 0 else 1.0)
+        est.received(int(carried) - 16384, now + 0.99 * rtt, 1)
+        now += rtt
+        est.acknowledged(now)
+    return queue
+
+
+def test_a_window_held_up_by_a_rate_read_high_does_not_take_its_own_queue_for_a_longer_path() -> None:
+    """A rate read 8 % high holds the least window 4 ms over the path. Taken for a longer path,
+    that queue moved the lowest round trip up every 10 s (51.5 -> 120 ms in two minutes, 78 ms
+    of queue); now the window drains first and the path reads as it is."""
+    est = BdpEstimator(estimate=256 * 1024, limit=16 << 20, min_interval=0.0)
+    queue = _fluid_link(est, 120.0, 0.0515, 12.5e6, rate_read=1.08)
+    assert est.rtt_min == pytest.approx(0.0515)
+    assert queue < 0.08 * 0.0515 + 0.001  # what the rate's error holds at the least window, no more
+
+
+def test_a_longer_path_is_still_found_after_a_check_that_found_none() -> None:
+    est = BdpEstimator(estimate=256 * 1024, limit=16 << 20, min_interval=0.0)
+    queue = _fluid_link(est, 150.0, 0.0515, 12.5e6, rate_read=1.08, longer_at=40.0, longer_by=0.03)
+    assert est.rtt_min == pytest.approx(0.0815)
+    assert queue < 0.08 * 0.0815 + 0.001
+
+
 def test_the_pacer_sizes_messages_to_a_millisecond_of_the_grant_rate() -> None:
     def piece(rate: float) -> int:
         pacer = Pacer(64 * 1024)
