@@ -299,15 +299,14 @@ class BdpEstimator:
         ``QUEUE`` above the lowest while the window sat at its least. That is no proof, for the
         least is built from ``rate_max``, a maximum: read 8 % high on a paced link it holds 4 ms of
         queue of its own, and taking that for the path moved the lowest up by it every 10 s (a
-        model: 51.5 -> 120 ms in two minutes; the bench: a keystroke at RTT + 32 ms). So the
+        model: 51.5 -> 120 ms in two minutes; one bench run read RTT + 32 ms, as this builds). So the
         window drains first, and the path is what the round trips say once the queue is gone
         (BBR's PROBE_RTT)."""
+        if self._path_check and self._sent_at >= self._path_from:  # (left once the smaller window showed)
+            self._path_low = min(self._path_low, rtt)
         if self.samples == 1 or rtt < self.rtt_min:
             self.rtt_min, self._high_since = rtt, -1.0
-        elif self._path_check:
-            if self._sent_at >= self._path_from:  # (left once the smaller window showed)
-                self._path_low = min(self._path_low, rtt)
-        elif rtt - self.rtt_min > QUEUE and self.estimate <= self.lowest:
+        elif not self._path_check and rtt - self.rtt_min > QUEUE and self.estimate <= self.lowest:
             if self._high_since < 0:
                 self._high_since = now
             elif now - self._high_since > _WINDOWED and now >= self._path_quiet_until:

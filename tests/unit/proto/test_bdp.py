@@ -142,13 +142,14 @@ def test_a_longer_path_is_accepted_after_a_while_at_the_floor() -> None:
 
 
 def _fluid_link(est: BdpEstimator, seconds: float, path: float, rate: float, rate_read: float = 1.0,
-                longer_at: float = -1.0, longer_by: float = 0.0) -> float:
+                longer_at: float = -1.0, longer_by: float = 0.0, start: float = 0.0) -> tuple[float, float]:
     """A bottleneck as fluid: the window's excess over rate x path waits there. Every third
     round trip's bytes read ``rate_read`` times what the link carried (a paced link's bursts:
-    ``rate_max`` is a maximum). Returns the queue (s) at the end."""
-    now, queue = 0.0, 0.0
+    ``rate_max`` is a maximum). From ``start`` for ``seconds``; returns the queue (s) at the end,
+    and the time."""
+    now, queue = start, 0.0
     for i in range(100_000):  # bounded: the clock passes ``seconds`` long before
-        if now > seconds:
+        if now > start + seconds:
             break
         delay = path + (longer_by if 0 <= longer_at <= now else 0.0)
         queue = max(0.0, est.estimate - rate * delay) / rate
@@ -158,7 +159,7 @@ def _fluid_link(est: BdpEstimator, seconds: float, path: float, rate: float, rat
         est.received(int(carried) - 16384, now + 0.99 * rtt, 1)
         now += rtt
         est.acknowledged(now)
-    return queue
+    return queue, now
 
 
 def test_a_window_held_up_by_a_rate_read_high_does_not_take_its_own_queue_for_a_longer_path() -> None:
@@ -166,14 +167,14 @@ def test_a_window_held_up_by_a_rate_read_high_does_not_take_its_own_queue_for_a_
     that queue moved the lowest round trip up every 10 s (51.5 -> 120 ms in two minutes, 78 ms
     of queue); now the window drains first and the path reads as it is."""
     est = BdpEstimator(estimate=256 * 1024, limit=16 << 20, min_interval=0.0)
-    queue = _fluid_link(est, 120.0, 0.0515, 12.5e6, rate_read=1.08)
+    queue, _ = _fluid_link(est, 120.0, 0.0515, 12.5e6, rate_read=1.08)
     assert est.rtt_min == pytest.approx(0.0515)
     assert queue < 0.08 * 0.0515 + 0.001  # what the rate's error holds at the least window, no more
 
 
 def test_a_longer_path_is_still_found_after_a_check_that_found_none() -> None:
     est = BdpEstimator(estimate=256 * 1024, limit=16 << 20, min_interval=0.0)
-    queue = _fluid_link(est, 150.0, 0.0515, 12.5e6, rate_read=1.08, longer_at=40.0, longer_by=0.03)
+    queue, _ = _fluid_link(est, 150.0, 0.0515, 12.5e6, rate_read=1.08, longer_at=40.0, longer_by=0.03)
     assert est.rtt_min == pytest.approx(0.0815)
     assert queue < 0.08 * 0.0815 + 0.001
 
@@ -221,3 +222,22 @@ def test_on_a_short_path_late_pongs_are_no_queue_and_every_stream_shares() -> No
     est.received(3, now + 0.0001, stream=2)
     est.acknowledged(now + 0.0002)
     assert est.active == 2 and est.stream_target == 512 * 1024
+
+
+def test_a_path_check_whose_one_late_round_trip_is_a_new_lowest_keeps_it() -> None:
+    """The tunnel went quiet during the drain; the one round trip after it reads under the
+    lowest (the route got shorter): the lowest follows it, and no unmeasured path is taken."""
+    est = BdpEstimator(estimate=256 * 1024, limit=16 << 20, min_interval=0.0)
+    _, now = _fluid_link(est, 30.0, 0.0515, 12.5e6, rate_read=1.08)  # past one check, quiet now
+    est._path_quiet_until = 0.0
+    for _ in range(1000):  # bounded: held at the least again, a check starts within 10 s
+        if est._path_check:
+            break
+        _, now = _fluid_link(est, 0.0, 0.0515, 12.5e6, rate_read=1.08, start=now)
+    assert est._path_check
+    now = est._drain_until - 0.001  # nothing sent since: the next data comes just before its end
+    assert est.received(16384, now, 1)
+    est.acknowledged(now + 0.0415)
+    assert not est._path_check
+    assert est.rtt_min == pytest.approx(0.0415)
+    assert est.estimate < 2 * 12.5e6 * 0.0515
