@@ -237,49 +237,37 @@ def _pin(pid: int, cpus: set[int]) -> None:
             pass
 
 
-async def echo_placed(stack: Stack, layout: Layout, cpus: tuple[int, int, int, int] | None, *,
-                      count: int = 300) -> dict[str, float]:
-    """Round trips beside a full-speed bulk stream with the four busy processes pinned to
-    ``cpus`` (``PLACEMENTS``; None: where the scheduler puts them). On a 2-core machine the
-    keystroke waits for the cloud to get a CPU: which process shares its core decides how long."""
+async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,
+                    idle: bool = True, raw_bytes: bool = False, spdy: bool = False,
+                    bulk_warmup: float = 0.5, cpus: tuple[int, int, int, int] | None = None) -> dict[str, float]:
+    """Round trips idle and beside a full-speed bulk stream of the same node (ms, MB/s); the
+    bulk stream runs ``bulk_warmup`` seconds before the first (on a long link: past its start).
+    ``cpus``: beside the bulk stream, the four busy processes pinned as ``PLACEMENTS`` says (on a
+    2-core machine the keystroke waits for the cloud to get a CPU: which process shares its core
+    decides how long)."""
     everywhere = os.sched_getaffinity(0)
     if cpus is not None and not set(cpus) <= everywhere:
         raise RuntimeError(f"placement needs CPUs {sorted(set(cpus))}; this process may use {sorted(everywhere)}")
-    echo = await open_echo(stack, layout)
-    cloud_edge = [p.proc.pid for p in stack.processes][:2]
-    try:
-        await pings(echo, max(5, count // 15))
-        async with bulk_beside(stack, layout) as rates:
-            if cpus is not None:
-                for pid, cpu in zip([*cloud_edge, rates.pid, os.getpid()], cpus, strict=True):
-                    _pin(pid, {cpu})
-                await asyncio.sleep(0.2)  # (the reader's next report comes from where it now runs)
-            loaded = await pings(echo, count)
-    finally:
-        for pid in [*cloud_edge, os.getpid()]:
-            _pin(pid, everywhere)
-        await echo.close()
-    p50, p99 = percentiles(loaded)
-    return {"bulk_p50_ms": p50, "bulk_p99_ms": p99, "bulk_MBps": statistics.median(rates)}
-
-
-async def exec_echo(stack: Stack, layout: Layout, *, count: int = 300, beside_bulk: bool = True,
-                    idle: bool = True, raw_bytes: bool = False, spdy: bool = False,
-                    bulk_warmup: float = 0.5) -> dict[str, float]:
-    """Round trips idle and beside a full-speed bulk stream of the same node (ms, MB/s); the
-    bulk stream runs ``bulk_warmup`` seconds before the first (on a long link: past its start)."""
     out: dict[str, float] = {}
     echo = await open_echo(stack, layout, raw_bytes, spdy)
+    cloud_edge = [p.proc.pid for p in stack.processes][:2]
     try:
         await pings(echo, max(5, count // 15))  # warm up
         if idle:
             out["idle_p50_ms"], out["idle_p99_ms"] = percentiles(await pings(echo, count))
         if beside_bulk:
             async with bulk_beside(stack, layout, bulk_warmup) as rates:
+                if cpus is not None:
+                    for pid, cpu in zip([*cloud_edge, rates.pid, os.getpid()], cpus, strict=True):
+                        _pin(pid, {cpu})
+                    await asyncio.sleep(0.2)  # (the reader's next report comes from where it now runs)
                 loaded = await pings(echo, count)
             out["bulk_p50_ms"], out["bulk_p99_ms"] = percentiles(loaded)
             out["bulk_MBps"] = statistics.median(rates)
     finally:
+        if cpus is not None:
+            for pid in [*cloud_edge, os.getpid()]:
+                _pin(pid, everywhere)
         await echo.close()
     return out
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import stacks
 from .core import Check, Context, Metrics, Variant
-from .measure import PLACEMENTS, containerd_echo, echo_placed, exec_echo, jain, open_echo, throughput
+from .measure import PLACEMENTS, containerd_echo, exec_echo, jain, open_echo, throughput
 
 RAW = "raw TLS relay"
 KE = "KubeEdge-style"
@@ -126,7 +126,7 @@ def build_exec_placement(ctx: Context) -> list[Variant]:
     for label, root in ctx.trees:
         for where, cpus in PLACEMENTS.items():
             async def measure(stack: stacks.Stack, cpus: tuple[int, int, int, int] | None = cpus) -> Metrics:
-                return await echo_placed(stack, ctx.layout, cpus, count=count)
+                return await exec_echo(stack, ctx.layout, count=count, idle=False, cpus=cpus)
 
             variants.append(Variant(f"{label}, {where}", functools.partial(stacks.ours, ctx.layout, root), measure))
     return variants

@@ -146,7 +146,6 @@ class BdpEstimator:
     _drain_until: float = 0.0
     _path_check: bool = False
     """Draining to tell a longer path from a queue of the window's own (``_track_rtt_min``)."""
-    _path_from: float = 0.0
     _path_low: float = 0.0
     _path_quiet_until: float = 0.0
     """After a drain that found the path as it was, no new check before this (``_PATH_QUIET``)."""
@@ -252,10 +251,9 @@ class BdpEstimator:
         bw = self.sample / max(self.rtt, 1e-6)
         if bw > self.bw_max:
             self.bw_max = bw
-        if check_path:  # half the fit for three round trips: a queue of the window's own drains
-            self._path_check, self._path_from, self._path_low = True, now + rtt, float("inf")
-            self._drain_until = now + 3 * rtt
-            return self._change(max(self._floor, int(self.fit * _DRAIN)), rtt, now)
+        if check_path:  # a queue of the window's own drains in three round trips
+            self._path_check, self._path_low = True, float("inf")
+            return self._drain(3, rtt, now)
         if self._sent_at < self._hold_until:
             return None  # the probe left before the last change could show in the queue
         recent = self._recent
@@ -282,8 +280,7 @@ class BdpEstimator:
         if long_path and queue is not None and queue > QUEUE and self.estimate > fit:
             # the window is larger than the path: what it adds waits at the bottleneck
             self.full, self._reprobe_at = True, now + max(_REPROBE, _REPROBE_RTTS * self.rtt_min)
-            self._drain_until = now + 2 * rtt
-            return self._change(max(self._floor, int(fit * _DRAIN)), rtt, now)
+            return self._drain(2, rtt, now)
         if self.sample < _BETA * self.estimate:
             return None
         if waiting > self.estimate // 2:
@@ -302,7 +299,7 @@ class BdpEstimator:
         model: 51.5 -> 120 ms in two minutes; one bench run read RTT + 32 ms, as this builds). So the
         window drains first, and the path is what the round trips say once the queue is gone
         (BBR's PROBE_RTT)."""
-        if self._path_check and self._sent_at >= self._path_from:  # (left once the smaller window showed)
+        if self._path_check and self._sent_at >= self._hold_until:  # (left once the smaller window showed)
             self._path_low = min(self._path_low, rtt)
         if self.samples == 1 or rtt < self.rtt_min:
             self.rtt_min, self._high_since = rtt, -1.0
@@ -334,6 +331,11 @@ class BdpEstimator:
             self._reprobe_at = now + max(_REPROBE, _REPROBE_RTTS * self.rtt_min)
             grown = max(grown, int(self.estimate * _PROBE_UP))
         return self._change(min(grown, self.limit), rtt, now)
+
+    def _drain(self, rtts: int, rtt: float, now: float) -> int | None:
+        """``_DRAIN`` of the fit for ``rtts`` round trips, then the fit (``acknowledged``)."""
+        self._drain_until = now + rtts * rtt
+        return self._change(max(self._floor, int(self.fit * _DRAIN)), rtt, now)
 
     def _change(self, estimate: int, rtt: float, now: float) -> int | None:
         """Any change once the path was full: the queue takes a round trip (with the queue) to
